@@ -1,0 +1,1 @@
+"""Export stage: checkpoint -> bundle (ONNX per precision, TensorRT engines, manifest)."""

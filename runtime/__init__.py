@@ -1,0 +1,1 @@
+"""Runtime stage: torch-free inference from a bundle (numpy + onnxruntime / TensorRT only)."""

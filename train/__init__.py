@@ -1,0 +1,1 @@
+"""Training stage: datasets, backbones, the two students and the semi-supervised loop (needs torch)."""
