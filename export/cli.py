@@ -1,0 +1,145 @@
+"""`co2s-export`: checkpoint -> bundle (ONNX FP32/FP16/INT8, parity report, optional engines and Triton repo).
+
+    co2s-export --checkpoint run/best.pt --out bundles/potsdam --engine fp16
+    co2s-export --untrained --preset paper --num-classes 6 --tile 512 --out bundles/plan
+    co2s-export --from-bundle bundles/potsdam --engine fp16          # on the target GPU; no torch needed
+
+Exit status: 0 done; 1 error (one line `error: ...`, nothing written); 2 the ONNX bundle is complete but
+engines were asked for on a machine without an NVIDIA GPU (the message says the command to run there).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from co2s.errors import Co2SInputError
+
+from . import formats
+
+_FUSIONS = ("mean", "max-confidence")
+_INT8_METHODS = ("auto", "ort-minmax", "ort-percentile", "ort-entropy", "modelopt-max", "modelopt-entropy")
+
+
+def _log(msg: str) -> None:
+    click.echo(msg, err=True)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.option("--checkpoint", type=click.Path(path_type=Path), help="co2s checkpoint written by co2s-train")
+@click.option("--untrained", is_flag=True, help="export a randomly initialised model (plan latency before training)")
+@click.option("--from-bundle", "from_bundle", type=click.Path(path_type=Path),
+              help="existing bundle: only build --engine / write --triton-repo (torch-free)")
+@click.option("--out", type=click.Path(path_type=Path), help="bundle folder to write (atomically)")
+@click.option("--force", is_flag=True, help="replace a non-empty --out / Triton model folder")
+@click.option("--preset", type=click.Choice(["tiny", "paper"]), help="model size for --untrained (default paper)")
+@click.option("--num-classes", type=int, help="class count for --untrained (or checked against the checkpoint)")
+@click.option("--dataset", help="dataset name or YAML: classes/palette, checked against the checkpoint's class count")
+@click.option("--students", type=click.Choice(["both", "clip", "dinov3"]), default="both", show_default=True)
+@click.option("--fusion", type=click.Choice(_FUSIONS), default="mean", show_default=True)
+@click.option("--tile", type=int, help="tile size, a multiple of 16 (default: the training crop / preset tile)")
+@click.option("--batch", type=int, help="fixed batch size (default 1)")
+@click.option("--dynamic-batch", help="dynamic batch MIN:OPT:MAX, e.g. 1:4:8 (TensorRT optimisation profile)")
+@click.option("--precisions", default="fp32,fp16,int8", show_default=True,
+              help="ONNX precisions to write (fp32 is always written: it is the parity reference)")
+@click.option("--engine", "engines", multiple=True, help="also build a TensorRT engine: fp32|fp16|int8 (repeatable)")
+@click.option("--calib-data", type=click.Path(path_type=Path), help="folder of images for INT8 calibration and parity "
+              "(default: the synthetic scene set)")
+@click.option("--calib-count", type=int, default=32, show_default=True, help="calibration/parity tiles")
+@click.option("--int8-method", type=click.Choice(_INT8_METHODS), default="auto", show_default=True,
+              help="auto = modelopt-max when nvidia-modelopt is installed, else ort-minmax")
+@click.option("--probs", is_flag=True, help="add a float16 `probs` output [B,N,H,W] for overlapped-tile blending")
+@click.option("--workspace", "workspace_gib", type=float, default=4.0, show_default=True, help="TensorRT workspace, GiB")
+@click.option("--triton-repo", type=click.Path(path_type=Path), help="also write a Triton model repository here")
+@click.option("--allow-degraded", is_flag=True, help="keep the bundle even when parity is under the thresholds")
+@click.option("--list-formats", is_flag=True, help="print the table of formats and exit")
+def cli(**kw) -> int:
+    """Export a Co2S checkpoint to a deployable bundle."""
+    if kw["list_formats"]:
+        click.echo(formats.table())
+        return 0
+    engines = formats.parse_precisions(kw["engines"], "--engine") if kw["engines"] else ()
+    if kw["from_bundle"] is not None:
+        return _from_bundle(kw, engines)
+    if kw["checkpoint"] is not None and kw["untrained"]:
+        raise Co2SInputError("--checkpoint and --untrained are exclusive")
+    if kw["out"] is None:
+        raise Co2SInputError("--out BUNDLE is required")
+
+    from .pipeline import ExportOptions, export_bundle, parse_batch
+
+    opts = ExportOptions(
+        out=kw["out"], checkpoint=kw["checkpoint"], untrained=kw["untrained"], preset=kw["preset"],
+        num_classes=kw["num_classes"], dataset=kw["dataset"], students=kw["students"], fusion=kw["fusion"],
+        tile=kw["tile"], batch=parse_batch(kw["batch"], kw["dynamic_batch"]),
+        precisions=formats.parse_precisions(kw["precisions"], "--precisions"), engines=engines,
+        calib_data=kw["calib_data"], calib_count=kw["calib_count"], int8_method=kw["int8_method"], probs=kw["probs"],
+        workspace_gib=kw["workspace_gib"], triton_repo=kw["triton_repo"], allow_degraded=kw["allow_degraded"],
+        force=kw["force"], log=_log,
+    )
+    if opts.preset and not opts.untrained:
+        raise Co2SInputError("--preset applies to --untrained (a checkpoint records its own preset)")
+    result = export_bundle(opts)
+    if result.message:
+        click.echo(result.message, err=True)
+    return result.exit_code
+
+
+def _from_bundle(kw: dict, engines: tuple[str, ...]) -> int:
+    """Torch-free: only the manifest, the format table, TensorRT and (optionally) tritonclient are imported."""
+    ignored = [k for k in ("checkpoint", "out", "calib_data", "dataset", "tile", "batch", "dynamic_batch")
+               if kw[k] is not None] + (["untrained"] if kw["untrained"] else [])
+    if ignored:
+        raise Co2SInputError(f"--from-bundle takes the model from the bundle; drop --{ignored[0].replace('_', '-')}")
+    if not engines and kw["triton_repo"] is None:
+        raise Co2SInputError("--from-bundle needs --engine PRECISION and/or --triton-repo DIR")
+    from co2s.runtime.manifest import load_manifest
+
+    bundle = kw["from_bundle"]
+    manifest = load_manifest(bundle)
+    code = 0
+    if engines:
+        from .engines import add_engines
+
+        result = add_engines(bundle, engines, workspace_gib=kw["workspace_gib"], log=_log)
+        if result.message:
+            click.echo(result.message, err=True)
+        code = result.exit_code
+    if kw["triton_repo"] is not None:
+        from .triton import write_triton_repo
+
+        info = write_triton_repo(load_manifest(bundle) if engines else manifest, kw["triton_repo"], force=kw["force"])
+        _log(f"wrote Triton model {info['path']} ({info['platform']}, {info['precision']})")
+    return code
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        code = cli.main(args=argv, standalone_mode=False)
+    except Co2SInputError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:  # bad option values: same one-line style, exit 1 (2 means "engines deferred")
+        click.echo(f"error: {e.format_message()}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except Exception as e:
+        from .pipeline import ExportCheckError
+        from .tensorrt_build import EngineBuildError
+
+        if isinstance(e, (ExportCheckError, EngineBuildError)):
+            click.echo(f"error: {e}", err=True)
+            sys.exit(1)
+        raise
+    sys.exit(code or 0)
+
+
+if __name__ == "__main__":
+    main()

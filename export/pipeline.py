@@ -1,0 +1,383 @@
+"""checkpoint (or an untrained plan) -> bundle: the export as one typed API call; the CLI is a thin wrapper.
+
+Order matters for "no partial bundle": every cheap check on the options runs before torch is imported,
+all artefacts are written into a temporary folder, and that folder becomes the bundle only after the
+audit and the parity thresholds passed. Engines are built afterwards, from the committed bundle, by the
+same torch-free code path that `--from-bundle` uses on the target device.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import logging
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from co2s.errors import Co2SInputError
+
+from . import formats
+from .bundle import AtomicBundle, check_output_dir
+
+DEFAULT_CALIB_COUNT = 32
+BOTH = "both"
+
+
+class ExportCheckError(RuntimeError):
+    """The exported graph failed the TensorRT audit or a parity threshold; nothing was written."""
+
+
+@dataclass
+class ExportOptions:
+    out: Path
+    checkpoint: Path | None = None
+    untrained: bool = False
+    preset: str | None = None
+    num_classes: int | None = None
+    dataset: str | None = None
+    students: str = BOTH
+    fusion: str = "mean"
+    tile: int | None = None
+    batch: tuple[int, int, int] = (1, 1, 1)
+    precisions: tuple[str, ...] = formats.PRECISIONS
+    engines: tuple[str, ...] = ()
+    calib_data: Path | None = None
+    calib_count: int = DEFAULT_CALIB_COUNT
+    int8_method: str = "auto"
+    probs: bool = False
+    workspace_gib: float = 4.0
+    triton_repo: Path | None = None
+    allow_degraded: bool = False
+    force: bool = False
+    seed: int = 0
+    log: object = field(default=print, repr=False)
+
+
+@dataclass
+class ExportResult:
+    bundle: Path
+    manifest: dict
+    exit_code: int = 0
+    message: str = ""
+
+
+def parse_batch(batch: int | None, dynamic: str | None) -> tuple[int, int, int]:
+    if batch is not None and dynamic is not None:
+        raise Co2SInputError("--batch and --dynamic-batch are exclusive: a fixed batch, or MIN:OPT:MAX")
+    if dynamic is not None:
+        try:
+            lo, opt, hi = (int(v) for v in dynamic.split(":"))
+        except ValueError:
+            raise Co2SInputError(f"--dynamic-batch expects MIN:OPT:MAX (e.g. 1:4:8), got {dynamic!r}") from None
+        if not 1 <= lo <= opt <= hi or lo == hi:
+            raise Co2SInputError(f"--dynamic-batch {dynamic}: need 1 <= MIN <= OPT <= MAX and MIN < MAX")
+        return lo, opt, hi
+    b = 1 if batch is None else batch
+    if b < 1:
+        raise Co2SInputError(f"--batch must be at least 1, got {b}")
+    return b, b, b
+
+
+def check_tile(tile: int | None) -> None:
+    if tile is not None and (tile <= 0 or tile % 16):
+        raise Co2SInputError(f"--tile {tile}: must be a positive multiple of 16 (the ViT patch size)")
+
+
+def _versions() -> dict:
+    import onnx
+    import onnxruntime
+    import onnxslim
+    import torch
+
+    import co2s
+
+    return {"co2s": co2s.__version__, "torch": torch.__version__, "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__, "onnxslim": onnxslim.__version__,
+            "python": platform.python_version()}
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            h.update(block)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------------------- the model
+def _default_palette(n: int) -> list[list[int]]:
+    rng = np.random.default_rng(12345)
+    return rng.integers(0, 256, (n, 3)).tolist()
+
+
+def load_model(opts: ExportOptions):
+    """(Co2S in eval mode, preset name, dataset dict, checkpoint record or None, tile)."""
+    import torch
+
+    from co2s.train.model import build_co2s, co2s_from_state, get_preset
+
+    info = None
+    if opts.dataset:
+        from co2s.train.data import get_dataset_info
+
+        info = get_dataset_info(opts.dataset)
+    if opts.untrained:
+        preset = opts.preset or "paper"
+        p = get_preset(preset)
+        n = opts.num_classes or (info.num_classes if info else None)
+        if n is None:
+            raise Co2SInputError("--untrained needs --num-classes N (or --dataset NAME)")
+        if info is not None and info.num_classes != n:
+            raise Co2SInputError(f"--num-classes {n} differs from dataset {info.name!r}, which has {info.num_classes} classes")
+        tile = opts.tile or p.tile
+        torch.manual_seed(opts.seed)
+        from co2s.train.backbones import build_backbone
+
+        text_dim = build_backbone(p.backbones["clip"], img_size=tile).text_dim
+        protos = np.random.default_rng(opts.seed).standard_normal((n, text_dim)).astype(np.float32)
+        protos /= np.linalg.norm(protos, axis=1, keepdims=True)
+        model = build_co2s(n, preset=preset, prototypes=protos, img_size=tile)
+        dataset = ({"name": info.name, "classes": list(info.classes), "palette": [list(c) for c in info.palette]}
+                   if info else {"name": "untrained", "classes": [f"class_{i}" for i in range(n)],
+                                 "palette": _default_palette(n)})
+        return model.eval(), preset, dataset, None, tile
+
+    from co2s.train.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(opts.checkpoint)
+    have = ckpt["model_config"]["num_classes"]
+    if info is not None and info.num_classes != have:
+        raise Co2SInputError(
+            f"{opts.checkpoint}: the checkpoint has {have} classes but dataset {info.name!r} has "
+            f"{info.num_classes} ({', '.join(info.classes)}); export with the dataset it was trained on"
+        )
+    if opts.num_classes is not None and opts.num_classes != have:
+        raise Co2SInputError(f"{opts.checkpoint}: the checkpoint has {have} classes, --num-classes says {opts.num_classes}")
+    try:
+        model = co2s_from_state(ckpt["model_config"], ckpt["model"])
+    except (RuntimeError, KeyError) as e:  # state dict does not fit the recorded config
+        raise Co2SInputError(f"{opts.checkpoint}: the model weights do not match its model_config ({e})") from None
+    if info is not None:
+        dataset = {"name": info.name, "classes": list(info.classes), "palette": [list(c) for c in info.palette]}
+    else:
+        d = ckpt["dataset"]
+        dataset = {"name": d["name"], "classes": list(d["classes"]), "palette": [list(c) for c in d["palette"]]}
+    preset = ckpt["model_config"]["preset"]
+    tile = opts.tile or ckpt["model_config"].get("img_size") or get_preset(preset).tile
+    record = {"name": Path(opts.checkpoint).name, "sha256": _sha256(Path(opts.checkpoint))}
+    return model.eval(), preset, dataset, record, tile
+
+
+def _student_names(model, choice: str) -> tuple[str, ...]:
+    names = tuple(model.students)
+    if choice == BOTH:
+        return names
+    picked = tuple(n for n in names if n == choice or n.startswith(f"{choice}_"))
+    if not picked:
+        raise Co2SInputError(f"--students {choice}: this model has no such student (it has {', '.join(names)})")
+    return picked
+
+
+# ------------------------------------------------------------------------------------------ export
+def export_bundle(opts: ExportOptions) -> ExportResult:
+    log = opts.log
+    t_start = time.perf_counter()
+    # cheap checks first: nothing heavy is imported and nothing is written if these fail
+    check_tile(opts.tile)
+    check_output_dir(opts.out, opts.force)
+    if opts.students not in (BOTH, "clip", "dinov3"):
+        raise Co2SInputError(f"--students must be clip, dinov3 or both, got {opts.students!r}")
+    if opts.calib_count < max(1, opts.batch[0]):
+        raise Co2SInputError(f"--calib-count must be at least {max(1, opts.batch[0])} (one batch), got {opts.calib_count}")
+    if opts.calib_data is not None:
+        from .calibration import list_images
+
+        list_images(opts.calib_data)
+    if not opts.untrained:
+        if opts.checkpoint is None:
+            raise Co2SInputError("give --checkpoint FILE, or --untrained to plan a deployment before training")
+        if not Path(opts.checkpoint).is_file():
+            raise Co2SInputError(f"--checkpoint {opts.checkpoint}: file not found")
+    precisions = tuple(p for p in formats.PRECISIONS if p in set(opts.precisions) | set(opts.engines) | {"fp32"})
+
+    with _quiet_exporters():
+        return _export(opts, log, t_start, precisions)
+
+
+@contextlib.contextmanager
+def _quiet_exporters():
+    """The exporters' per-op optimiser chatter ("Skipping constant folding...") is not actionable for users."""
+    loggers = [logging.getLogger(n) for n in ("onnxscript", "onnx_ir", "torch.onnx")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def _export(opts: ExportOptions, log, t_start: float, precisions: tuple[str, ...]) -> ExportResult:
+    from .audit import audit_file
+    from .calibration import load_calibration
+    from .deploy import DeployConfig, DeployModel, reference_predict
+    from .onnx_export import count_nodes, export_deploy_onnx
+    from .parity import THRESHOLDS, fp32_vs_pytorch, judge, run_onnx, vs_fp32
+    from .precision import quantize_int8, save_fp16
+
+    model, preset, dataset, ckpt_record, tile = load_model(opts)
+    check_tile(tile)
+    students = _student_names(model, opts.students)
+    config = DeployConfig(students, opts.fusion, tile, opts.probs)
+    calib = load_calibration(opts.calib_data, opts.calib_count, tile)
+    images = calib.images
+    log(f"{len(students)} student(s) {', '.join(students)}; tile {tile}; {len(images)} calibration/parity tiles "
+        f"({calib.source['kind']})")
+
+    # reference on the unfolded training model, before anything is patched for export
+    ref_parts = [reference_predict(model, students, opts.fusion, images[i : i + 4]) for i in range(0, len(images), 4)]
+    ref = {k: np.concatenate([r[k] for r in ref_parts]) for k in ref_parts[0]}
+
+    deploy = DeployModel(model, config)
+    run_batch = opts.batch[2] if opts.batch[0] != opts.batch[2] else opts.batch[0]
+    parity: dict = {"images": int(len(images)), "thresholds": dict(THRESHOLDS),
+                    "degraded_allowed": bool(opts.allow_degraded)}
+    artifacts: dict = {}
+    precision_info: dict = {}
+    failures: list[str] = []
+
+    untrained_note = None
+    if opts.untrained:
+        # Random weights give near-uniform class probabilities: label agreement between precisions is then
+        # decided by noise-level margins and says nothing about a trained model. Report, do not enforce.
+        untrained_note = "untrained model: FP16/INT8 agreement is reported but not enforced"
+        parity["note"] = untrained_note
+
+    with AtomicBundle(opts.out, opts.force) as tmp:
+        fmt = formats.get_format("onnx", "fp32")
+        fp32_path = tmp / fmt.filename
+        log(f"exporting {fmt.filename} (torch dynamo exporter, opset 19)...")
+        stats = export_deploy_onnx(deploy, fp32_path, tile=tile, batch=opts.batch)
+        _audit_or_fail(audit_file(fp32_path), fmt.filename)
+        log(f"  {stats.nodes_exported} nodes exported, {stats.nodes_clean} after clean-up, {stats.seconds:.0f} s")
+        outs = {"fp32": run_onnx(fp32_path, images, batch=run_batch)}
+        parity["fp32"] = judge("fp32", fp32_vs_pytorch(outs["fp32"], ref))
+        precision_info["fp32"] = {"export_seconds": round(stats.seconds, 1)}
+
+        for precision in precisions[1:]:
+            fmt = formats.get_format("onnx", precision)
+            path = tmp / fmt.filename
+            t0 = time.perf_counter()
+            if precision == "fp16":
+                log("converting to FP16 with FP32 islands...")
+                precision_info["fp16"] = save_fp16(fp32_path, path)
+            else:
+                from .precision import resolve_int8_method
+
+                log(f"quantising to INT8 Q/DQ ({resolve_int8_method(opts.int8_method)}, {len(images)} calibration tiles)...")
+                precision_info["int8"] = quantize_int8(fp32_path, path, images, method=opts.int8_method,
+                                                       batch=opts.batch[0] if opts.batch[0] == opts.batch[2] else 1)
+            precision_info[precision]["seconds"] = round(time.perf_counter() - t0, 1)
+            _audit_or_fail(audit_file(path), fmt.filename)
+            outs[precision] = run_onnx(path, images, batch=run_batch)
+            parity[precision] = judge(precision, vs_fp32(outs[precision], outs["fp32"],
+                                                         calib.truth_for(dataset["classes"]), len(dataset["classes"])))
+
+        for precision in precisions:
+            r = parity[precision]
+            log(f"  parity {precision}: pixel agreement {100 * r['pixel_agreement']:.3f} % "
+                f"(threshold {100 * r['threshold']:.2f} %)" + (f", mIoU delta {r['miou_delta']:+.2f}" if "miou_delta" in r else ""))
+            enforced = precision == "fp32" or not opts.untrained
+            if not r["passed"] and enforced:
+                failures.append(f"{precision} pixel agreement {100 * r['pixel_agreement']:.3f} % is below "
+                                f"{100 * r['threshold']:.2f} %")
+        if failures and not opts.allow_degraded:
+            raise ExportCheckError("parity check failed: " + "; ".join(failures) +
+                                   " (nothing was written; --allow-degraded keeps such a bundle)")
+
+        from co2s.runtime.manifest import artifact_record, write_manifest
+
+        for precision in precisions:
+            fmt = formats.get_format("onnx", precision)
+            artifacts[fmt.key] = artifact_record(tmp, fmt.filename, "onnx", precision=precision,
+                                                 nodes=count_nodes(tmp / fmt.filename), opset=stats.opset)
+            data = tmp / f"{fmt.filename}.data"
+            if data.exists():
+                artifacts[f"{fmt.key}_data"] = artifact_record(tmp, data.name, "onnx-data", precision=precision)
+        manifest = _manifest(opts, config, deploy, model, preset, dataset, ckpt_record, artifacts, precision_info,
+                             calib, parity, stats, time.perf_counter() - t_start)
+        write_manifest(tmp, manifest)
+    log(f"wrote {opts.out} ({', '.join(precisions)} ONNX) in {time.perf_counter() - t_start:.0f} s")
+
+    result = ExportResult(Path(opts.out), manifest)
+    if opts.engines:
+        from .engines import add_engines
+
+        result = add_engines(opts.out, opts.engines, workspace_gib=opts.workspace_gib, log=log)
+    if opts.triton_repo is not None and result.exit_code == 0:
+        _write_triton(opts.out, opts.triton_repo, opts.force, log)
+    return result
+
+
+def _write_triton(bundle: Path, repo: Path, force: bool, log) -> dict:
+    from co2s.runtime.manifest import load_manifest
+
+    from .triton import write_triton_repo
+
+    info = write_triton_repo(load_manifest(bundle), repo, force=force)
+    log(f"wrote Triton model {info['path']} ({info['platform']}, {info['precision']}; "
+        f"config {'validated with tritonclient' if info['validated'] else 'not validated: tritonclient not installed'})")
+    return info
+
+
+def _audit_or_fail(report, name: str) -> None:
+    if not report.ok:
+        raise ExportCheckError(f"{name} would not build with TensorRT 10: " + "; ".join(report.errors))
+
+
+def _manifest(opts, config, deploy, model, preset, dataset, ckpt_record, artifacts, precision_info, calib,
+              parity, stats, seconds) -> dict:
+    from .deploy import INPUT_NAME, PROBS_NAME
+
+    lo, opt, hi = opts.batch
+    dynamic = lo != hi
+    b = "batch" if dynamic else lo
+    t = config.tile
+    n = len(dataset["classes"])
+    outputs = [
+        {"name": "labels", "dtype": "uint8", "shape": [b, t, t], "description": "argmax of the fused probabilities"},
+        {"name": "confidence", "dtype": "float32", "shape": [b, t, t], "description": "fused top-class probability"},
+    ]
+    if config.probs:
+        outputs.append({"name": PROBS_NAME, "dtype": "float16", "shape": [b, n, t, t], "layout": "NCHW",
+                        "description": "fused class probabilities, for overlapped-tile blending"})
+    kinds = {name: ("clip" if hasattr(s.backbone, "visual") else "dinov3") for name, s in deploy.students.items()}
+    return {
+        "format": "co2s-bundle",
+        "schema_version": 1,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "model": {"preset": preset, "students": list(config.students), "student_kinds": [kinds[s] for s in config.students],
+                  "fusion": config.fusion, "num_classes": n, "tile": t, "untrained": bool(opts.untrained),
+                  "checkpoint": ckpt_record, "folded": deploy.folded_summary()},
+        "dataset": dataset,
+        "input": {"name": INPUT_NAME, "dtype": "uint8", "shape": [b, t, t, 3], "layout": "NHWC",
+                  "description": "RGB tile, 0-255; normalisation happens in the graph"},
+        "outputs": outputs,
+        "batch": {"dynamic": dynamic, "min": lo, "opt": opt, "max": hi},
+        "normalization": {"in_graph": True, "input_range": [0, 255], "students": {
+            name: {"mean": list(map(float, model.students[name].backbone.pixel_mean)),
+                   "std": list(map(float, model.students[name].backbone.pixel_std))} for name in config.students}},
+        "artifacts": artifacts,
+        "precisions": precision_info,
+        "calibration": {**calib.source, "method": precision_info.get("int8", {}).get("method")},
+        "parity": parity,
+        "producer": {**_versions(), "opset": stats.opset},
+        "export": {"seconds": round(seconds, 1), "nodes_exported": stats.nodes_exported,
+                   "nodes_after_cleanup": stats.nodes_clean, "onnx_export_seconds": round(stats.seconds, 1)},
+    }

@@ -1,0 +1,166 @@
+"""TensorRT engines from the bundle's typed ONNX, with the TensorRT Python API (10.3 on JetPack 6.2, 11.x).
+
+Torch-free: a Jetson builds with `co2s-export --from-bundle BUNDLE --engine fp16` and only tensorrt installed.
+
+* Strongly typed networks: precision comes from the ONNX (FP16 islands, Q/DQ), the builder sets shapes only.
+  TensorRT 10.x opts in with NetworkDefinitionCreationFlag.STRONGLY_TYPED; 11.x is always strongly typed
+  (the flag may be gone, and BuilderFlag.FP16/INT8 and the calibrators are removed). If a 10.x build
+  lacks the flag we fall back to a weakly typed build with FP16/INT8 flags and record it.
+* One optimisation profile on the batch dim (min/opt/max from the manifest); H, W are static.
+* A timing cache beside the bundle (timing.cache) makes rebuilds faster; workspace is capped.
+* The plan is written as is: no metadata header (the manifest is the sidecar), so trtexec and Triton
+  load it unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from co2s.errors import Co2SInputError
+
+
+class EngineBuildError(RuntimeError):
+    pass
+
+
+def has_nvidia_gpu() -> bool:
+    """Cheap, import-free probe: a CUDA-capable NVIDIA device node (desktop/server) or a Jetson iGPU."""
+    if os.environ.get("CO2S_FORCE_NO_GPU") == "1":  # tests and dry runs on GPU machines
+        return False
+    dev = Path("/dev")
+    return any((dev / n).exists() for n in ("nvidia0", "nvhost-ctrl-gpu", "nvgpu/igpu0/ctrl"))
+
+
+def import_tensorrt():
+    try:
+        import tensorrt as trt
+    except ImportError as e:
+        raise Co2SInputError(
+            f"--engine needs the TensorRT Python package on this GPU machine ({e}); install it with "
+            "`pip install 'co2s[gpu]'` (or use the one JetPack ships: python3-libnvinfer)"
+        ) from None
+    return trt
+
+
+def device_info() -> dict:
+    """GPU name and compute capability without torch: pycuda, then cuda-python, then nvidia-smi, then Jetson."""
+    info: dict = {"name": None, "compute_capability": None}
+    try:
+        import pycuda.driver as cuda
+
+        cuda.init()
+        d = cuda.Device(0)
+        info.update(name=d.name(), compute_capability="%d.%d" % d.compute_capability())
+        return info
+    except Exception:
+        pass
+    try:
+        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
+
+        err, props = cudart.cudaGetDeviceProperties(0)
+        if int(err) == 0:
+            name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
+            info.update(name=name.strip("\x00"), compute_capability=f"{props.major}.{props.minor}")
+            return info
+    except Exception:
+        pass
+    if shutil.which("nvidia-smi"):
+        try:
+            out = subprocess.run(["nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader"],
+                                 capture_output=True, text=True, timeout=20).stdout.strip().splitlines()
+            if out:
+                name, cc = [s.strip() for s in out[0].split(",")]
+                info.update(name=name, compute_capability=cc)
+                return info
+        except Exception:
+            pass
+    model = Path("/proc/device-tree/model")
+    if model.exists():  # Jetson: no nvidia-smi; Orin is SM 8.7
+        name = model.read_text(errors="ignore").strip("\x00 \n")
+        info.update(name=name, compute_capability="8.7" if "Orin" in name else None)
+    return info
+
+
+def build_engine(onnx_path: Path, engine_path: Path, *, precision: str, batch: dict, input_name: str,
+                 input_shape: tuple[int, ...], workspace_gib: float = 4.0, timing_cache: Path | None = None,
+                 builder_optimization_level: int | None = None, log=print) -> dict:
+    """Build one plan; returns the record stored under artifacts.engine_<precision>.tensorrt."""
+    trt = import_tensorrt()
+    version = trt.__version__
+    major = int(version.split(".")[0])
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+
+    flags = 0
+    strongly_typed = False
+    creation = trt.NetworkDefinitionCreationFlag
+    if hasattr(creation, "STRONGLY_TYPED"):
+        flags |= 1 << int(creation.STRONGLY_TYPED)
+        strongly_typed = True
+    elif major >= 11:
+        strongly_typed = True  # always on, flag removed
+    if major < 10 and hasattr(creation, "EXPLICIT_BATCH"):
+        flags |= 1 << int(creation.EXPLICIT_BATCH)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):  # handles external data next to the file
+        errs = [str(parser.get_error(i)) for i in range(parser.num_errors)]
+        raise EngineBuildError(f"{onnx_path}: TensorRT {version} could not parse the ONNX: {'; '.join(errs[:5])}")
+
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
+    if builder_optimization_level is not None:
+        config.builder_optimization_level = builder_optimization_level
+    weak_flags = []
+    if not strongly_typed:  # TensorRT 10.x without STRONGLY_TYPED: tell it what the typed graph means
+        if precision in ("fp16", "int8") and hasattr(trt.BuilderFlag, "FP16"):
+            config.set_flag(trt.BuilderFlag.FP16)
+            weak_flags.append("FP16")
+        if precision == "int8" and hasattr(trt.BuilderFlag, "INT8"):
+            config.set_flag(trt.BuilderFlag.INT8)  # Q/DQ graph: explicit quantisation, no calibrator
+            weak_flags.append("INT8")
+
+    lo, opt, hi = batch["min"], batch["opt"], batch["max"]
+    if batch.get("dynamic"):
+        profile = builder.create_optimization_profile()
+        rest = tuple(input_shape[1:])
+        profile.set_shape(input_name, (lo, *rest), (opt, *rest), (hi, *rest))
+        config.add_optimization_profile(profile)
+
+    cache_bytes = timing_cache.read_bytes() if timing_cache and timing_cache.is_file() else b""
+    cache = config.create_timing_cache(cache_bytes)
+    config.set_timing_cache(cache, ignore_mismatch=True)  # a cache from another GPU is ignored, not fatal
+
+    t0 = time.perf_counter()
+    log(f"building TensorRT {version} {precision} engine from {onnx_path.name} (this takes minutes)...")
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise EngineBuildError(f"{onnx_path}: TensorRT {version} failed to build the {precision} engine (see log above)")
+    seconds = time.perf_counter() - t0
+    tmp = engine_path.with_name(f".{engine_path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(memoryview(plan))  # the plan as is: no metadata header
+    os.replace(tmp, engine_path)
+    if timing_cache is not None:
+        data = config.get_timing_cache().serialize()
+        tmpc = timing_cache.with_name(f".{timing_cache.name}.tmp")
+        with open(tmpc, "wb") as f:
+            f.write(memoryview(data))
+        os.replace(tmpc, timing_cache)
+
+    return {
+        "version": version,
+        "strongly_typed": strongly_typed,
+        "builder_flags": weak_flags,
+        "workspace_gib": workspace_gib,
+        "profile": {"min": lo, "opt": opt, "max": hi} if batch.get("dynamic") else None,
+        "build_seconds": round(seconds, 1),
+        "device": device_info(),
+        "host": platform.machine(),
+        "source_onnx": onnx_path.name,
+    }
