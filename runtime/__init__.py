@@ -1,1 +1,32 @@
-"""Runtime stage: torch-free inference from a bundle (numpy + onnxruntime / TensorRT only)."""
+"""Runtime stage: torch-free inference from a bundle (numpy + onnxruntime / TensorRT only).
+
+    from co2s.runtime import load_bundle, open_backend, run_inference, predict_array
+
+    bundle = load_bundle("bundles/potsdam")
+    backend = open_backend(bundle)                       # auto: TensorRT engine > ORT TensorRT/CUDA EP > ORT CPU
+    run_inference(bundle, backend, ["scene.tif", "tiles/"], "out/")
+    labels = predict_array(backend, rgb_uint8)["labels"]  # in memory, same tiling and stitching
+
+Names are resolved lazily so that `import co2s.runtime.manifest` (used by the exporter) stays cheap.
+"""
+
+from __future__ import annotations
+
+_API = {
+    "load_bundle": ".bundle", "Bundle": ".bundle",
+    "open_backend": ".backends", "Backend": ".backends",
+    "run_inference": ".pipeline", "predict_array": ".pipeline", "InferOptions": ".pipeline",
+    "InferencePipeline": ".pipeline",
+    "InputOptions": ".imageio",
+    "StageProfiler": ".profiler",
+}
+
+__all__ = sorted(_API)
+
+
+def __getattr__(name: str):
+    if name in _API:
+        import importlib
+
+        return getattr(importlib.import_module(_API[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

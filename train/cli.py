@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -86,6 +87,84 @@ def info(preset: str, num_classes: int, tile: int | None, timed: bool) -> None:
                 student(x)
                 msg += f"; forward {1000 * (time.perf_counter() - t0):.0f} ms"
         click.echo(msg)
+
+
+@cli.command()
+@click.option("--dataset", required=True, help="whdld, loveda, potsdam, gid, mer, msl, dubai, synthetic or a YAML file")
+@click.option("--data-root", type=click.Path(file_okay=False), help="dataset folder (dubai: default shared data)")
+@click.option("--split", default="1_8", show_default=True, help="labelled fraction, as the reference names it")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="run folder")
+@click.option("--preset", default="paper", show_default=True,
+              help="paper (ViT-B/16 pair, spec schedule) or tiny (small students, CPU)")
+@click.option("--method", default="co2s", show_default=True,
+              type=click.Choice(["co2s", "supervised", "unimatch-clip", "unimatch-dinov3", "homogeneous"]))
+@click.option("--iters", type=int, help="total iterations (default: from the preset)")
+@click.option("--batch-size", type=int, help="images per process for each of labelled / unlabelled")
+@click.option("--eval-every", type=int, help="iterations between val evaluations (and last.pt)")
+@click.option("--crop", type=int, help="training crop = model input = evaluation window")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--lr", default=1e-4, show_default=True, help="base lr (head x10)")
+@click.option("--backbone-lr-mult", type=float, help="backbone lr multiplier (default: paper 0.01, tiny 1)")
+@click.option("--sta-grad/--no-sta-grad", default=True, show_default=True,
+              help="L_sta trains the learning student (off: the reference's detached term)")
+@click.option("--amp", type=click.Choice(["bf16", "fp16"]), help="mixed precision on CUDA")
+@click.option("--clip-weights", type=click.Path(dir_okay=False), help="CLIP checkpoint")
+@click.option("--dinov3-weights", type=click.Path(dir_okay=False), help="DINOv3 checkpoint")
+@click.option("--prototypes", "prototypes_file", type=click.Path(dir_okay=False),
+              help=".npy from `co2s-train prototypes` (default: computed from the CLIP weights)")
+@click.option("--num-labeled", type=int, help="synthetic: labelled scenes")
+@click.option("--num-unlabeled", type=int, help="synthetic: unlabelled scenes")
+@click.option("--num-val", type=int, help="synthetic: val scenes")
+@click.option("--image-size", type=int, help="synthetic: scene size; dubai: patch size")
+@click.option("--workers", type=int, help="data-loading processes (default: from the preset)")
+@click.option("--fusion", default="mean", show_default=True, type=click.Choice(["mean", "max-confidence"]),
+              help="how the fused prediction (and best.pt) is scored")
+@click.option("--resume", is_flag=True, help="continue from OUT/last.pt (same data order, schedule and RNG)")
+@click.option("--stop-after", type=int, help="end this invocation after N iterations (saves last.pt)")
+@click.option("--device", help="cpu or cuda (default: cuda when available)")
+def fit(dataset, data_root, split, out, preset, method, iters, batch_size, eval_every, crop, seed, lr,
+        backbone_lr_mult, sta_grad,
+        amp, clip_weights, dinov3_weights, prototypes_file, num_labeled, num_unlabeled, num_val, image_size,
+        workers, fusion, resume, stop_after, device) -> None:
+    """Train a Co2S pair (or a baseline) semi-supervised; works under torchrun."""
+    from .config import TrainConfig
+    from .trainer import fit as run_fit
+
+    cfg = TrainConfig(
+        dataset=dataset, out=out, data_root=data_root, split=split, preset=preset, method=method, iters=iters,
+        batch_size=batch_size, eval_every=eval_every, crop=crop, seed=seed, lr=lr, backbone_lr_mult=backbone_lr_mult,
+        sta_grad=sta_grad, amp=amp,
+        clip_weights=clip_weights, dinov3_weights=dinov3_weights, prototypes=prototypes_file,
+        num_labeled=num_labeled, num_unlabeled=num_unlabeled, num_val=num_val, image_size=image_size,
+        workers=workers, fusion=fusion,
+    )
+    result = run_fit(cfg, resume=resume, stop_after=stop_after, device=device)
+    if int(os.environ.get("RANK", "0")) == 0:
+        click.echo(f"done at iteration {result['iteration']}: best fused val mIoU {result['best_miou']:.2f} "
+                   f"(iteration {result['best_iteration']}); checkpoints in {out}")
+
+
+@cli.command()
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("--dataset", required=True, help="the dataset the checkpoint was trained for (or its YAML)")
+@click.option("--data-root", type=click.Path(file_okay=False))
+@click.option("--split", "part", default="val", show_default=True, type=click.Choice(["val", "labeled"]),
+              help="which part to score")
+@click.option("--ratio", help="labelled fraction selecting the labeled part (default: the training run's)")
+@click.option("--fusion", default="mean", show_default=True, type=click.Choice(["mean", "max-confidence"]))
+@click.option("--num-val", type=int, help="synthetic: val scenes (default: the training run's)")
+@click.option("--image-size", type=int, help="synthetic: scene size; dubai: patch size (default: the training run's)")
+@click.option("--seed", type=int, help="synthetic/dubai split seed (default: the training run's)")
+@click.option("--device", help="cpu or cuda (default: cuda when available)")
+def evaluate(checkpoint, dataset, data_root, part, ratio, fusion, num_val, image_size, seed, device) -> None:
+    """Sliding-window mIoU of every student and of the fused prediction; prints the per-class table."""
+    from .trainer import evaluate_checkpoint
+
+    given = {"split": ratio, "num_val": num_val, "image_size": image_size, "seed": seed}
+    result = evaluate_checkpoint(checkpoint, dataset, data_root=data_root, part=part, fusion=fusion, device=device,
+                                 **{k: v for k, v in given.items() if v is not None})
+    if int(os.environ.get("RANK", "0")) == 0:
+        click.echo(result.table())
 
 
 def main() -> None:

@@ -1,0 +1,167 @@
+"""onnxruntime backend: TensorRT EP, CUDA EP or CPU EP over the bundle's ONNX model of one precision.
+
+On a GPU provider the input is copied to the device as an OrtValue and the outputs are bound on the device, so
+host-to-device, compute and device-to-host are timed separately (ORT synchronises at the end of each call, so
+host clocks are exact there). On the CPU provider everything is compute.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from co2s.errors import Co2SInputError
+
+from ..bundle import Artefact, BatchSpec, Bundle, verify_artefact
+from ..profiler import StageProfiler
+from .base import Backend, BackendInfo
+
+log = logging.getLogger("co2s.runtime")
+
+PROVIDERS = {"ort-trt": "TensorrtExecutionProvider", "ort-cuda": "CUDAExecutionProvider", "ort-cpu": "CPUExecutionProvider"}
+INSTALL_HINT = {
+    "ort-trt": "install onnxruntime-gpu and TensorRT (pip install 'co2s[gpu]')",
+    "ort-cuda": "install onnxruntime-gpu with CUDA 12 (pip install onnxruntime-gpu)",
+    "ort-cpu": "install onnxruntime",
+}
+
+
+class BackendUnavailable(Co2SInputError):
+    """This backend cannot run here (package, provider or device missing); auto-selection tries the next one."""
+
+
+def cache_dir() -> Path:
+    """Where ORT's TensorRT EP keeps engines and timing caches it builds (the bundle folder may be read-only)."""
+    base = os.environ.get("CO2S_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "co2s")
+    return Path(base)
+
+
+def available_providers() -> list[str]:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return []
+    return list(ort.get_available_providers())
+
+
+class OrtBackend(Backend):
+    def __init__(self, bundle: Bundle, precision: str, name: str = "ort-cpu", *, device_id: int = 0,
+                 threads: int | None = None):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise BackendUnavailable(f"{name}: onnxruntime is not installed ({INSTALL_HINT[name]})") from None
+        if name not in PROVIDERS:
+            raise Co2SInputError(f"unknown onnxruntime backend {name!r}; expected one of {', '.join(PROVIDERS)}")
+        provider = PROVIDERS[name]
+        have = ort.get_available_providers()
+        if provider not in have:
+            raise BackendUnavailable(f"{name}: this onnxruntime has no {provider} (it has {', '.join(have)}); "
+                                     f"{INSTALL_HINT[name]}")
+        self._ort = ort
+        self.name, self.precision, self.device_id = name, precision, device_id
+        self.bundle = bundle
+        self.tile = bundle.tile
+        self.on_gpu = name != "ort-cpu"
+        art = bundle.onnx(precision)
+        path = verify_artefact(bundle, art)
+        for extra in bundle.companions(art):  # external weights of a >2 GB model
+            verify_artefact(bundle, extra)
+
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.log_severity_level = 3  # errors only: the EP fallback chatter is reported by us instead
+        if threads:
+            so.intra_op_num_threads = int(threads)
+        providers = self._provider_list(name, art, bundle, device_id)
+        try:
+            self.session = ort.InferenceSession(str(path), so, providers=providers)
+        except Exception as e:  # noqa: BLE001 - ORT raises its own pybind exception types
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise Co2SInputError(f"{path}: onnxruntime cannot load this model ({first})") from None
+        actual = self.session.get_providers()
+        if provider not in actual:
+            raise BackendUnavailable(f"{name}: onnxruntime did not enable {provider} (session runs on "
+                                     f"{', '.join(actual)}); check the CUDA/TensorRT libraries")
+        self.providers = tuple(actual)
+        self.input_name, self.batch = self._check_io(path)
+        names = {o.name for o in self.session.get_outputs()}
+        self.outputs = tuple(o for o in bundle.outputs if o in names)
+        missing = [o for o in ("labels", "confidence") if o not in names]
+        if missing:
+            raise Co2SInputError(f"{path}: model has no output {missing[0]!r} (outputs: {', '.join(sorted(names))})")
+
+    @staticmethod
+    def _provider_list(name: str, art: Artefact, bundle: Bundle, device_id: int) -> list:
+        if name == "ort-cpu":
+            return ["CPUExecutionProvider"]
+        cuda = ("CUDAExecutionProvider", {"device_id": device_id})
+        if name == "ort-cuda":
+            return [cuda, "CPUExecutionProvider"]
+        cache = cache_dir() / "ort-trt" / ((art.sha256 or "nohash")[:16] + "-" + art.precision)
+        cache.mkdir(parents=True, exist_ok=True)
+        opts = {"device_id": device_id, "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
+                "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache),
+                # reduced precision already lives in the graph (FP16 casts, INT8 Q/DQ); these flags let TensorRT
+                # honour it (Q/DQ needs the INT8 flag on weakly typed builds) and pick FP16 around it
+                "trt_fp16_enable": art.precision in ("fp16", "int8"), "trt_int8_enable": art.precision == "int8"}
+        b, t, inp = bundle.batch, bundle.tile, bundle.input_name
+        if b.dynamic:  # one engine for the whole range instead of one rebuild per batch size seen
+            opts.update(trt_profile_min_shapes=f"{inp}:{b.min}x{t}x{t}x3", trt_profile_opt_shapes=f"{inp}:{b.opt}x{t}x{t}x3",
+                        trt_profile_max_shapes=f"{inp}:{b.max}x{t}x{t}x3")
+        return [("TensorrtExecutionProvider", opts), cuda, "CPUExecutionProvider"]
+
+    def _check_io(self, path: Path) -> tuple[str, BatchSpec]:
+        ins = self.session.get_inputs()
+        if len(ins) != 1:
+            raise Co2SInputError(f"{path}: expected one input, model has {len(ins)}")
+        i = ins[0]
+        t = self.tile
+        shape = list(i.shape)
+        if i.type != "tensor(uint8)" or len(shape) != 4 or shape[1:] != [t, t, 3]:
+            raise Co2SInputError(f"{path}: input {i.name!r} is {i.type} {shape}; the bundle says uint8 "
+                                 f"[batch, {t}, {t}, 3] (NHWC RGB)")
+        if i.name != self.bundle.input_name:
+            log.warning("%s: input is named %r, manifest says %r; using the model's", path, i.name, self.bundle.input_name)
+        b0 = shape[0]
+        if isinstance(b0, int) and b0 > 0:
+            return i.name, BatchSpec(b0, b0, b0)
+        return i.name, self.bundle.batch
+
+    def run(self, tiles: np.ndarray, profiler: StageProfiler | None = None) -> dict[str, np.ndarray]:
+        self.check_tiles(tiles)
+        b = tiles.shape[0]
+        x = np.ascontiguousarray(self.pad_batch(tiles))
+        names = self.fetched_outputs()
+        if not self.on_gpu:
+            t0 = time.perf_counter()
+            outs = self.session.run(list(names), {self.input_name: x})
+            if profiler:
+                profiler.add("compute", time.perf_counter() - t0)
+        else:
+            ort = self._ort
+            t0 = time.perf_counter()
+            xv = ort.OrtValue.ortvalue_from_numpy(x, "cuda", self.device_id)
+            t1 = time.perf_counter()
+            io = self.session.io_binding()
+            io.bind_ortvalue_input(self.input_name, xv)
+            for o in names:
+                io.bind_output(o, "cuda", self.device_id)
+            self.session.run_with_iobinding(io)
+            t2 = time.perf_counter()
+            outs = io.copy_outputs_to_cpu()
+            t3 = time.perf_counter()
+            if profiler:
+                profiler.add("h2d", t1 - t0)
+                profiler.add("compute", t2 - t1)
+                profiler.add("d2h", t3 - t2)
+        return {n: o[:b] for n, o in zip(names, outs)}
+
+    def info(self) -> BackendInfo:
+        return BackendInfo(self.name, self.precision, self.providers,
+                           notes=(f"onnxruntime {self._ort.__version__}",))

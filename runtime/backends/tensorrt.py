@@ -1,0 +1,301 @@
+"""Native TensorRT backend (TensorRT 10/11 Python API + pycuda), for Jetson and datacenter GPUs.
+
+Per slot (two by default, for double buffering): an execution context, a CUDA stream, pinned host buffers and
+device buffers sized for the largest batch, and four CUDA events. `submit` stages the tiles into pinned memory and
+queues copy-in, compute and copy-out on the slot's stream without waiting, so the pipeline can queue the next
+batch on the other slot while this one runs; `result()` waits on the slot's last event and reads the GPU-side
+stage times from the events. Optional CUDA-graph capture of the enqueue removes per-layer launch overhead
+(useful on Jetson, where the CPU is slow).
+
+Before anything is deserialised the manifest's record of the engine (TensorRT version, GPU, compute capability)
+is compared with this machine, because a mismatched plan either fails to load or, worse, loads and misbehaves.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+
+import numpy as np
+
+from co2s.errors import Co2SInputError
+
+from ..bundle import Artefact, BatchSpec, Bundle, verify_artefact
+from ..profiler import StageProfiler
+from .base import Backend, BackendInfo, Pending
+from .ort import BackendUnavailable
+
+log = logging.getLogger("co2s.runtime")
+
+
+def import_tensorrt():
+    """(tensorrt, pycuda.driver) or BackendUnavailable saying what to install."""
+    try:
+        import tensorrt as trt  # type: ignore[import-not-found]
+    except ImportError:
+        raise BackendUnavailable("tensorrt: the TensorRT Python package is not installed (pip install "
+                                 "'co2s[gpu]'; on Jetson it comes with JetPack as python3-libnvinfer)") from None
+    try:
+        import pycuda.driver as cuda  # type: ignore[import-not-found]
+    except ImportError:
+        raise BackendUnavailable("tensorrt: pycuda is not installed (pip install pycuda)") from None
+    try:
+        cuda.init()
+        if cuda.Device.count() == 0:
+            raise BackendUnavailable("tensorrt: no CUDA device found")
+    except cuda.Error as e:
+        raise BackendUnavailable(f"tensorrt: CUDA driver not usable ({e})") from None
+    return trt, cuda
+
+
+def parse_version(v: str | None) -> tuple[int, ...]:
+    return tuple(int(x) for x in re.findall(r"\d+", v or "")[:3])
+
+
+def engine_mismatch(art: Artefact, trt_version: str, cc: tuple[int, int], device: str) -> str | None:
+    """Why this engine cannot run here, or None. Plans are tied to the exact TensorRT version (unless built
+    version-compatible: same or newer runtime, next major allowed) and to the GPU architecture (unless built
+    with a hardware-compatibility level)."""
+    here, built = parse_version(trt_version), parse_version(art.trt_version)
+    why = []
+    if built:
+        if art.version_compatible:
+            if here < built or here[0] > built[0] + 1:
+                why.append(f"built version-compatible with TensorRT {art.trt_version}, this runtime is {trt_version}")
+        elif here[:3] != built[:3]:
+            why.append(f"built with TensorRT {art.trt_version}, this runtime is {trt_version}")
+    hw = (art.hardware_compatibility or "").lower()
+    if art.compute_capability:
+        want = tuple(art.compute_capability)
+        if "ampere_plus" in hw or "ampere-plus" in hw:
+            if cc < (8, 0):
+                why.append(f"built for Ampere and newer (sm_80+), this GPU is {device} (sm_{cc[0]}{cc[1]})")
+        elif want != cc:
+            why.append(f"built for {art.device_name or 'a GPU'} (sm_{want[0]}{want[1]}), this GPU is {device} "
+                       f"(sm_{cc[0]}{cc[1]})")
+    return "; ".join(why) or None
+
+
+def rebuild_hint(bundle: Bundle, precision: str) -> str:
+    return (f"rebuild the engine on this machine: co2s-export --from-bundle {bundle.root} --engine {precision} "
+            f"(or run the ONNX model instead: --backend ort-trt or ort-cuda)")
+
+
+class _Slot:
+    """One in-flight batch worth of context, stream, buffers and events."""
+
+    def __init__(self, trt, cuda, engine, input_name: str, outputs: list[str], tile: int, bmax: int):
+        self.context = engine.create_execution_context()
+        if self.context is None:
+            raise Co2SInputError("TensorRT could not create an execution context (out of GPU memory?)")
+        self.stream = cuda.Stream()
+        self.input_name = input_name
+        self.h_in = cuda.pagelocked_empty((bmax, tile, tile, 3), np.uint8)
+        self.d_in = cuda.mem_alloc(self.h_in.nbytes)
+        self.context.set_input_shape(input_name, (bmax, tile, tile, 3))
+        self.context.set_tensor_address(input_name, int(self.d_in))
+        self.h_out, self.d_out = {}, {}
+        for name in outputs:
+            shape = tuple(self.context.get_tensor_shape(name))
+            dtype = trt.nptype(engine.get_tensor_dtype(name))
+            self.h_out[name] = cuda.pagelocked_empty(shape, dtype)
+            self.d_out[name] = cuda.mem_alloc(max(1, self.h_out[name].nbytes))
+            self.context.set_tensor_address(name, int(self.d_out[name]))
+        self.bound_batch = bmax
+        self.events = [cuda.Event() for _ in range(4)]
+        self.graphs: dict[int, object] = {}
+        self.pending: _TrtPending | None = None
+
+
+class _TrtPending(Pending):
+    def __init__(self, backend: "TensorRTBackend", slot: _Slot, b: int, profiler: StageProfiler | None,
+                 names: tuple[str, ...]):
+        self.backend, self.slot, self.b, self.profiler, self.names = backend, slot, b, profiler, names
+        self._outputs: dict[str, np.ndarray] | None = None
+
+    def result(self) -> dict[str, np.ndarray]:
+        if self._outputs is None:
+            s = self.slot
+            with self.backend.active():
+                s.events[3].synchronize()
+                e = s.events
+                times = (e[1].time_since(e[0]), e[2].time_since(e[1]), e[3].time_since(e[2]))
+            if self.profiler:
+                for stage, ms in zip(("h2d", "compute", "d2h"), times):
+                    self.profiler.add(stage, ms / 1e3, source="cuda-events")
+            # copy out of the pinned buffers: the slot is reused by the batch after next
+            self._outputs = {n: np.array(s.h_out[n][:self.b]) for n in self.names}
+            if s.pending is self:
+                s.pending = None
+        return self._outputs
+
+
+class TensorRTBackend(Backend):
+    name = "tensorrt"
+    on_gpu = True
+
+    def __init__(self, bundle: Bundle, precision: str, *, device_id: int = 0, cuda_graph: bool = False,
+                 slots: int = 2):
+        trt, cuda = import_tensorrt()
+        self._trt, self._cuda = trt, cuda
+        self.bundle, self.precision, self.tile = bundle, precision, bundle.tile
+        engines = bundle.find("engine", precision)
+        if not engines:
+            have = ", ".join(bundle.precisions("engine")) or "none"
+            raise BackendUnavailable(f"bundle {bundle.root} has no {precision} TensorRT engine (engines: {have}); "
+                                     + rebuild_hint(bundle, precision))
+        dev = cuda.Device(device_id)
+        cc, dev_name = tuple(dev.compute_capability()), dev.name()
+        self.device = f"{dev_name} (sm_{cc[0]}{cc[1]})"
+        reasons = []
+        art = None
+        for cand in engines:
+            why = engine_mismatch(cand, trt.__version__, cc, dev_name)
+            if why is None:
+                art = cand
+                break
+            reasons.append(f"{cand.path.name}: {why}")
+        if art is None:
+            raise Co2SInputError(f"bundle {bundle.root}: no {precision} engine runs here — " + "; ".join(reasons)
+                                 + ". TensorRT plans only load on the version and GPU they were built for; "
+                                 + rebuild_hint(bundle, precision))
+        if art.device_name and art.device_name != dev_name:
+            log.warning("%s was built on %s, running on %s (same architecture): it works, but tactics were timed "
+                        "on the other GPU; rebuild here for best speed", art.path.name, art.device_name, dev_name)
+        path = verify_artefact(bundle, art)
+        self.artefact = art
+        self._ctx = dev.retain_primary_context()  # TensorRT uses the runtime API, i.e. the primary context
+        self.cuda_graph = bool(cuda_graph)
+        self._next = 0
+        with self.active():
+            self._logger = trt.Logger(trt.Logger.WARNING)
+            self._runtime = trt.Runtime(self._logger)
+            if art.version_compatible:
+                self._runtime.engine_host_code_allowed = True  # version-compatible plans embed a lean runtime
+            with open(path, "rb") as f:
+                self.engine = self._runtime.deserialize_cuda_engine(f.read())
+            if self.engine is None:
+                raise Co2SInputError(f"{path}: TensorRT {trt.__version__} could not deserialise this engine; "
+                                     + rebuild_hint(bundle, precision))
+            self.input_name, self.batch = self._check_io(path)
+            names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+            self.outputs = tuple(o for o in bundle.outputs if o in names)
+            if "labels" not in self.outputs:
+                raise Co2SInputError(f"{path}: engine has no 'labels' output (tensors: {', '.join(sorted(names))})")
+            # every output tensor needs a device address, even those never copied back
+            engine_outputs = [n for n in names if n != self.input_name]
+            self._slots = [_Slot(trt, cuda, self.engine, self.input_name, engine_outputs, self.tile, self.batch.max)
+                           for _ in range(max(1, slots))]
+        self.in_flight = len(self._slots)
+
+    def active(self):
+        """Context manager making this backend's CUDA context current on the calling thread."""
+        backend = self
+
+        class _Active:
+            def __enter__(self_inner):
+                backend._ctx.push()
+
+            def __exit__(self_inner, *exc):
+                backend._cuda.Context.pop()
+
+        return _Active()
+
+    def _check_io(self, path) -> tuple[str, BatchSpec]:
+        trt, eng = self._trt, self.engine
+        inputs = [eng.get_tensor_name(i) for i in range(eng.num_io_tensors)
+                  if eng.get_tensor_mode(eng.get_tensor_name(i)) == trt.TensorIOMode.INPUT]
+        if len(inputs) != 1:
+            raise Co2SInputError(f"{path}: expected one input tensor, engine has {inputs}")
+        name = inputs[0]
+        shape = list(eng.get_tensor_shape(name))
+        t = self.tile
+        if trt.nptype(eng.get_tensor_dtype(name)) != np.uint8 or len(shape) != 4 or shape[1:] != [t, t, 3]:
+            raise Co2SInputError(f"{path}: engine input {name!r} is {eng.get_tensor_dtype(name)} {shape}; expected "
+                                 f"uint8 [batch, {t}, {t}, 3]")
+        if shape[0] > 0:
+            return name, BatchSpec(shape[0], shape[0], shape[0])
+        lo, opt, hi = (int(s[0]) for s in eng.get_tensor_profile_shape(name, 0))
+        return name, BatchSpec(lo, opt, hi)
+
+    def _launch(self, slot: _Slot, bb: int) -> None:
+        handle = slot.stream.handle
+        if self.cuda_graph:
+            g = slot.graphs.get(bb)
+            if g is None:
+                try:
+                    # TensorRT wants one ordinary enqueue after a shape change before capture (deferred updates).
+                    slot.context.execute_async_v3(handle)
+                    slot.stream.synchronize()
+                    slot.stream.begin_capture()
+                    try:
+                        slot.context.execute_async_v3(handle)
+                    finally:
+                        graph = slot.stream.end_capture()
+                    g = graph.instantiate()
+                    slot.graphs[bb] = g
+                except Exception as e:  # noqa: BLE001 - capture unsupported here: fall back, keep running
+                    log.warning("CUDA graph capture failed (%s); running without graphs", e)
+                    self.cuda_graph = False
+                    g = None
+            if g is not None:
+                g.launch(slot.stream)
+                return
+        if not slot.context.execute_async_v3(handle):
+            raise RuntimeError("TensorRT execute_async_v3 failed (see the TensorRT log above)")
+
+    def submit(self, tiles: np.ndarray, profiler: StageProfiler | None = None) -> Pending:
+        self.check_tiles(tiles)
+        b = tiles.shape[0]
+        x = self.pad_batch(tiles)
+        bb = x.shape[0]
+        slot = self._slots[self._next % len(self._slots)]
+        self._next += 1
+        if slot.pending is not None:  # caller queued more than in_flight batches: finish the old one first
+            slot.pending.result()
+        cuda = self._cuda
+        with self.active():
+            t0 = time.perf_counter()
+            slot.h_in[:bb] = x  # stage into pinned memory so the copy below is truly asynchronous
+            if profiler:
+                profiler.add("preprocess", time.perf_counter() - t0)
+            if slot.bound_batch != bb:
+                slot.context.set_input_shape(self.input_name, (bb, self.tile, self.tile, 3))
+                slot.bound_batch = bb
+            ev, s = slot.events, slot.stream
+            ev[0].record(s)
+            cuda.memcpy_htod_async(slot.d_in, slot.h_in[:bb], s)
+            ev[1].record(s)
+            self._launch(slot, bb)
+            ev[2].record(s)
+            fetch = self.fetched_outputs()
+            for name in fetch:
+                cuda.memcpy_dtoh_async(slot.h_out[name][:bb], slot.d_out[name], s)
+            ev[3].record(s)
+        pending = _TrtPending(self, slot, b, profiler, fetch)
+        slot.pending = pending
+        return pending
+
+    def run(self, tiles: np.ndarray, profiler: StageProfiler | None = None) -> dict[str, np.ndarray]:
+        return self.submit(tiles, profiler).result()
+
+    def info(self) -> BackendInfo:
+        notes = [f"TensorRT {self._trt.__version__}", f"engine {self.artefact.path.name}"]
+        if self.cuda_graph:
+            notes.append("CUDA graphs")
+        return BackendInfo(self.name, self.precision, (), self.device, tuple(notes))
+
+    def close(self) -> None:
+        if getattr(self, "_slots", None) is None:
+            return
+        with self.active():
+            for s in self._slots:
+                if s.pending is not None:
+                    s.stream.synchronize()
+                s.graphs.clear()
+                for d in [s.d_in, *s.d_out.values()]:
+                    d.free()
+            self._slots = None
+            del self.engine
+        self._ctx.detach()

@@ -1,0 +1,293 @@
+"""`co2s-infer` (segment files, folders and GeoTIFF scenes) and `co2s-bench` (latency per precision and batch).
+
+User-fixable problems (bad bundle, bad input, missing backend) print `error: <message>` and exit 1 without a
+traceback; usage errors exit 2 (click); Ctrl-C exits 130 after removing partial outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+from pathlib import Path
+
+import click
+
+from co2s.errors import Co2SInputError
+
+from .backends import BACKENDS, PRECISION_CHOICES
+from .imageio import DEFAULT_MAX_PIXELS, InputOptions, parse_bands, parse_stretch
+
+log = logging.getLogger("co2s.runtime")
+
+
+class _EchoHandler(logging.Handler):
+    """Log lines as `warning: ...` on stderr, written through tqdm so they do not break the progress bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        msg = record.getMessage()
+        if record.levelno >= logging.WARNING:
+            msg = f"{record.levelname.lower()}: {msg}"
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(msg, file=sys.stderr)
+        except Exception:  # noqa: BLE001
+            print(msg, file=sys.stderr)
+
+
+def _setup_logging(verbose: bool) -> None:
+    log.handlers[:] = [_EchoHandler()]
+    log.setLevel(logging.INFO if verbose else logging.WARNING)
+    log.propagate = False
+    # GDAL's own chatter (routed through rasterio's logger) only with -v; real failures raise and are reported
+    logging.getLogger("rasterio").setLevel(logging.DEBUG if verbose else logging.ERROR)
+
+
+def _run(cmd: click.Command, argv: list[str] | None) -> None:
+    """Run a click command with co2s's error convention."""
+    try:
+        rc = cmd.main(args=argv, prog_name=cmd.name, standalone_mode=False)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(1)
+    except Co2SInputError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("interrupted: partial outputs removed", err=True)
+        sys.exit(130)
+    except Exception as e:  # noqa: BLE001 - not the user's fault: one line, the traceback with -v
+        if argv is not None and ("-v" in argv or "--verbose" in argv) or "-v" in sys.argv or "--verbose" in sys.argv:
+            raise
+        click.echo(f"error: unexpected {type(e).__name__}: {e} (run with -v for the traceback)", err=True)
+        sys.exit(1)
+    sys.exit(rc or 0)
+
+
+def _input_options(bands, stretch, nodata, max_pixels) -> InputOptions:
+    opts = InputOptions(bands=parse_bands(bands), stretch=parse_stretch(stretch), nodata=nodata,
+                        max_pixels=max_pixels or DEFAULT_MAX_PIXELS)
+    if max_pixels:
+        from PIL import Image
+
+        # Pillow refuses images above 2x its own limit before we can apply ours: lift it to the user's choice.
+        if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
+            Image.MAX_IMAGE_PIXELS = max_pixels
+    return opts
+
+
+_common_input = [
+    click.option("--bands", help="1-based bands to use as R,G,B (e.g. 3,2,1), or one band as grey; needed for "
+                                 "1-, 2- and 4+-band images"),
+    click.option("--stretch", help="8-bit conversion for 16-bit/float data: percentile:2,98 (per band), minmax, or "
+                                   "range:MIN,MAX"),
+    click.option("--nodata", type=float, help="input value marking nodata (overrides the file's); such pixels get "
+                                              "label 255 and tiles made only of them are not run"),
+    click.option("--max-pixels", type=int, help=f"largest image decoded whole in memory (PNG/JPEG; default "
+                                                f"{DEFAULT_MAX_PIXELS}): a decompression-bomb guard"),
+]
+
+
+def _apply(options):
+    def deco(f):
+        for o in reversed(options):
+            f = o(f)
+        return f
+    return deco
+
+
+class _TqdmProgress:
+    def __init__(self, quiet: bool):
+        from tqdm import tqdm
+
+        self.quiet = quiet
+        self._lock = threading.Lock()
+        self.bar = tqdm(total=0, unit="tile", disable=quiet, dynamic_ncols=True, file=sys.stderr, leave=False)
+
+    def add_total(self, tiles: int) -> None:
+        with self._lock:
+            self.bar.total += tiles
+            self.bar.refresh()
+
+    def update(self, tiles: int) -> None:
+        with self._lock:
+            self.bar.update(tiles)
+
+    def job_done(self, result) -> None:
+        if result.status == "failed" and not self.quiet:  # live, as it happens; the summary lists it again
+            with self._lock:
+                self.bar.write(f"error: {result.message}", file=sys.stderr)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+@click.command(name="co2s-infer", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("bundle", type=click.Path())
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option("--out", "-o", "out_dir", required=True, type=click.Path(file_okay=False), help="output folder")
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
+@click.option("--precision", type=click.Choice(PRECISION_CHOICES), default="auto", show_default=True,
+              help="auto: fp16 on a GPU, fp32 on the CPU")
+@click.option("--tile-overlap", help="overlap of neighbouring tiles: a fraction of the tile (0.25) or pixels (64); "
+                                     "default 1/6 of the tile (stride 5/6)")
+@click.option("--blend/--no-blend", default=None, help="blend class probabilities across overlaps (default: when the "
+                                                       "bundle outputs probs); otherwise each pixel comes from the tile "
+                                                       "where it is most central")
+@click.option("--confidence/--no-confidence", default=True, show_default=True, help="write the confidence raster")
+@click.option("--overlay/--no-overlay", default=True, show_default=True, help="write the colour overlay PNG")
+@click.option("--overviews/--no-overviews", default=True, show_default=True,
+              help="internal overviews in GeoTIFF outputs (fast zoomed-out display in GIS tools)")
+@_apply(_common_input)
+@click.option("--batch", type=int, help="tiles per batch (default: the model's preferred batch)")
+@click.option("--readers", type=int, default=2, show_default=True, help="decode/read threads")
+@click.option("--threads", type=int, help="onnxruntime CPU threads")
+@click.option("--cuda-graph", is_flag=True, help="native TensorRT: replay the enqueue as a CUDA graph")
+@click.option("--skip-existing", is_flag=True, help="skip inputs whose labels output already exists")
+@click.option("--fail-fast", is_flag=True, help="stop at the first bad input (default: report it and go on)")
+@click.option("--profile", is_flag=True, help="print per-stage timings and write profile.json/.md to --out")
+@click.option("--warmup", type=int, default=2, show_default=True, help="warm-up batches before timing")
+@click.option("--quiet", "-q", is_flag=True, help="no progress bar")
+@click.option("--verbose", "-v", is_flag=True)
+def infer_command(bundle, inputs, out_dir, backend, precision, tile_overlap, blend, confidence, overlay, overviews,
+                  bands, stretch, nodata, max_pixels, batch, readers, threads, cuda_graph, skip_existing, fail_fast,
+                  profile, warmup, quiet, verbose):
+    """Segment images, folders of images and GeoTIFF scenes with a co2s bundle.
+
+    Writes, per input, NAME.labels.png|tif (class index per pixel, 255 = nodata, palette attached),
+    NAME.overlay.png (classes over the image) and NAME.confidence.png|tif (8-bit: PNG = 255 x p; GeoTIFF =
+    254 x p with band scale 1/254, 255 = nodata). GeoTIFFs (and other rasters rasterio reads) are read and
+    written in windows with their CRS and transform; other formats are decoded whole. A bad input is
+    reported and skipped; the exit status is 1 if any input failed.
+    """
+    from .backends import open_backend
+    from .bundle import load_bundle
+    from .pipeline import InferOptions, collect_inputs, InferencePipeline
+    from .profiler import StageProfiler, device_stamp, render_table, write_reports
+    from .tiling import parse_overlap
+
+    _setup_logging(verbose)
+    in_opts = _input_options(bands, stretch, nodata, max_pixels)
+    specs, ignored = collect_inputs(inputs)
+    if not specs:
+        raise Co2SInputError("no image files found in " + ", ".join(inputs))
+    b = load_bundle(bundle)
+    overlap = parse_overlap(tile_overlap, b.tile)
+    options = InferOptions(overlap=overlap, blend=blend, confidence=confidence, overlay=overlay, input=in_opts,
+                           skip_existing=skip_existing, fail_fast=fail_fast, batch=batch, readers=readers,
+                           overviews=overviews)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    be = open_backend(b, backend, precision, cuda_graph=cuda_graph, threads=threads)
+    progress = None
+    try:
+        info = be.info()
+        log.info("backend %s, precision %s, tile %d, overlap %d px, batch %s", info.name, be.precision, b.tile,
+                 overlap, be.batch)
+        if warmup:
+            be.warmup(warmup)
+        prof = StageProfiler(enabled=profile)
+        progress = _TqdmProgress(quiet)
+        pipe = InferencePipeline(b, be, out, options, profiler=prof, progress=progress)
+        summary = pipe.run(specs, ignored)
+    finally:
+        if progress is not None:
+            progress.close()
+        be.close()
+    counts = summary.counts()
+    tiles = sum(r.tiles for r in summary.results if r.status == "ok")
+    mp = sum(r.size[0] * r.size[1] for r in summary.results if r.status == "ok" and r.size) / 1e6
+    rate = f", {mp / summary.wall_s:.2f} MP/s" if summary.wall_s > 0 and mp else ""
+    click.echo(f"done: {counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} skipped in "
+               f"{summary.wall_s:.1f} s ({tiles} tiles, {mp:.2f} MP{rate}) with {info.name} {be.precision}; "
+               f"outputs in {out}", err=True)
+    if ignored:
+        click.echo(f"ignored {len(ignored)} file(s) without an image extension (e.g. {ignored[0]})", err=True)
+    if summary.failed:
+        click.echo("failed:", err=True)
+        for r in summary.failed:
+            click.echo(f"  {r.message}", err=True)
+    if profile:
+        rep = prof.report(device=device_stamp(use_gpu=be.on_gpu), backend=info.name, precision=be.precision,
+                          tile=b.tile, batch=pipe.batch, warmup_batches=warmup, overlap=overlap, blend=pipe.blend,
+                          inputs=len(specs))
+        click.echo(render_table(rep), err=True)
+        paths = write_reports(rep, str(out / "profile"))
+        click.echo(f"profile: {', '.join(paths)}", err=True)
+    return 1 if summary.failed else 0
+
+
+def _csv_ints(text: str, what: str) -> list[int]:
+    try:
+        vals = [int(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise Co2SInputError(f"{what} {text!r}: expected comma-separated integers like 1,4") from None
+    if not vals or min(vals) < 1:
+        raise Co2SInputError(f"{what} {text!r}: values must be >= 1")
+    return vals
+
+
+@click.command(name="co2s-bench", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("bundle", type=click.Path())
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
+@click.option("--precision", default="auto", show_default=True,
+              help="auto, all, or a comma list of fp32,fp16,int8")
+@click.option("--batch", "batch_text", default="1", show_default=True, help="batch sizes, e.g. 1,4")
+@click.option("--iters", type=int, default=50, show_default=True, help="timed batches per configuration")
+@click.option("--warmup", type=int, default=5, show_default=True, help="untimed batches first")
+@click.option("--images", multiple=True, type=click.Path(), help="images/folders to cut tiles from (default: "
+                                                                  "synthetic scenes)")
+@_apply(_common_input)
+@click.option("--threads", type=int, help="onnxruntime CPU threads")
+@click.option("--cuda-graph", is_flag=True, help="native TensorRT: replay the enqueue as a CUDA graph")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write all reports as JSON")
+@click.option("--markdown", "md_path", type=click.Path(dir_okay=False), help="write a Markdown report")
+@click.option("--verbose", "-v", is_flag=True, help="also print per-stage tables")
+def bench_command(bundle, backend, precision, batch_text, iters, warmup, images, bands, stretch, nodata, max_pixels,
+                  threads, cuda_graph, json_path, md_path, verbose):
+    """Latency (p50/p90/p99/max per batch), throughput and agreement with FP32 for each precision and batch."""
+    from .bench import render_bench_markdown, render_bench_table, render_bench_terminal, run_bench
+    from .bundle import PRECISIONS, load_bundle
+
+    _setup_logging(verbose)
+    if iters < 1 or warmup < 0:
+        raise Co2SInputError("--iters must be >= 1 and --warmup >= 0")
+    b = load_bundle(bundle)
+    if precision == "all":
+        precs = b.precisions("engine" if backend == "tensorrt" else "onnx")
+    else:
+        precs = [p.strip() for p in precision.split(",") if p.strip()]
+        bad = [p for p in precs if p not in ("auto",) + PRECISIONS]
+        if bad:
+            raise Co2SInputError(f"--precision {bad[0]!r}: expected auto, all or fp32/fp16/int8")
+    batches = _csv_ints(batch_text, "--batch")
+    reports = run_bench(b, backend=backend, precisions=precs, batches=batches, iters=iters, warmup=warmup,
+                        images=list(images) or None,
+                        input_options=_input_options(bands, stretch, nodata, max_pixels), threads=threads,
+                        cuda_graph=cuda_graph, log=lambda m: click.echo(m, err=True))
+    click.echo(render_bench_terminal(reports) if verbose else render_bench_table(reports))
+    if json_path:
+        Path(json_path).write_text(json.dumps({"bundle": str(b.root), "reports": reports}, indent=2, default=str))
+    if md_path:
+        Path(md_path).write_text(render_bench_markdown(reports))
+    return 0
+
+
+def infer_main(argv: list[str] | None = None) -> None:
+    _run(infer_command, argv)
+
+
+def bench_main(argv: list[str] | None = None) -> None:
+    _run(bench_command, argv)
+
+
+if __name__ == "__main__":  # python -m co2s.runtime.cli infer|bench ...
+    args = sys.argv[1:]
+    (bench_main if args[:1] == ["bench"] else infer_main)(args[1:] if args[:1] in (["bench"], ["infer"]) else args)

@@ -1,0 +1,292 @@
+"""GeoTIFF (and other GDAL rasters) through rasterio: windowed reads and writes, georeferencing kept.
+
+A scene is read one tile window at a time and written one block-aligned row strip at a time, so memory stays
+at a few tile rows whatever the scene size. Outputs are internally tiled, deflate-compressed GeoTIFFs with the
+input's CRS and transform; the labels file carries the bundle's palette as a colour map and 255 as nodata.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from co2s.errors import Co2SInputError
+
+from .imageio import InputOptions, RasterSource, apply_stretch, needs_stretch_error, select_bands, stretch_limits
+from .outputs import (OutputPaths, Sink, commit_files, overlay_image, palette_lut, preview_step, remove_quietly,
+                      temp_path)
+from .tiling import NODATA_LABEL
+
+log = logging.getLogger("co2s.runtime")
+BLOCK = 256  # output block size (GDAL's default tiled GeoTIFF block)
+# Confidence is stored as uint8 round(254 * p) with band scale 1/254 (255 = nodata): a quarter of float32's bytes
+# and deflate time, and 0.4 % steps are plenty for "where should a labeller look".
+CONF_SCALE, CONF_NODATA = 254, 255
+STATS_SAMPLE_SIDE = 1024  # stretch statistics come from a decimated read of about this size
+
+
+GDAL_CACHE_MB = 128  # default block cache when the user has not set GDAL_CACHEMAX
+
+
+def _rasterio():
+    # GDAL caches blocks up to 5 % of RAM by default (over 1 GB on a server, the whole budget on a Jetson); a
+    # streaming pass reads each block about once and writes each once, so a small cache loses nothing.
+    os.environ.setdefault("GDAL_CACHEMAX", str(GDAL_CACHE_MB))
+    try:
+        import rasterio
+        from rasterio.errors import NotGeoreferencedWarning
+    except ImportError:
+        raise Co2SInputError("GeoTIFF input/output needs rasterio: pip install 'co2s[geo]'") from None
+    # plain (non-geo) TIFFs are fine here: their outputs simply carry no CRS either
+    warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
+    return rasterio
+
+
+class GeoTiffSource(RasterSource):
+    windowed = True  # read window by window, outputs written as GeoTIFF
+
+    def __init__(self, path: Path, options: InputOptions):
+        rio = _rasterio()
+        from rasterio.enums import MaskFlags
+
+        self.path, self.options = Path(path), options
+        if self.path.is_dir():
+            raise Co2SInputError(f"{path}: is a folder, not an image")
+        try:
+            if self.path.stat().st_size == 0:
+                raise Co2SInputError(f"{path}: empty file (0 bytes)")
+        except OSError as e:
+            raise Co2SInputError(f"{path}: cannot read ({e.strerror or e})") from None
+        try:
+            self.ds = rio.open(self.path)
+        except rio.errors.RasterioIOError as e:
+            raise Co2SInputError(f"{path}: not a readable raster ({_gdal_msg(e)})") from None
+        try:
+            ds = self.ds
+            self.height, self.width = ds.height, ds.width
+            if self.height == 0 or self.width == 0 or ds.count == 0:
+                raise Co2SInputError(f"{path}: empty raster ({ds.width}x{ds.height}, {ds.count} bands)")
+            idx0 = select_bands(ds.count, options, self.path, "raster ", np.result_type(*ds.dtypes))
+            self.unique = sorted(set(idx0))
+            self.order = [self.unique.index(i) for i in idx0]  # positions of R, G, B in the unique read
+            self.indexes = [i + 1 for i in self.unique]  # rasterio counts bands from 1
+            dtypes = {ds.dtypes[i] for i in self.unique}
+            self.dtype = np.result_type(*dtypes)
+            self.nodata = options.nodata
+            self.use_masks = options.nodata is None and any(
+                MaskFlags.all_valid not in ds.mask_flag_enums[i] for i in self.unique)
+            self.lo = self.hi = None
+            if self.dtype != np.uint8 or options.stretch is not None:
+                if options.stretch is None:
+                    raise needs_stretch_error(self.path, self.dtype)
+                self.lo, self.hi = self._stretch_limits()
+            if ds.width > 2 * BLOCK and not ds.profile.get("tiled", False):
+                log.warning("%s is striped, not internally tiled: every tile window re-reads whole strips. "
+                            "For large scenes convert once: gdal_translate -co TILED=YES -co COMPRESS=DEFLATE in out",
+                            self.path)
+        except BaseException:
+            self.ds.close()
+            raise
+
+    @property
+    def crs(self):
+        return self.ds.crs
+
+    @property
+    def transform(self):
+        return self.ds.transform
+
+    def _decimated(self, max_side: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Unique bands [k, h', w'] read at reduced resolution (GDAL uses overviews when present)."""
+        step = max(1, math.ceil(max(self.height, self.width) / max_side))
+        shape = (len(self.indexes), max(1, self.height // step), max(1, self.width // step))
+        data = self.ds.read(self.indexes, out_shape=shape)
+        valid = None
+        if self.nodata is not None:
+            valid = ~np.all(data == np.asarray(self.nodata, dtype=data.dtype), axis=0)
+        elif self.use_masks:
+            valid = np.any(self.ds.read_masks(self.indexes, out_shape=shape) > 0, axis=0)
+        return data, valid
+
+    def _stretch_limits(self) -> tuple[np.ndarray, np.ndarray]:
+        data, valid = self._decimated(STATS_SAMPLE_SIDE)
+        lo, hi = stretch_limits(data, self.options.stretch, valid)
+        return lo[self.order], hi[self.order]
+
+    def _to_rgb(self, data: np.ndarray) -> np.ndarray:
+        pixels = np.moveaxis(data[self.order], 0, 2)
+        if self.lo is not None:
+            return apply_stretch(pixels, self.lo, self.hi)
+        return np.ascontiguousarray(pixels)
+
+    def read(self, y0: int, x0: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """A pixel is nodata only when every selected band is (rasterio's dataset_mask convention): a dark pixel
+        with one zero band is still data."""
+        from rasterio.windows import Window
+
+        win = Window(x0, y0, w, h)
+        try:
+            data = self.ds.read(self.indexes, window=win)
+            valid = None
+            if self.nodata is not None:
+                valid = ~np.all(data == np.asarray(self.nodata, dtype=data.dtype), axis=0)
+            elif self.use_masks:
+                valid = np.any(self.ds.read_masks(self.indexes, window=win) > 0, axis=0)
+        except _rasterio().errors.RasterioIOError as e:
+            raise Co2SInputError(f"{self.path}: read failed at rows {y0}-{y0 + h}, columns {x0}-{x0 + w} "
+                                 f"(truncated or corrupt? {_gdal_msg(e)})") from None
+        return self._to_rgb(data), valid
+
+    def preview(self, max_side: int) -> np.ndarray:
+        data, _ = self._decimated(max_side)
+        return self._to_rgb(data)
+
+    def close(self) -> None:
+        self.ds.close()
+
+
+def _gdal_msg(e: BaseException) -> str:
+    """First line of GDAL's own message (rasterio chains it as the cause of a generic 'Read failed')."""
+    while e.__cause__ is not None and "previous exception" in str(e):
+        e = e.__cause__
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def open_geotiff(path: Path, options: InputOptions) -> GeoTiffSource:
+    return GeoTiffSource(path, options)
+
+
+class GeoTiffSink(Sink):
+    """Labels (uint8, palette, nodata 255) and confidence (uint8 x 254, band scale 1/254, nodata 255) GeoTIFFs,
+    written in full-width strips aligned to the output block rows so each compressed block is written once."""
+
+    def __init__(self, source: GeoTiffSource, paths: OutputPaths, palette: np.ndarray, classes: list[str],
+                 *, overviews: bool = True):
+        rio = _rasterio()
+        self.source, self.paths, self.palette = source, paths, palette
+        self.overviews = overviews
+        self.height, self.width = source.height, source.width
+        base = dict(driver="GTiff", width=self.width, height=self.height, count=1, crs=source.crs,
+                    transform=source.transform, tiled=True, blockxsize=BLOCK, blockysize=BLOCK, compress="deflate",
+                    BIGTIFF="IF_SAFER")
+        self._temps: list[Path] = []
+        self._datasets = {}
+        try:
+            for final in (paths.labels, paths.confidence):
+                if final is None:
+                    continue
+                final.parent.mkdir(parents=True, exist_ok=True)
+                tmp = temp_path(final)
+                self._temps.append(tmp)
+                if final == paths.labels:
+                    ds = rio.open(tmp, "w", **base, dtype="uint8", nodata=NODATA_LABEL, predictor=2)
+                    ds.write_colormap(1, {i: (*map(int, c), 255) for i, c in enumerate(palette_lut(palette))})
+                    ds.update_tags(CO2S_CLASSES=json.dumps(list(classes)))
+                    ds.set_band_description(1, "class index (255 = nodata)")
+                    self._datasets["labels"] = (ds, tmp, final)
+                else:
+                    ds = rio.open(tmp, "w", **base, dtype="uint8", nodata=CONF_NODATA, predictor=2)
+                    ds.scales, ds.offsets = (1.0 / CONF_SCALE,), (0.0,)
+                    ds.set_band_description(1, f"confidence x {CONF_SCALE} (apply the band scale; 255 = nodata)")
+                    self._datasets["confidence"] = (ds, tmp, final)
+                if source.ds.gcps[0] and source.transform.is_identity:
+                    ds.gcps = source.ds.gcps
+        except BaseException:
+            self.abort()
+            raise
+        self._pending_y0 = 0
+        self._pending: list[tuple[np.ndarray, np.ndarray | None]] = []
+
+    def write_strip(self, y0, y1, labels, confidence) -> None:
+        from rasterio.windows import Window
+
+        if y0 != self._pending_y0 + sum(p[0].shape[0] for p in self._pending):
+            raise RuntimeError(f"strips must arrive in order (got rows {y0}-{y1})")
+        self._pending.append((labels, confidence))
+        rows = sum(p[0].shape[0] for p in self._pending)
+        end = self._pending_y0 + rows
+        cut = end if end == self.height else (end // BLOCK) * BLOCK
+        if cut <= self._pending_y0:
+            return
+        lab = np.concatenate([p[0] for p in self._pending], axis=0)
+        conf = None
+        if "confidence" in self._datasets:
+            conf = np.concatenate([p[1] for p in self._pending], axis=0)
+            q = np.clip(np.rint(conf * CONF_SCALE), 0, CONF_SCALE).astype(np.uint8)
+            conf = np.where(lab == NODATA_LABEL, np.uint8(CONF_NODATA), q)
+        n = cut - self._pending_y0
+        win = Window(0, self._pending_y0, self.width, n)
+        self._datasets["labels"][0].write(lab[:n], 1, window=win)
+        if conf is not None:
+            self._datasets["confidence"][0].write(conf[:n], 1, window=win)
+        self._pending = [(lab[n:], None if conf is None else conf[n:])] if n < lab.shape[0] else []
+        self._pending_y0 = cut
+
+    def commit(self) -> list[Path]:
+        try:
+            if self._pending_y0 != self.height:
+                raise RuntimeError(f"only rows 0-{self._pending_y0} of {self.height} were written")
+            if self.overviews:
+                self._build_overviews()
+            for ds, _, _ in self._datasets.values():
+                ds.close()
+            pairs = [(tmp, final) for _, tmp, final in self._datasets.values()]
+            if self.paths.overlay is not None:
+                tmp = temp_path(self.paths.overlay)
+                self._temps.append(tmp)
+                self._write_overlay(tmp, self._datasets["labels"][1])
+                pairs.append((tmp, self.paths.overlay))
+        except BaseException:
+            self.abort()
+            raise
+        commit_files(pairs)
+        return [f for _, f in pairs]
+
+    def _build_overviews(self) -> None:
+        """Internal overviews (x2, x4, ... down to ~256 px) so GIS viewers open a large result instantly: majority
+        class for labels, mean for confidence; GDAL builds them block by block."""
+        from rasterio.enums import Resampling
+
+        factors, f = [], 2
+        while max(self.height, self.width) / f >= BLOCK:
+            factors.append(f)
+            f *= 2
+        if not factors:
+            return
+        for key, how in (("labels", Resampling.mode), ("confidence", Resampling.average)):
+            if key in self._datasets:
+                ds = self._datasets[key][0]
+                # inside an Env GDAL's messages go to Python logging ("rasterio._env") instead of raw stderr: the
+                # coarser levels are computed from the finer ones, which carry no colour table, and GDAL warns
+                # about that although the majority rule on class indices is exactly what is wanted
+                with _rasterio().Env():
+                    ds.build_overviews(factors, how)
+                ds.update_tags(ns="rio_overview", resampling=how.name)
+
+    def _write_overlay(self, tmp: Path, labels_tmp: Path) -> None:
+        """Decimated quick-look PNG: the scene and its labels at most PREVIEW_MAX_SIDE pixels on a side."""
+        from PIL import Image
+
+        rio = _rasterio()
+        step = preview_step(self.height, self.width)
+        rgb = self.source.preview(math.ceil(max(self.height, self.width) / step))
+        with rio.open(labels_tmp) as ds:
+            from rasterio.enums import Resampling
+
+            labels = ds.read(1, out_shape=rgb.shape[:2], resampling=Resampling.nearest)
+        Image.fromarray(overlay_image(rgb, labels, self.palette)).save(tmp, format="PNG", compress_level=1)
+
+    def abort(self) -> None:
+        for ds, _, _ in self._datasets.values():
+            try:
+                ds.close()
+            except Exception:  # noqa: BLE001 - already failing; the temp file is removed below
+                pass
+        remove_quietly(self._temps)

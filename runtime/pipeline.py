@@ -1,0 +1,546 @@
+"""Pipelined inference over many inputs: readers -> batcher/inference -> stitcher/writer, on separate threads.
+
+    job queue -> reader threads (decode, windowed read, band/stretch, pad)        -> tile queue (bounded)
+              -> inference thread (batches of up to B tiles, `in_flight` batches queued on the backend)
+                                                                                   -> result queue (bounded)
+              -> writer thread (stitch in grid order, strips to the sink, commit = rename into place)
+
+Bounded queues keep memory flat and let reading, inference and writing overlap (the backends release the GIL).
+Tiles of different inputs share batches, so folders of small images still fill the batch. A bad input is
+reported and skipped (or stops the run with fail_fast); its temporary outputs are removed, never renamed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from co2s.errors import Co2SInputError
+
+from .backends import Backend
+from .bundle import Bundle
+from .imageio import IMAGE_EXTENSIONS, InputOptions, RasterSource, open_source
+from .outputs import OutputPaths, PngSink, Sink, output_paths
+from .profiler import StageProfiler
+from .tiling import Stitcher, TileGrid, TileWindow, pad_to_tile
+
+log = logging.getLogger("co2s.runtime")
+
+
+@dataclass(frozen=True)
+class InferOptions:
+    overlap: int | None = None  # pixels; None = tile/6
+    blend: bool | None = None  # None: blend probabilities when the bundle outputs them
+    confidence: bool = True
+    overlay: bool = True
+    input: InputOptions = field(default_factory=InputOptions)
+    skip_existing: bool = False
+    fail_fast: bool = False
+    batch: int | None = None  # tiles per batch; None = the backend's opt batch
+    readers: int = 2
+    overviews: bool = True  # GeoTIFF outputs get internal overviews
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    input: Path
+    rel_stem: Path  # output name without suffix, relative to the output folder
+
+
+@dataclass
+class JobResult:
+    input: Path
+    status: str  # ok | failed | skipped
+    message: str = ""
+    outputs: list[Path] = field(default_factory=list)
+    tiles: int = 0
+    size: tuple[int, int] | None = None  # (height, width)
+    seconds: float = 0.0
+
+
+@dataclass
+class RunSummary:
+    results: list[JobResult]
+    wall_s: float
+    ignored: list[Path] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[JobResult]:
+        return [r for r in self.results if r.status == "failed"]
+
+    def counts(self) -> dict[str, int]:
+        out = {"ok": 0, "failed": 0, "skipped": 0}
+        for r in self.results:
+            out[r.status] += 1
+        return out
+
+
+class Progress:
+    """Hooks the CLI fills in (tqdm); the default does nothing."""
+
+    def add_total(self, tiles: int) -> None: ...
+
+    def update(self, tiles: int) -> None: ...
+
+    def job_done(self, result: JobResult) -> None: ...
+
+
+# --- inputs -----------------------------------------------------------------------------------------------------
+
+
+def collect_inputs(inputs: Iterable[str | os.PathLike], *, unique_outputs: bool = True) -> tuple[list[JobSpec], list[Path]]:
+    """Files as given, folders walked (sorted) for image extensions; returns (jobs, ignored files in folders).
+    A missing path is an error right away; two inputs with the same output name are too."""
+    jobs: list[JobSpec] = []
+    ignored: list[Path] = []
+    for raw in inputs:
+        p = Path(raw)
+        if p.is_dir():
+            for root, dirs, files in os.walk(p):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                for f in sorted(files):
+                    fp = Path(root) / f
+                    if f.startswith("."):
+                        continue
+                    if fp.suffix.lower() in IMAGE_EXTENSIONS:
+                        jobs.append(JobSpec(fp, fp.relative_to(p).with_suffix("")))
+                    else:
+                        ignored.append(fp)
+        elif p.exists() or p.is_symlink():
+            jobs.append(JobSpec(p, Path(p.stem)))
+        else:
+            raise Co2SInputError(f"{p}: no such file or folder")
+    seen: dict[Path, Path] = {}
+    for j in jobs if unique_outputs else ():
+        if j.rel_stem in seen:
+            raise Co2SInputError(f"{seen[j.rel_stem]} and {j.input} would write the same outputs "
+                                 f"({j.rel_stem}.labels.*); pass them in separate runs or rename one")
+        seen[j.rel_stem] = j.input
+    return jobs, ignored
+
+
+def existing_outputs(out_dir: Path, spec: JobSpec) -> bool:
+    base = Path(out_dir) / spec.rel_stem
+    return any(base.with_name(base.name + ".labels" + ext).exists() for ext in (".png", ".tif"))
+
+
+# --- messages between the threads -------------------------------------------------------------------------------
+
+
+class _Job:
+    def __init__(self, spec: JobSpec, index: int):
+        self.spec, self.index = spec, index
+        self.source: RasterSource | None = None
+        self.grid: TileGrid | None = None
+        self.total = -1
+        self.done = 0
+        self.failed = False
+        self.sink: Sink | None = None
+        self.stitcher: Stitcher | None = None
+        self.write_in_stitch = 0.0
+        self.t0 = time.perf_counter()
+
+
+@dataclass
+class _Tile:
+    job: _Job
+    win: TileWindow
+    pixels: np.ndarray | None  # (tile, tile, 3) uint8; None when skipped
+    valid: np.ndarray | None
+
+    @property
+    def compute(self) -> bool:
+        return self.pixels is not None
+
+
+@dataclass
+class _TileResult:
+    job: _Job
+    win: TileWindow
+    outputs: dict[str, np.ndarray] | None
+    valid: np.ndarray | None
+
+
+@dataclass
+class _JobFailed:
+    job: _Job
+    message: str
+
+
+_DONE = object()
+
+
+class InferencePipeline:
+    def __init__(self, bundle: Bundle, backend: Backend, out_dir: str | os.PathLike, options: InferOptions = InferOptions(),
+                 *, profiler: StageProfiler | None = None, progress: Progress | None = None):
+        self.bundle, self.backend, self.options = bundle, backend, options
+        self.out_dir = Path(out_dir)
+        self.tile = bundle.tile
+        self.overlap = options.overlap if options.overlap is not None else round(self.tile / 6)
+        self.blend = bundle.has_probs if options.blend is None else options.blend
+        if self.blend and "probs" not in backend.outputs:
+            raise Co2SInputError(f"bundle {bundle.root} has no 'probs' output: probability blending is not possible "
+                                 "(tiles are stitched by the most-central rule instead; drop --blend)")
+        bmax = backend.batch.max
+        self.batch = min(options.batch or backend.batch.opt or 1, bmax)
+        if options.batch and options.batch > bmax:
+            log.warning("--batch %d is above what this model takes (%d); using %d", options.batch, bmax, bmax)
+        self._needed = {"labels"} | ({"confidence"} if options.confidence or self.blend else set()) | (
+            {"probs"} if self.blend else set())
+        backend.want_outputs(self._needed)
+        self.profiler = profiler or StageProfiler(enabled=False)
+        self.progress = progress or Progress()
+        qsize = max(4, 2 * self.batch * max(1, backend.in_flight))
+        self._tiles: queue.Queue = queue.Queue(maxsize=qsize)
+        self._results: queue.Queue = queue.Queue(maxsize=qsize)
+        self._jobs: queue.Queue = queue.Queue()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._readers_left = 0
+        self._fatal: BaseException | None = None
+        self._results_by_job: dict[int, JobResult] = {}
+        self._open_jobs: dict[int, _Job] = {}
+
+    # --- public ---------------------------------------------------------------------------------------------
+
+    def run(self, specs: list[JobSpec], ignored: list[Path] | None = None) -> RunSummary:
+        t0 = time.perf_counter()
+        todo = []
+        for i, spec in enumerate(specs):
+            if self.options.skip_existing and existing_outputs(self.out_dir, spec):
+                self._finish(i, JobResult(spec.input, "skipped", "outputs exist (--skip-existing)"))
+            else:
+                todo.append(_Job(spec, i))
+        for job in todo:
+            self._jobs.put(job)
+        n_readers = max(1, min(self.options.readers, len(todo))) if todo else 0
+        self._readers_left = n_readers
+        threads = [threading.Thread(target=self._read_loop, name=f"co2s-read-{k}", daemon=True) for k in range(n_readers)]
+        threads += [threading.Thread(target=self._infer_loop, name="co2s-infer", daemon=True),
+                    threading.Thread(target=self._write_loop, name="co2s-write", daemon=True)]
+        if not todo:
+            threads = []
+        self.profiler.start()
+        try:
+            for t in threads:
+                t.start()
+            for t in threads:
+                while t.is_alive():
+                    t.join(0.2)  # short joins keep Ctrl-C responsive
+        except BaseException:
+            self._stop.set()
+            self._abort_open_jobs()
+            raise
+        finally:
+            self.profiler.stop()
+        if self._fatal is not None:
+            self._abort_open_jobs()
+            raise self._fatal
+        for job in todo:  # never started: the run stopped first
+            if job.index not in self._results_by_job:
+                self._results_by_job[job.index] = JobResult(job.spec.input, "skipped",
+                                                            "not started, the run stopped after a failure (--fail-fast)")
+        results = [self._results_by_job[i] for i in sorted(self._results_by_job)]
+        return RunSummary(results, time.perf_counter() - t0, list(ignored or []))
+
+    # --- readers ----------------------------------------------------------------------------------------------
+
+    def _read_loop(self) -> None:
+        try:
+            while not self._stop.is_set():
+                try:
+                    job = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                self._read_job(job)
+        finally:
+            with self._lock:
+                self._readers_left -= 1
+                last = self._readers_left == 0
+            if last:
+                self._tiles.put(_DONE)
+
+    def _read_job(self, job: _Job) -> None:
+        prof, T = self.profiler, self.tile
+        try:
+            t = time.perf_counter()
+            job.source = open_source(job.spec.input, self.options.input)
+            prof.add("read", time.perf_counter() - t)
+            job.grid = TileGrid(job.source.height, job.source.width, T, self.overlap)
+            windowed = job.source.windowed  # in-memory sources were decoded by the open above
+            with self._lock:
+                self._open_jobs[job.index] = job
+            job.total = len(job.grid)
+            self.progress.add_total(job.total)
+            for win in job.grid:
+                if self._stop.is_set():
+                    return
+                t0 = time.perf_counter()
+                pixels, valid = job.source.read(win.y0, win.x0, win.h, win.w)
+                t1 = time.perf_counter()
+                if windowed:
+                    prof.add("read", t1 - t0)
+                if valid is not None and not valid.any():
+                    item = _Tile(job, win, None, valid)  # all nodata: no inference
+                else:
+                    item = _Tile(job, win, pad_to_tile(pixels, T), valid)
+                    prof.add("preprocess", time.perf_counter() - t1)
+                self._tiles.put(item)
+        except Co2SInputError as e:
+            self._tiles.put(_JobFailed(job, str(e)))
+        except MemoryError:
+            self._tiles.put(_JobFailed(job, f"{job.spec.input}: out of memory while reading"))
+        except Exception as e:  # noqa: BLE001 - one broken input must not stop the others
+            log.debug("reader error", exc_info=True)
+            self._tiles.put(_JobFailed(job, f"{job.spec.input}: unexpected {type(e).__name__}: {e}"))
+
+    # --- inference --------------------------------------------------------------------------------------------
+
+    def _infer_loop(self) -> None:
+        inflight: deque = deque()
+        finished = False
+        try:
+            while not finished:
+                try:
+                    item = self._tiles.get(timeout=None) if not inflight else self._tiles.get_nowait()
+                except queue.Empty:
+                    self._emit(*inflight.popleft())
+                    continue
+                if item is _DONE:
+                    finished = True
+                    break
+                group, n = [item], int(isinstance(item, _Tile) and item.compute)
+                while n < self.batch:
+                    try:
+                        nxt = self._tiles.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt is _DONE:
+                        finished = True
+                        break
+                    group.append(nxt)
+                    n += int(isinstance(nxt, _Tile) and nxt.compute)
+                pending = None
+                if n and not self._stop.is_set():
+                    t = time.perf_counter()
+                    tiles = np.stack([g.pixels for g in group if isinstance(g, _Tile) and g.compute])
+                    self.profiler.add("preprocess", time.perf_counter() - t)
+                    pending = self.backend.submit(tiles, self.profiler)
+                    self.profiler.count(tiles=n, batches=1)
+                inflight.append((pending, group))
+                while len(inflight) >= max(1, self.backend.in_flight):
+                    self._emit(*inflight.popleft())
+            while inflight:
+                self._emit(*inflight.popleft())
+        except BaseException as e:  # noqa: BLE001 - a backend failure is fatal for the run
+            self._fatal = e
+            self._stop.set()
+            if not finished:
+                self._drain(self._tiles)
+        finally:
+            self._results.put(_DONE)
+
+    def _emit(self, pending, group: list) -> None:
+        outs = pending.result() if pending is not None else {}
+        outs = {k: v for k, v in outs.items() if k in self._needed}  # e.g. no probs unless blending
+        i = 0
+        for g in group:
+            if isinstance(g, _JobFailed):
+                self._results.put(g)
+            elif g.compute and pending is None:  # stopped: drop
+                continue
+            elif g.compute:
+                self._results.put(_TileResult(g.job, g.win, {k: v[i] for k, v in outs.items()}, g.valid))
+                i += 1
+            else:
+                self._results.put(_TileResult(g.job, g.win, None, g.valid))
+
+    @staticmethod
+    def _drain(q: queue.Queue) -> None:
+        """Consume until the readers' end marker (they see the stop flag and finish soon)."""
+        while q.get() is not _DONE:
+            pass
+
+    # --- writer -----------------------------------------------------------------------------------------------
+
+    def _write_loop(self) -> None:
+        try:
+            self._write_items()
+        except BaseException as e:  # noqa: BLE001 - never leave the inference thread blocked on a full queue
+            self._fatal = self._fatal or e
+            self._stop.set()
+            while self._results.get() is not _DONE:
+                pass
+
+    def _write_items(self) -> None:
+        while True:
+            item = self._results.get()
+            if item is _DONE:
+                break
+            job = item.job
+            if job.failed:
+                continue
+            if isinstance(item, _JobFailed):
+                self._fail(job, item.message)
+                continue
+            try:
+                self._write_tile(job, item)
+            except Co2SInputError as e:
+                self._fail(job, str(e))
+            except OSError as e:
+                self._fail(job, f"{job.spec.input}: writing outputs failed ({e.strerror or e})")
+            except Exception as e:  # noqa: BLE001
+                log.debug("writer error", exc_info=True)
+                self._fail(job, f"{job.spec.input}: unexpected {type(e).__name__} while writing: {e}")
+        # anything still open never got all its tiles (stopped early)
+        with self._lock:
+            left = list(self._open_jobs.values())
+        for job in left:
+            if not job.failed:
+                self._fail(job, f"{job.spec.input}: not finished, the run stopped after a failure (--fail-fast)",
+                           status="skipped")
+
+    def _make_sink(self, job: _Job) -> Sink:
+        src = job.source
+        paths: OutputPaths = output_paths(self.out_dir, job.spec.rel_stem, geo=src.windowed,
+                                          overlay=self.options.overlay, confidence=self.options.confidence)
+        if src.windowed:
+            from .geotiff import GeoTiffSink
+
+            return GeoTiffSink(src, paths, self.bundle.palette, list(self.bundle.classes),
+                               overviews=self.options.overviews)
+        return PngSink(src, paths, self.bundle.palette)
+
+    def _write_tile(self, job: _Job, item: _TileResult) -> None:
+        prof = self.profiler
+        if job.sink is None:
+            t = time.perf_counter()
+            job.sink = self._make_sink(job)
+            prof.add("write", time.perf_counter() - t)
+
+            def emit(y0, y1, labels, conf, _sink=job.sink, _job=job):
+                t0 = time.perf_counter()
+                _sink.write_strip(y0, y1, labels, conf)
+                dt = time.perf_counter() - t0
+                prof.add("write", dt)
+                _job.write_in_stitch += dt  # not postprocess time
+
+            job.stitcher = Stitcher(job.grid, emit, blend=self.blend, num_classes=self.bundle.num_classes,
+                                    with_confidence=self.options.confidence)
+        t = time.perf_counter()
+        o = item.outputs
+        if o is None:
+            job.stitcher.add(item.win, None, valid=item.valid)
+        else:
+            job.stitcher.add(item.win, o["labels"], o.get("confidence"), o.get("probs") if self.blend else None,
+                             item.valid)
+        prof.add("postprocess", time.perf_counter() - t - job.write_in_stitch)
+        job.write_in_stitch = 0.0
+        w = item.win
+        prof.count(pixels=(w.keep_y[1] - w.keep_y[0]) * (w.keep_x[1] - w.keep_x[0]))
+        job.done += 1
+        self.progress.update(1)
+        if job.done == job.total:
+            t = time.perf_counter()
+            outputs = job.sink.commit()
+            prof.add("write", time.perf_counter() - t)
+            self._close(job)
+            h, wd = job.source.height, job.source.width
+            self._finish(job.index, JobResult(job.spec.input, "ok", "", outputs, job.total, (h, wd),
+                                              time.perf_counter() - job.t0))
+
+    def _fail(self, job: _Job, message: str, status: str = "failed") -> None:
+        job.failed = True
+        if job.sink is not None:
+            job.sink.abort()
+        self._close(job)
+        if job.total > job.done:
+            self.progress.add_total(job.done - job.total)  # those tiles will never come
+        self._finish(job.index, JobResult(job.spec.input, status, message, [], job.done,
+                                          None if job.source is None else (job.source.height, job.source.width),
+                                          time.perf_counter() - job.t0))
+        if self.options.fail_fast and status == "failed":
+            self._stop.set()
+
+    def _close(self, job: _Job) -> None:
+        with self._lock:
+            self._open_jobs.pop(job.index, None)
+        if job.source is not None:
+            try:
+                job.source.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+    def _finish(self, index: int, result: JobResult) -> None:
+        with self._lock:
+            self._results_by_job[index] = result
+        self.progress.job_done(result)
+
+    def _abort_open_jobs(self) -> None:
+        with self._lock:
+            jobs = list(self._open_jobs.values())
+        for job in jobs:
+            if job.sink is not None:
+                job.sink.abort()
+
+
+def run_inference(bundle: Bundle, backend: Backend, inputs: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
+                  options: InferOptions = InferOptions(), *, profiler: StageProfiler | None = None,
+                  progress: Progress | None = None) -> RunSummary:
+    """Library entry point: collect inputs, run the pipeline, return per-input results."""
+    specs, ignored = collect_inputs(inputs)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    return InferencePipeline(bundle, backend, out_dir, options, profiler=profiler, progress=progress).run(specs, ignored)
+
+
+ProgressFactory = Callable[[], Progress]
+
+
+def predict_array(backend: Backend, rgb: np.ndarray, *, overlap: int | None = None, blend: bool = False,
+                  num_classes: int | None = None, valid: np.ndarray | None = None,
+                  batch: int | None = None) -> dict[str, np.ndarray]:
+    """Tiled inference on an in-memory uint8 RGB image (no threads, no files): {'labels', 'confidence'}.
+    The same grid and stitcher as the pipeline, for library use and for checking the pipeline against."""
+    h, w = rgb.shape[:2]
+    T = backend.tile
+    grid = TileGrid(h, w, T, round(T / 6) if overlap is None else overlap)
+    labels = np.empty((h, w), np.uint8)
+    confidence = np.empty((h, w), np.float32)
+
+    def emit(y0, y1, lab, conf):
+        labels[y0:y1] = lab
+        confidence[y0:y1] = conf
+
+    if blend and num_classes is None:
+        raise ValueError("blend needs num_classes")
+    stitcher = Stitcher(grid, emit, blend=blend, num_classes=num_classes)
+    backend.want_outputs({"labels", "confidence"} | ({"probs"} if blend else set()))
+    B = min(batch or backend.batch.opt, backend.batch.max)
+    wins = list(grid)
+    for i in range(0, len(wins), B):
+        chunk = wins[i:i + B]
+        vals = [None if valid is None else valid[v.y0:v.y0 + v.h, v.x0:v.x0 + v.w] for v in chunk]
+        run = [k for k, v in enumerate(vals) if v is None or v.any()]
+        outs = {}
+        if run:
+            tiles = np.stack([pad_to_tile(rgb[chunk[k].y0:chunk[k].y0 + chunk[k].h, chunk[k].x0:chunk[k].x0 + chunk[k].w], T)
+                              for k in run])
+            outs = backend.run(tiles)
+        j = 0
+        for k, win in enumerate(chunk):
+            if k in run:
+                stitcher.add(win, outs["labels"][j], outs["confidence"][j],
+                             outs["probs"][j] if blend else None, vals[k])
+                j += 1
+            else:
+                stitcher.add(win, None, valid=vals[k])
+    return {"labels": labels, "confidence": confidence}
