@@ -4,7 +4,8 @@ Outputs under `out/`: config.yaml (the resolved TrainConfig), metrics.csv (one r
 events), last.pt (resumable) and best.pt (best fused val mIoU; no optimiser state). Only rank 0 writes.
 
 Reproducibility: the batch of iteration t and the global torch seed during it are functions of (seed, t) only
-(see sampling.py), and the optimiser state travels in last.pt, so `resume=True` continues bit-for-bit.
+(see sampling.py), and the optimiser state travels in last.pt, so `resume=True` continues bit-for-bit on CPU (on
+CUDA, cudnn autotuning makes runs close but not bitwise equal).
 """
 
 from __future__ import annotations
