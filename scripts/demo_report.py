@@ -77,6 +77,8 @@ def main() -> None:
     out = args.out
     train_table, _ = _training(out)
     bench_md = (out / "bench.md").read_text() if (out / "bench.md").exists() else "(no bench.md)"
+    # The summary table only; per-stage tables stay in bench.md. Demote its title under this report's heading.
+    bench_md = bench_md.split("\n## ")[0].replace("# co2s-bench\n", f"Full report with per-stage timings: `{out}/bench.md`.\n")
     profile_md = (out / "profile.md").read_text() if (out / "profile.md").exists() else "(no profile.md)"
     report = f"""# co2s demo report
 
