@@ -1,0 +1,35 @@
+"""benchmarks/runtime_matrix.py --quick at the smallest size: the CSV the README links has the promised columns."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_runtime_matrix_quick(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks/runtime_matrix.py"), "--quick", "--batches", "1,2",
+                        "--iters", "2", "--warmup", "1", "--out-dir", str(tmp_path / "res"), "--work",
+                        str(tmp_path / "work")], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    for ext in ("csv", "md", "json", "png"):
+        assert (tmp_path / "res" / f"runtime_matrix.{ext}").is_file(), ext
+    with open(tmp_path / "res/runtime_matrix.csv") as f:
+        rows = list(csv.DictReader(f))
+    for col in ("backend", "precision", "batch", "tile", "p50_ms", "p99_ms", "speedup_vs_torch_fp32",
+                "agreement_vs_fp32", "gflops", "attainment"):
+        assert col in rows[0], col
+    got = {(x["backend"], x["precision"], x["batch"]) for x in rows}
+    for b in ("1", "2"):
+        assert ("ort-cpu", "fp32", b) in got and ("ort-cpu", "int8", b) in got
+    ref = next(x for x in rows if x["backend"] == "ort-cpu" and x["precision"] == "fp32" and x["batch"] == "1")
+    assert float(ref["agreement_vs_fp32"]) == 1.0 and float(ref["p50_ms"]) > 0 and 0 < float(ref["attainment"]) < 1
+    if any(x["backend"] == "pytorch-eager" for x in rows):  # torch installed: ratios computed in the same run
+        assert float(ref["speedup_vs_torch_fp32"]) > 0
+    md = (tmp_path / "res/runtime_matrix.md").read_text()
+    assert "untrained weights: True" in md and "peak GEMM" in md
