@@ -84,12 +84,11 @@ def test_ops_table_is_vendored_with_its_source_and_no_machine_paths_in_code():
     assert "onnx-tensorrt" in OPS_TABLE.read_text().splitlines()[0]
     table = tensorrt_ops()
     assert table["Conv"] and table["LayerNormalization"] and not table["QLinearMatMul"]
-    pattern = re.compile(r"/work/|/shared/data|/home/|/tmp/")
+    # Split so this file does not itself contain the paths it looks for.
+    pattern = re.compile("/wo" "rk/|/shared/data|/ho" "me/|/tm" "p/")
     for path in list((REPO / "export").glob("*.py")) + [REPO / "runtime" / "manifest.py"] + \
             list((REPO / "tests").glob("test_export_*.py")):
         text = path.read_text()
-        if path.name == "test_export_audit.py":
-            continue
         assert not pattern.search(text), f"{path.name} hard-codes a machine path"
 
 
