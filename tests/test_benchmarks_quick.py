@@ -33,3 +33,27 @@ def test_runtime_matrix_quick(tmp_path):
         assert float(ref["speedup_vs_torch_fp32"]) > 0
     md = (tmp_path / "res/runtime_matrix.md").read_text()
     assert "untrained weights: True" in md and "peak GEMM" in md
+
+
+def test_accuracy_quick(tmp_path):
+    """benchmarks/accuracy.py --quick, cut down to one bundle: PyTorch rows per student + fused, ORT fp32/int8 rows."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks/accuracy.py"), "--quick", "--iters", "10",
+                        "--num-val", "4", "--calib-count", "4", "--models", "fused", "--precisions", "fp32", "int8",
+                        "--out-dir", str(tmp_path / "res"), "--work", str(tmp_path / "work")],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    for ext in ("csv", "md", "png"):
+        assert (tmp_path / "res" / f"accuracy.{ext}").is_file(), ext
+    with open(tmp_path / "res/accuracy.csv") as f:
+        rows = list(csv.DictReader(f))
+    for col in ("dataset", "model", "backend", "precision", "miou", "iou_bare_soil"):
+        assert col in rows[0], col
+    got = {(x["model"], x["backend"], x["precision"]): float(x["miou"]) for x in rows}
+    for m in ("clip", "dinov3", "fused"):
+        assert (m, "pytorch", "fp32") in got
+    assert ("fused", "ort-cpu", "fp32") in got and ("fused", "ort-cpu", "int8") in got
+    assert all(0 <= v <= 100 for v in got.values())
+    # same model, same images, same IoU accumulation: the exported fp32 graph scores like PyTorch
+    assert abs(got[("fused", "ort-cpu", "fp32")] - got[("fused", "pytorch", "fp32")]) < 5
+    assert "| fused | ort-cpu | int8 |" in (tmp_path / "res/accuracy.md").read_text()
