@@ -372,7 +372,7 @@ def write_outputs(out: Path, r: dict) -> None:
     chart(r, out / "runtime_matrix.png")
 
 
-def _x(v, fmt):
+def _x(v, fmt="{:.1f}"):
     return "—" if v is None else fmt.format(v)
 
 
@@ -414,17 +414,11 @@ def markdown(r: dict) -> str:
 def chart(r: dict, path: Path) -> None:
     """Grouped bars: p50 per tile (ms) per configuration, one group per batch size; p99 as a tick."""
     rows = r["rows"]
-    try:
-        import matplotlib
+    import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        from runtime_bench import chart as pil_chart
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
-        pil_chart([{"config": f"{x['backend']} {x['precision']} b{x['batch']}", "p50_ms": x["p50_ms"] / x["batch"],
-                    "p99_ms": x["p99_ms"] / x["batch"]} for x in rows], path)
-        return
     configs = list(dict.fromkeys(f"{x['backend']} {x['precision']}" for x in rows))
     batches = sorted({x["batch"] for x in rows})
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(configs) * len(batches) / 2 + 3), 4.2))

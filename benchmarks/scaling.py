@@ -30,11 +30,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 
-def _default_threads() -> int:
-    try:
-        return max(1, int(os.environ.get("OMP_NUM_THREADS", "")))
-    except ValueError:
-        return os.cpu_count() or 1
+from runtime_matrix import _default_threads, _x  # noqa: E402  (sibling benchmark script)
 
 
 # --- the child: one bundle, torch-free ----------------------------------------------------------------------------
@@ -176,10 +172,6 @@ def write_outputs(out: Path, r: dict) -> None:
     chart(r, out / "scaling.png")
 
 
-def _x(v, fmt="{:.1f}"):
-    return "—" if v is None else fmt.format(v)
-
-
 def markdown(r: dict) -> str:
     d = r["device"]
     rows = r["rows"]
@@ -223,17 +215,11 @@ def markdown(r: dict) -> str:
 
 def chart(r: dict, path: Path) -> None:
     rows = r["rows"]
-    try:
-        import matplotlib
+    import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        from runtime_bench import chart as pil_chart
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
-        pil_chart([{"config": f"{x['tile']}/{x['classes']}c", "p50_ms": x["p50_ms"], "p99_ms": x["p99_ms"]}
-                   for x in rows], path)
-        return
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.8))
     panels = (("p50_ms", "p50 latency per tile (ms)"), ("ms_per_megapixel", "ms per megapixel"),
               ("peak_rss_mb", "peak RSS of the runtime process (MB)"))
