@@ -22,7 +22,7 @@ import numpy as np
 from co2s.errors import Co2SInputError
 
 from . import formats
-from .bundle import AtomicBundle, check_output_dir
+from .bundle import AtomicBundle, check_output_dir, check_output_writable, clean_leftovers
 
 DEFAULT_CALIB_COUNT = 32
 BOTH = "both"
@@ -189,7 +189,10 @@ def export_bundle(opts: ExportOptions) -> ExportResult:
     t_start = time.perf_counter()
     # cheap checks first: nothing heavy is imported and nothing is written if these fail
     check_tile(opts.tile)
+    for msg in clean_leftovers(opts.out):  # what a killed export left: may put a previous bundle back first
+        log(msg)
     check_output_dir(opts.out, opts.force)
+    check_output_writable(opts.out)
     if opts.students not in (BOTH, "clip", "dinov3"):
         raise Co2SInputError(f"--students must be clip, dinov3 or both, got {opts.students!r}")
     if opts.calib_count < max(1, opts.batch[0]):
@@ -259,7 +262,7 @@ def _export(opts: ExportOptions, log, t_start: float, precisions: tuple[str, ...
         untrained_note = "untrained model: FP16/INT8 agreement is reported but not enforced"
         parity["note"] = untrained_note
 
-    with AtomicBundle(opts.out, opts.force) as tmp:
+    with AtomicBundle(opts.out, opts.force, log=log) as tmp:
         fmt = formats.get_format("onnx", "fp32")
         fp32_path = tmp / fmt.filename
         log(f"exporting {fmt.filename} (torch dynamo exporter, opset 19)...")

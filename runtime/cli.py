@@ -1,7 +1,8 @@
 """`co2s-infer` (segment files, folders and GeoTIFF scenes) and `co2s-bench` (latency per precision and batch).
 
-User-fixable problems (bad bundle, bad input, missing backend) print `error: <message>` and exit 1 without a
-traceback; usage errors exit 2 (click); Ctrl-C exits 130 after removing partial outputs.
+User-fixable problems (bad bundle, bad input, missing backend, an output folder that cannot be written) print
+`error: <message>` and exit 1 without a traceback; usage errors exit 2 (click); Ctrl-C exits 130 after removing
+partial outputs.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from co2s.errors import Co2SInputError
+from co2s.errors import Co2SInputError, ensure_writable_dir, output_error
 
 from .backends import BACKENDS, PRECISION_CHOICES
 from .imageio import DEFAULT_MAX_PIXELS, InputOptions, parse_bands, parse_stretch
@@ -183,8 +184,7 @@ def infer_command(bundle, inputs, out_dir, backend, precision, tile_overlap, ble
     options = InferOptions(overlap=overlap, blend=blend, confidence=confidence, overlay=overlay, input=in_opts,
                            skip_existing=skip_existing, fail_fast=fail_fast, batch=batch, readers=readers,
                            overviews=overviews)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_writable_dir(out_dir, f"--out {out_dir}: cannot write to this folder")  # before the backend loads
     be = open_backend(b, backend, precision, cuda_graph=cuda_graph, threads=threads)
     progress = None
     try:
@@ -219,7 +219,10 @@ def infer_command(bundle, inputs, out_dir, backend, precision, tile_overlap, ble
                           tile=b.tile, batch=pipe.batch, warmup_batches=warmup, overlap=overlap, blend=pipe.blend,
                           inputs=len(specs))
         click.echo(render_table(rep), err=True)
-        paths = write_reports(rep, str(out / "profile"))
+        try:
+            paths = write_reports(rep, str(out / "profile"))
+        except OSError as e:
+            raise output_error(out / "profile.json", e) from None
         click.echo(f"profile: {', '.join(paths)}", err=True)
     return 1 if summary.failed else 0
 
@@ -268,16 +271,27 @@ def bench_command(bundle, backend, precision, batch_text, iters, warmup, images,
         if bad:
             raise Co2SInputError(f"--precision {bad[0]!r}: expected auto, all or fp32/fp16/int8")
     batches = _csv_ints(batch_text, "--batch")
+    for option, path in (("--json", json_path), ("--markdown", md_path)):
+        if path:  # before the benchmark runs, not after
+            folder = Path(path).parent
+            ensure_writable_dir(folder, f"{option} {path}: cannot write to {folder}")
     reports = run_bench(b, backend=backend, precisions=precs, batches=batches, iters=iters, warmup=warmup,
                         images=list(images) or None,
                         input_options=_input_options(bands, stretch, nodata, max_pixels), threads=threads,
                         cuda_graph=cuda_graph, log=lambda m: click.echo(m, err=True))
     click.echo(render_bench_terminal(reports) if verbose else render_bench_table(reports))
     if json_path:
-        Path(json_path).write_text(json.dumps({"bundle": str(b.root), "reports": reports}, indent=2, default=str))
+        _write_report(json_path, json.dumps({"bundle": str(b.root), "reports": reports}, indent=2, default=str))
     if md_path:
-        Path(md_path).write_text(render_bench_markdown(reports))
+        _write_report(md_path, render_bench_markdown(reports))
     return 0
+
+
+def _write_report(path: str, text: str) -> None:
+    try:
+        Path(path).write_text(text)
+    except OSError as e:
+        raise output_error(path, e) from None
 
 
 def infer_main(argv: list[str] | None = None) -> None:

@@ -29,6 +29,7 @@ BLOCK = 256  # output block size (GDAL's default tiled GeoTIFF block)
 # and deflate time, and 0.4 % steps are plenty for "where should a labeller look".
 CONF_SCALE, CONF_NODATA = 254, 255
 STATS_SAMPLE_SIDE = 1024  # stretch statistics come from a decimated read of about this size
+MAX_BLOCK_BYTES = 256 << 20  # largest internal block (TIFF strip or tile) accepted; see _check_block_size
 
 
 GDAL_CACHE_MB = 128  # default block cache when the user has not set GDAL_CACHEMAX
@@ -72,6 +73,11 @@ class GeoTiffSource(RasterSource):
             self.height, self.width = ds.height, ds.width
             if self.height == 0 or self.width == 0 or ds.count == 0:
                 raise Co2SInputError(f"{path}: empty raster ({ds.width}x{ds.height}, {ds.count} bands)")
+            complex_bands = [t for t in ds.dtypes if t.startswith("complex")]
+            if complex_bands:
+                raise Co2SInputError(f"{path}: complex-valued raster ({complex_bands[0]}); the model takes real-valued "
+                                     f"imagery (convert it first, e.g. to amplitude)")
+            _check_block_size(self.path, ds)
             idx0 = select_bands(ds.count, options, self.path, "raster ", np.result_type(*ds.dtypes))
             self.unique = sorted(set(idx0))
             self.order = [self.unique.index(i) for i in idx0]  # positions of R, G, B in the unique read
@@ -106,12 +112,18 @@ class GeoTiffSource(RasterSource):
         """Unique bands [k, h', w'] read at reduced resolution (GDAL uses overviews when present)."""
         step = max(1, math.ceil(max(self.height, self.width) / max_side))
         shape = (len(self.indexes), max(1, self.height // step), max(1, self.width // step))
-        data = self.ds.read(self.indexes, out_shape=shape)
-        valid = None
-        if self.nodata is not None:
-            valid = ~np.all(data == np.asarray(self.nodata, dtype=data.dtype), axis=0)
-        elif self.use_masks:
-            valid = np.any(self.ds.read_masks(self.indexes, out_shape=shape) > 0, axis=0)
+        try:
+            data = self.ds.read(self.indexes, out_shape=shape)
+            valid = None
+            if self.nodata is not None:
+                valid = ~np.all(data == np.asarray(self.nodata, dtype=data.dtype), axis=0)
+            elif self.use_masks:
+                valid = np.any(self.ds.read_masks(self.indexes, out_shape=shape) > 0, axis=0)
+        except _rasterio().errors.RasterioIOError as e:
+            # this overview read (stretch statistics, quick-look) touches every block, so it is where a damaged
+            # scene usually shows first
+            raise Co2SInputError(f"{self.path}: read failed while sampling the whole scene at 1/{step} scale "
+                                 f"(truncated or corrupt? {_gdal_msg(e)})") from None
         return data, valid
 
     def _stretch_limits(self) -> tuple[np.ndarray, np.ndarray]:
@@ -149,6 +161,19 @@ class GeoTiffSource(RasterSource):
 
     def close(self) -> None:
         self.ds.close()
+
+
+def _check_block_size(path: Path, ds) -> None:
+    """GDAL decodes a whole internal block (a strip, in a striped TIFF) for any read that touches it. A header can
+    declare a strip of billions of pixels in a few bytes, and even a real one that size cannot be read in windows."""
+    bh, bw = ds.block_shapes[0]
+    itemsize = max(np.dtype(t).itemsize for t in ds.dtypes)
+    need = bh * bw * ds.count * itemsize
+    if need > MAX_BLOCK_BYTES:
+        raise Co2SInputError(
+            f"{path}: one internal block is {bw}x{bh} pixels x {ds.count} band(s) = {need / 2**20:,.0f} MB, and every "
+            f"read decodes a whole block (limit {MAX_BLOCK_BYTES >> 20} MB); if the file is intact convert it to a "
+            f"tiled GeoTIFF first: gdal_translate -co TILED=YES -co COMPRESS=DEFLATE in.tif out.tif")
 
 
 def _gdal_msg(e: BaseException) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import struct
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -204,6 +205,8 @@ def open_pillow(path: Path, options: InputOptions) -> ArraySource:
         raise Co2SInputError(f"{path}: {_unidentified_reason(path)}") from None
     except OSError as e:
         raise Co2SInputError(f"{path}: cannot read ({e.strerror or e})") from None
+    except _DECODE_ERRORS as e:  # a recognised format whose header Pillow's parser rejects
+        raise Co2SInputError(f"{path}: corrupt image header ({_describe(e)})") from None
     with img:
         w, h = img.size
         if w == 0 or h == 0:
@@ -218,9 +221,24 @@ def open_pillow(path: Path, options: InputOptions) -> ArraySource:
             img, arr = _pillow_bands(img)
         except Image.DecompressionBombError as e:
             raise Co2SInputError(f"{path}: refused as a decompression bomb ({e})") from None
-        except (OSError, SyntaxError, ValueError) as e:  # truncated streams, corrupt chunks, bad CRCs
-            raise Co2SInputError(f"{path}: truncated or corrupt image data ({e})") from None
+        except _DECODE_ERRORS as e:  # truncated streams, corrupt chunks, bad CRCs
+            raise Co2SInputError(f"{path}: truncated or corrupt image data ({_describe(e)})") from None
     return array_to_source(path, arr, options)
+
+
+# Pillow's format plugins parse untrusted bytes in Python, so a malformed file surfaces as whichever exception the
+# broken field trips: the ones Pillow's own format sniffing treats as "not this format" (SyntaxError, IndexError,
+# TypeError, struct.error) plus ValueError (a TIFF header, found by benchmarks/fuzz) and their arithmetic/lookup
+# cousins. For the user each means the same thing: this file is damaged.
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, TypeError, IndexError, KeyError, EOFError, ZeroDivisionError,
+                  OverflowError, struct.error)
+
+
+def _describe(e: BaseException) -> str:
+    text = str(e).strip()
+    if isinstance(e, (OSError, SyntaxError, ValueError)) and text:
+        return text[:200]
+    return f"{type(e).__name__}: {text[:200]}" if text else type(e).__name__
 
 
 _SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"),

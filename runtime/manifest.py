@@ -53,8 +53,15 @@ def _is_type(value, name: str) -> bool:
     return isinstance(value, _JSON_TYPES[name])
 
 
-def schema_errors(instance, schema: dict | None = None) -> list[str]:
-    """Every violation as 'path: problem'. Supports the keywords co2s_manifest.schema.json uses."""
+def _short(x, limit: int = 60) -> str:
+    """repr for a message: a fuzzed or corrupt file can hold megabyte strings where a name was expected."""
+    text = repr(x)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def schema_errors(instance, schema: dict | None = None, at: str = "") -> list[str]:
+    """Every violation as 'path: problem'. Supports the keywords co2s_manifest.schema.json uses; `at` prefixes
+    the paths when `instance` is a part of the manifest."""
     root = schema if schema is not None else load_schema()
     errors: list[str] = []
 
@@ -72,10 +79,10 @@ def schema_errors(instance, schema: dict | None = None) -> list[str]:
         s = resolve(s)
         where = path or "(root)"
         if "const" in s and x != s["const"]:
-            errors.append(f"{where}: expected {s['const']!r}, got {x!r}")
+            errors.append(f"{where}: expected {s['const']!r}, got {_short(x)}")
             return
         if "enum" in s and x not in s["enum"]:
-            errors.append(f"{where}: expected one of {s['enum']}, got {x!r}")
+            errors.append(f"{where}: expected one of {s['enum']}, got {_short(x)}")
             return
         if "type" in s:
             types = s["type"] if isinstance(s["type"], list) else [s["type"]]
@@ -88,7 +95,7 @@ def schema_errors(instance, schema: dict | None = None) -> list[str]:
             if "maximum" in s and x > s["maximum"]:
                 errors.append(f"{where}: {x} is above the maximum {s['maximum']}")
         if isinstance(x, str) and "pattern" in s and not re.search(s["pattern"], x):
-            errors.append(f"{where}: {x!r} does not match {s['pattern']}")
+            errors.append(f"{where}: {_short(x)} does not match {s['pattern']}")
         if isinstance(x, list):
             if len(x) < s.get("minItems", 0):
                 errors.append(f"{where}: expected at least {s['minItems']} items, got {len(x)}")
@@ -104,15 +111,60 @@ def schema_errors(instance, schema: dict | None = None) -> list[str]:
             props = s.get("properties", {})
             extra = s.get("additionalProperties", True)
             for key, value in x.items():
-                sub = f"{path}.{key}" if path else key
+                sub = f"{path}.{key}" if path else str(key)
                 if key in props:
                     check(value, props[key], sub)
                 elif extra is False:
-                    errors.append(f"{where}: unexpected field {key!r}")
+                    errors.append(f"{where}: unexpected field {_short(key)}")
                 elif isinstance(extra, dict):
                     check(value, extra, sub)
 
-    check(instance, root, "")
+    check(instance, root, at)
+    return errors
+
+
+# The schema file only says an artefact's "tensorrt" record is an object (the exporter adds build details freely);
+# these are the fields the runtime reads from it (bundle.from_manifest, the TensorRT backend's compatibility
+# check), so a hand-edited or damaged record is named here instead of failing later as a KeyError.
+TENSORRT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "version": {"type": ["string", "null"]},
+        "version_compatible": {"type": "boolean"},
+        "hardware_compatibility": {"type": ["string", "null"]},
+        "profile": {
+            "type": ["object", "null"],
+            "required": ["min", "opt", "max"],
+            "properties": {k: {"type": "integer", "minimum": 1} for k in ("min", "opt", "max")},
+        },
+        "device": {
+            "type": ["object", "null"],
+            "properties": {
+                "name": {"type": ["string", "null"]},
+                # "8.7", "87", "sm_87" or [8, 7] (\Z, not $: "87\n" would pass $ and then fail to parse)
+                "compute_capability": {"type": ["string", "array", "null"],
+                                       "pattern": r"^([sS][mM]_?)?([0-9]+[.][0-9]+|[0-9]{2,})\Z",
+                                       "minItems": 2, "maxItems": 2, "items": {"type": "integer", "minimum": 0}},
+            },
+        },
+    },
+}
+
+
+def runtime_errors(data: dict) -> list[str]:
+    """What a schema-valid manifest still needs before the runtime can use it: fields that agree with each other
+    (the stitcher sizes its buffers from the class list, the model from num_classes) and well-formed TensorRT
+    records."""
+    errors = []
+    n, classes = data["model"]["num_classes"], data["dataset"]["classes"]
+    if len(classes) != n:
+        errors.append(f"dataset.classes: {len(classes)} names, but model.num_classes is {n}")
+    b = data["batch"]
+    if not b["min"] <= b["opt"] <= b["max"]:
+        errors.append(f"batch: expected min <= opt <= max, got {b['min']}, {b['opt']}, {b['max']}")
+    for key, art in data.get("artifacts", {}).items():
+        if "tensorrt" in art:
+            errors += schema_errors(art["tensorrt"], TENSORRT_SCHEMA, at=f"artifacts.{key}.tensorrt")
     return errors
 
 
@@ -134,12 +186,17 @@ def verify_artifacts(root: Path, data: dict) -> list[str]:
     problems = []
     for key, art in data.get("artifacts", {}).items():
         p = Path(root) / art["path"]
-        if not p.is_file():
-            problems.append(f"artefact {key!r}: file {art['path']} is missing")
-        elif p.stat().st_size != art["bytes"]:
-            problems.append(f"artefact {key!r}: {art['path']} is {p.stat().st_size} bytes, manifest says {art['bytes']}")
-        elif sha256_file(p) != art["sha256"]:
-            problems.append(f"artefact {key!r}: {art['path']} sha256 does not match the manifest (corrupt or replaced)")
+        try:  # is_file() itself raises for a name the OS refuses (too long, say), not only for a missing file
+            if not p.is_file():
+                problems.append(f"artefact {_short(key)}: file {art['path']} is missing")
+            elif p.stat().st_size != art["bytes"]:
+                problems.append(f"artefact {_short(key)}: {art['path']} is {p.stat().st_size} bytes, "
+                                f"manifest says {art['bytes']}")
+            elif sha256_file(p) != art["sha256"]:
+                problems.append(f"artefact {_short(key)}: {art['path']} sha256 does not match the manifest "
+                                f"(corrupt or replaced)")
+        except OSError as e:
+            problems.append(f"artefact {_short(key)}: cannot read {_short(art['path'])} ({e.strerror or e})")
     return problems
 
 
@@ -206,9 +263,13 @@ def read_manifest_json(bundle: str | Path) -> tuple[Path, dict]:
     if not path.is_file():
         raise ManifestError(f"{path}: manifest not found (is {root} a co2s bundle?)")
     try:
-        data = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ManifestError(f"{path}: not valid JSON ({e})") from None
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ManifestError(f"{path}: cannot read ({e.strerror or e})") from None
+    except RecursionError:
+        raise ManifestError(f"{path}: not valid JSON (nested too deeply to be a manifest)") from None
+    except ValueError as e:  # JSONDecodeError, bad UTF-8, and integers past Python's 4300-digit limit
+        raise ManifestError(f"{path}: not valid JSON ({str(e)[:200]})") from None
     return root, data
 
 
@@ -220,7 +281,7 @@ def load_manifest(bundle: str | Path, *, verify_checksums: bool = True) -> Manif
         raise ManifestError(
             f"{path}: schema_version {data.get('schema_version')!r}; this co2s reads version {SCHEMA_VERSION}"
         )
-    errors = schema_errors(data)
+    errors = schema_errors(data) or runtime_errors(data)
     if errors:
         more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
         raise ManifestError(f"{path}: does not match the manifest schema: {'; '.join(errors[:5])}{more}")

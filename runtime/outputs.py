@@ -1,7 +1,10 @@
 """Output files of one input: class-index raster, colour overlay, optional confidence raster.
 
 Every file is written under a hidden temporary name next to its destination and renamed only when the whole
-input succeeded, so a failure (bad tile, full disk, Ctrl-C) never leaves a partial output that looks finished.
+input succeeded, so a failure (bad tile, full disk, Ctrl-C, a kill) never leaves a partial output that looks
+finished. The labels file is renamed last: it is what `--skip-existing` looks for, so an input counts as done only
+once all its files are in place. A write that fails (disk full, no permission, read-only file system) is reported
+as a Co2SOutputError naming the output file.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from co2s.errors import output_error
 
 from .imageio import RasterSource
 from .tiling import NODATA_LABEL
@@ -62,8 +67,15 @@ def _alive(pid: int) -> bool:
 
 
 def commit_files(pairs: list[tuple[Path, Path]]) -> None:
-    for tmp, final in pairs:
-        os.replace(tmp, final)
+    """Rename each temporary file to its final name, the labels file last (see the module docstring). If a rename
+    fails, the temporary files not yet renamed are removed and the error names the output."""
+    ordered = sorted(pairs, key=lambda pair: ".labels." in pair[1].name)  # stable: the others keep their order
+    for i, (tmp, final) in enumerate(ordered):
+        try:
+            os.replace(tmp, final)
+        except OSError as e:
+            remove_quietly([t for t, _ in ordered[i:]])
+            raise output_error(final, e) from None
 
 
 def remove_quietly(paths) -> None:
@@ -161,6 +173,9 @@ class PngSink(Sink):
                 else:
                     save_confidence_png(tmp, self.confidence)
                 pairs.append((tmp, final))
+        except OSError as e:
+            self.abort()
+            raise output_error(final, e) from None
         except BaseException:
             self.abort()
             raise

@@ -1,7 +1,9 @@
 """The training run: data, model, optimiser, schedule, loop, evaluation, checkpoints, resume, DDP, logging.
 
 Outputs under `out/`: config.yaml (the resolved TrainConfig), metrics.csv (one row per evaluation), tb/ (TensorBoard
-events), last.pt (resumable) and best.pt (best fused val mIoU; no optimiser state). Only rank 0 writes.
+events), last.pt (resumable) and best.pt (best fused val mIoU; no optimiser state). Only rank 0 writes. config.yaml,
+metrics.csv and the checkpoints are replaced atomically (checkpoint.atomic_write), so a kill at any moment leaves the
+previous complete version; temporary files of a killed run are removed when the next run starts in that folder.
 
 Reproducibility: the batch of iteration t and the global torch seed during it are functions of (seed, t) only
 (see sampling.py), and the optimiser state travels in last.pt, so `resume=True` continues bit-for-bit on CPU (on
@@ -11,6 +13,7 @@ CUDA, cudnn autotuning makes runs close but not bitwise equal).
 from __future__ import annotations
 
 import csv
+import io
 import os
 import time
 from contextlib import nullcontext
@@ -24,9 +27,9 @@ import yaml
 from torch import nn
 from tqdm import tqdm
 
-from co2s.errors import Co2SInputError
+from co2s.errors import Co2SInputError, ensure_writable_dir
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import atomic_write_text, load_checkpoint, remove_stale_temps, save_checkpoint
 from .config import TrainConfig, resolve
 from .evaluate import FUSED, EvalResult, evaluate
 from .losses import stability_weight
@@ -187,14 +190,34 @@ class RunLog:
             fieldnames = list(rows[0]) if rows else list(row)
         else:
             rows, fieldnames = [], list(row)
-        with self.csv_path.open("w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=fieldnames, extrasaction="ignore")
-            w.writeheader()
-            w.writerows(rows + [row])
+        text = io.StringIO(newline="")
+        w = csv.DictWriter(text, fieldnames=fieldnames, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows + [row])
+        atomic_write_text(self.csv_path, text.getvalue())  # a kill mid-write keeps the previous rows
 
     def close(self) -> None:
         if self.writer:
             self.writer.close()
+
+
+def _check_out(out: Path, d: Dist) -> None:
+    """Before anything expensive: the run folder can be written (rank 0 checks, every rank stops on failure), and
+    temporary files a killed run left there are removed."""
+    error = None
+    if d.is_main:
+        try:
+            ensure_writable_dir(out, f"--out {out}: cannot write to this folder")
+        except Co2SInputError as e:
+            if not d.enabled:
+                raise
+            error = str(e)
+        else:
+            stale = remove_stale_temps(out)
+            if stale:
+                print(f"removed {len(stale)} temporary file(s) left by an interrupted run in {out}: "
+                      + ", ".join(p.name for p in stale))
+    _broadcast_error(d, error)
 
 
 def _resume_config(cfg: TrainConfig, ckpt: dict, path: Path) -> TrainConfig:
@@ -221,6 +244,7 @@ def fit(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = None
     d = init_distributed(device)
     out = Path(cfg.out)
     info = get_dataset_info(cfg.dataset)
+    _check_out(out, d)
     ckpt = None
     if resume:
         last = out / "last.pt"
@@ -275,7 +299,7 @@ def fit(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = None
                                          num_workers=cfg.workers, pin_memory=use_cuda)
     if d.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     log = RunLog(out, d.is_main, start)
 
     def checkpoint(iteration: int, metrics: dict, *, with_optimizer: bool) -> dict:
@@ -311,47 +335,51 @@ def fit(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = None
             bar.write(f"iteration {done}: val mIoU " + ", ".join(f"{k} {v:.2f}" for k, v in last_eval.items()))
             bar.write(result.table())
             metrics = {"best": dict(best), "last": last_eval}
-            save_checkpoint(out / "last.pt", checkpoint(done, metrics, with_optimizer=True))
+            # best.pt first: a kill between the two saves then resumes from the previous last.pt and redoes this
+            # evaluation, instead of resuming with a best score whose best.pt was never written
             if improved:
                 save_checkpoint(out / "best.pt", checkpoint(done, metrics, with_optimizer=False))
+            save_checkpoint(out / "last.pt", checkpoint(done, metrics, with_optimizer=True))
 
     bar = tqdm(total=cfg.iters, initial=start, disable=not (progress and d.is_main), dynamic_ncols=True,
                desc=f"{cfg.method} {info.name}")
     window: dict[str, list[float]] = {}  # since the last TensorBoard write
     since_eval: dict[str, list[float]] = {}  # since the last metrics.csv row
     t0 = time.time()
-    model.train()
-    for iteration, batch in zip(range(start, end), loader):
-        torch.manual_seed(seed_for(cfg.seed, iteration, d.rank))  # anything left drawing from the global RNG
-        batch = {k: v.to(d.device, non_blocking=True) for k, v in batch.items()}
-        lr = cfg.lr * poly_lr(optimizer, iteration, cfg.iters, cfg.poly_power)
-        with torch.autocast("cuda", dtype=amp_dtype) if amp_dtype else nullcontext():
-            loss, logs = train_step(forwards, dict(model.students), batch, opts=opts, reduce_counts=reduce_counts,
-                                    sta_weight=stability_weight(iteration, cfg.iters, cfg.sta_peak, cfg.sta_ramp))
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        logs = {"loss": loss.item(), **logs}
-        for k, v in logs.items():
-            window.setdefault(k, []).append(v)
-            since_eval.setdefault(k, []).append(v)
-        bar.update(1)
-        bar.set_postfix_str(" ".join([f"loss {logs['loss']:.3f}"] + [f"{n} x {logs[f'{n}/x']:.3f}" for n in
-                                                                   model.students] + [f"lr {lr:.2e}"]),
-                            refresh=False)
-        done = iteration + 1
-        if done % cfg.log_every == 0 or done == end:
-            log.scalars({**{k: float(np.mean(v)) for k, v in window.items()}, "lr": lr}, done, "train")
-            window.clear()
-        if done % cfg.eval_every == 0 or done == cfg.iters:
-            evaluate_and_save(done, lr, since_eval)
-            since_eval.clear()
-        elif done == end and d.is_main:  # stopped between evaluations: keep the state to resume from
-            save_checkpoint(out / "last.pt",
-                            checkpoint(done, {"best": dict(best), "last": last_eval}, with_optimizer=True))
-    bar.close()
-    log.close()
+    try:  # closed on errors too, so an error message starts on a line of its own, not after the bar
+        model.train()
+        for iteration, batch in zip(range(start, end), loader):
+            torch.manual_seed(seed_for(cfg.seed, iteration, d.rank))  # anything left drawing from the global RNG
+            batch = {k: v.to(d.device, non_blocking=True) for k, v in batch.items()}
+            lr = cfg.lr * poly_lr(optimizer, iteration, cfg.iters, cfg.poly_power)
+            with torch.autocast("cuda", dtype=amp_dtype) if amp_dtype else nullcontext():
+                loss, logs = train_step(forwards, dict(model.students), batch, opts=opts, reduce_counts=reduce_counts,
+                                        sta_weight=stability_weight(iteration, cfg.iters, cfg.sta_peak, cfg.sta_ramp))
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            logs = {"loss": loss.item(), **logs}
+            for k, v in logs.items():
+                window.setdefault(k, []).append(v)
+                since_eval.setdefault(k, []).append(v)
+            bar.update(1)
+            bar.set_postfix_str(" ".join([f"loss {logs['loss']:.3f}"] + [f"{n} x {logs[f'{n}/x']:.3f}" for n in
+                                                                       model.students] + [f"lr {lr:.2e}"]),
+                                refresh=False)
+            done = iteration + 1
+            if done % cfg.log_every == 0 or done == end:
+                log.scalars({**{k: float(np.mean(v)) for k, v in window.items()}, "lr": lr}, done, "train")
+                window.clear()
+            if done % cfg.eval_every == 0 or done == cfg.iters:
+                evaluate_and_save(done, lr, since_eval)
+                since_eval.clear()
+            elif done == end and d.is_main:  # stopped between evaluations: keep the state to resume from
+                save_checkpoint(out / "last.pt",
+                                checkpoint(done, {"best": dict(best), "last": last_eval}, with_optimizer=True))
+    finally:
+        bar.close()
+        log.close()
     close_distributed(d)
     return {"iteration": end, **best, "last": last_eval}
 
