@@ -7,6 +7,7 @@ input's CRS and transform; the labels file carries the bundle's palette as a col
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from co2s.errors import Co2SInputError
+from co2s.errors import WRITE_ERRNOS, Co2SInputError, Co2SOutputError, output_error
 
 from .imageio import InputOptions, RasterSource, apply_stretch, needs_stretch_error, select_bands, stretch_limits
 from .outputs import (OutputPaths, Sink, commit_files, overlay_image, palette_lut, preview_step, remove_quietly,
@@ -184,13 +185,59 @@ def _gdal_msg(e: BaseException) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
+class _IncompleteOutput(Exception):
+    """A closed output is missing blocks, overviews or its TIFF directory (see GeoTiffSink._check_complete)."""
+
+
+def _write_errors() -> tuple[type[BaseException], ...]:
+    """What a failed GDAL write raises: RasterioIOError (an OSError, but with no errno; GDAL's message is its
+    cause), other RasterioErrors, and rasterio's CPLE_* errors, which sometimes escape unwrapped."""
+    rio = _rasterio()
+    errors: tuple[type[BaseException], ...] = (OSError, _IncompleteOutput, rio.errors.RasterioError)
+    try:
+        from rasterio._err import CPLE_BaseError
+
+        errors += (CPLE_BaseError,)
+    except ImportError:  # private module; the public errors above still cover the usual cases
+        pass
+    return errors
+
+
+LOW_SPACE_BYTES = 1 << 20  # a write that failed with less than this free on the file system counts as a full disk
+
+
+def _write_errno(e: BaseException, folder: Path) -> int | None:
+    """errno of a failed output write. GDAL keeps the OS error only in its message (if at all: libtiff prints
+    "No space left on device" straight to stderr and GDAL reports "Write error at scanline N"), so after the
+    errno itself and the messages, a file system with (almost) no space left means the disk is full."""
+    if isinstance(e, OSError) and e.errno in WRITE_ERRNOS:
+        return e.errno
+    texts, seen, x = [], set(), e
+    while x is not None and id(x) not in seen:
+        seen.add(id(x))
+        texts.append(str(x).lower())
+        x = x.__cause__ or x.__context__
+    text = " ".join(texts)
+    for code in sorted(WRITE_ERRNOS):
+        if os.strerror(code).lower() in text:
+            return code
+    try:
+        st = os.statvfs(folder)
+    except (OSError, AttributeError):  # no statvfs on Windows
+        return None
+    return errno.ENOSPC if st.f_bavail * st.f_frsize < LOW_SPACE_BYTES else None
+
+
 def open_geotiff(path: Path, options: InputOptions) -> GeoTiffSource:
     return GeoTiffSource(path, options)
 
 
 class GeoTiffSink(Sink):
     """Labels (uint8, palette, nodata 255) and confidence (uint8 x 254, band scale 1/254, nodata 255) GeoTIFFs,
-    written in full-width strips aligned to the output block rows so each compressed block is written once."""
+    written in full-width strips aligned to the output block rows so each compressed block is written once.
+    A write that fails (disk full, no permission, read-only file system) raises a Co2SOutputError naming the
+    output file, after every temporary file was removed; a closed file is read back before it is renamed into
+    place, since GDAL does not report every failure (see _check_complete)."""
 
     def __init__(self, source: GeoTiffSource, paths: OutputPaths, palette: np.ndarray, classes: list[str],
                  *, overviews: bool = True):
@@ -203,6 +250,7 @@ class GeoTiffSink(Sink):
                     BIGTIFF="IF_SAFER")
         self._temps: list[Path] = []
         self._datasets = {}
+        final = paths.labels
         try:
             for final in (paths.labels, paths.confidence):
                 if final is None:
@@ -212,17 +260,19 @@ class GeoTiffSink(Sink):
                 self._temps.append(tmp)
                 if final == paths.labels:
                     ds = rio.open(tmp, "w", **base, dtype="uint8", nodata=NODATA_LABEL, predictor=2)
+                    self._datasets["labels"] = (ds, tmp, final)
                     ds.write_colormap(1, {i: (*map(int, c), 255) for i, c in enumerate(palette_lut(palette))})
                     ds.update_tags(CO2S_CLASSES=json.dumps(list(classes)))
                     ds.set_band_description(1, "class index (255 = nodata)")
-                    self._datasets["labels"] = (ds, tmp, final)
                 else:
                     ds = rio.open(tmp, "w", **base, dtype="uint8", nodata=CONF_NODATA, predictor=2)
+                    self._datasets["confidence"] = (ds, tmp, final)
                     ds.scales, ds.offsets = (1.0 / CONF_SCALE,), (0.0,)
                     ds.set_band_description(1, f"confidence x {CONF_SCALE} (apply the band scale; 255 = nodata)")
-                    self._datasets["confidence"] = (ds, tmp, final)
                 if source.ds.gcps[0] and source.transform.is_identity:
                     ds.gcps = source.ds.gcps
+        except _write_errors() as e:
+            raise self._failed(final, e) from None
         except BaseException:
             self.abort()
             raise
@@ -248,52 +298,111 @@ class GeoTiffSink(Sink):
             conf = np.where(lab == NODATA_LABEL, np.uint8(CONF_NODATA), q)
         n = cut - self._pending_y0
         win = Window(0, self._pending_y0, self.width, n)
-        self._datasets["labels"][0].write(lab[:n], 1, window=win)
-        if conf is not None:
-            self._datasets["confidence"][0].write(conf[:n], 1, window=win)
+        final = self.paths.labels
+        try:
+            self._datasets["labels"][0].write(lab[:n], 1, window=win)
+            if conf is not None:
+                final = self.paths.confidence
+                self._datasets["confidence"][0].write(conf[:n], 1, window=win)
+        except _write_errors() as e:
+            raise self._failed(final, e) from None
+        except BaseException:
+            self.abort()
+            raise
         self._pending = [(lab[n:], None if conf is None else conf[n:])] if n < lab.shape[0] else []
         self._pending_y0 = cut
 
     def commit(self) -> list[Path]:
+        final = self.paths.labels
         try:
             if self._pending_y0 != self.height:
                 raise RuntimeError(f"only rows 0-{self._pending_y0} of {self.height} were written")
-            if self.overviews:
-                self._build_overviews()
-            for ds, _, _ in self._datasets.values():
+            factors = self._overview_factors() if self.overviews else []
+            for key, (ds, tmp, final) in self._datasets.items():
+                if factors:
+                    self._build_overviews(key, ds, factors)
                 ds.close()
+                self._check_complete(tmp, len(factors))
             pairs = [(tmp, final) for _, tmp, final in self._datasets.values()]
             if self.paths.overlay is not None:
-                tmp = temp_path(self.paths.overlay)
+                final = self.paths.overlay
+                tmp = temp_path(final)
                 self._temps.append(tmp)
                 self._write_overlay(tmp, self._datasets["labels"][1])
-                pairs.append((tmp, self.paths.overlay))
+                pairs.append((tmp, final))
+        except _write_errors() as e:
+            raise self._failed(final, e) from None
         except BaseException:
             self.abort()
             raise
         commit_files(pairs)
         return [f for _, f in pairs]
 
-    def _build_overviews(self) -> None:
-        """Internal overviews (x2, x4, ... down to ~256 px) so GIS viewers open a large result instantly: majority
-        class for labels, mean for confidence; GDAL builds them block by block."""
-        from rasterio.enums import Resampling
-
+    def _overview_factors(self) -> list[int]:
+        """x2, x4, ... down to ~256 px (none for a scene that fits one block)."""
         factors, f = [], 2
         while max(self.height, self.width) / f >= BLOCK:
             factors.append(f)
             f *= 2
-        if not factors:
-            return
-        for key, how in (("labels", Resampling.mode), ("confidence", Resampling.average)):
-            if key in self._datasets:
-                ds = self._datasets[key][0]
-                # inside an Env GDAL's messages go to Python logging ("rasterio._env") instead of raw stderr: the
-                # coarser levels are computed from the finer ones, which carry no colour table, and GDAL warns
-                # about that although the majority rule on class indices is exactly what is wanted
-                with _rasterio().Env():
-                    ds.build_overviews(factors, how)
-                ds.update_tags(ns="rio_overview", resampling=how.name)
+        return factors
+
+    @staticmethod
+    def _build_overviews(key: str, ds, factors: list[int]) -> None:
+        """Internal overviews so GIS viewers open a large result instantly: majority class for labels, mean for
+        confidence; GDAL builds them block by block."""
+        from rasterio.enums import Resampling
+
+        how = Resampling.mode if key == "labels" else Resampling.average
+        # inside an Env GDAL's messages go to Python logging ("rasterio._env") instead of raw stderr: the coarser
+        # levels are computed from the finer ones, which carry no colour table, and GDAL warns about that although
+        # the majority rule on class indices is exactly what is wanted
+        with _rasterio().Env():
+            ds.build_overviews(factors, how)
+        ds.update_tags(ns="rio_overview", resampling=how.name)
+
+    def _check_complete(self, tmp: Path, levels: int) -> None:
+        """Reopen a closed output and check every block of every level reached the file. GDAL writes cached blocks,
+        overviews and the TIFF directory when the dataset is closed, and a failure there (a full disk) is only
+        logged: rasterio's close() and build_overviews() return normally and leave a truncated file behind."""
+        rio = _rasterio()
+        try:
+            size = tmp.stat().st_size
+            for level in (None, *range(levels)):
+                kw = {} if level is None else {"overview_level": level}
+                with rio.open(tmp, **kw) as r:
+                    if level is None and ((r.width, r.height, r.count) != (self.width, self.height, 1)
+                                          or len(r.overviews(1)) != levels):
+                        raise _IncompleteOutput(f"{r.width}x{r.height}x{r.count} with {len(r.overviews(1))} "
+                                                f"overview levels, expected {self.width}x{self.height}x1 "
+                                                f"with {levels}")
+                    bh, bw = r.block_shapes[0]
+                    for by in range(-(-r.height // bh)):
+                        for bx in range(-(-r.width // bw)):
+                            offset = int(r.get_tag_item(f"BLOCK_OFFSET_{bx}_{by}", "TIFF", bidx=1) or 0)
+                            nbytes = int(r.get_tag_item(f"BLOCK_SIZE_{bx}_{by}", "TIFF", bidx=1) or 0)
+                            if not offset or offset + nbytes > size:  # never written, or cut off
+                                where = "full resolution" if level is None else f"overview level {level + 1}"
+                                raise _IncompleteOutput(f"block {bx},{by} of the {where} is missing")
+        except _IncompleteOutput:
+            raise
+        except _write_errors() as e:
+            raise _IncompleteOutput(f"it cannot be read back ({_gdal_msg(e)})") from None
+
+    def _failed(self, final: Path, e: BaseException) -> Co2SOutputError:
+        """The error that names the output, then drop every temporary file. Worked out before the temporary files
+        are removed: while they are there a full disk still shows as full."""
+        try:
+            code = _write_errno(e, final.parent)
+            if code is not None:
+                err = output_error(final, OSError(code, os.strerror(code)))
+            elif isinstance(e, _IncompleteOutput):
+                err = Co2SOutputError(f"{final}: cannot write: GDAL could not complete the file ({e})")
+            else:
+                err = output_error(final, OSError(None, e.strerror if isinstance(e, OSError) and e.strerror and
+                                                  e.errno is not None else _gdal_msg(e)))
+        finally:
+            self.abort()
+        return err
 
     def _write_overlay(self, tmp: Path, labels_tmp: Path) -> None:
         """Decimated quick-look PNG: the scene and its labels at most PREVIEW_MAX_SIDE pixels on a side."""

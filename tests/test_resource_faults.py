@@ -323,3 +323,302 @@ def test_infer_and_bench_run_from_a_read_only_bundle(tmp_path, monkeypatch, caps
         assert _snapshot(root) == before  # nothing written, created or deleted in the bundle
     finally:
         root.chmod(0o755)
+
+
+# ------------------------------------------------------------------------------------------- GeoTIFF outputs
+def _rasterio():
+    return pytest.importorskip("rasterio", reason="GeoTIFF outputs need rasterio (pip install 'co2s[geo]')")
+
+
+def _geotiffs(folder: Path, names=("a", "b")) -> None:
+    rio = _rasterio()
+    from rasterio.transform import from_origin
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, n in enumerate(names):
+        data = np.random.default_rng(i).integers(0, 256, (3, 300, 280), dtype=np.uint8)
+        with rio.open(folder / f"{n}.tif", "w", driver="GTiff", width=280, height=300, count=3, dtype="uint8",
+                      crs="EPSG:32640", transform=from_origin(300000.0, 2800000.0, 0.5, 0.5)) as ds:
+            ds.write(data)
+
+
+def _full_file_system(monkeypatch, folder: Path) -> None:
+    """statvfs says no space is left under `folder`: what a full disk shows while the partial files still exist."""
+    real = os.statvfs
+
+    def statvfs(path):
+        st = real(path)
+        if not _under(path, folder):
+            return st
+        return os.statvfs_result((st.f_bsize, st.f_frsize, st.f_blocks, 0, 0, st.f_files, st.f_ffree, st.f_favail,
+                                  st.f_flag, st.f_namemax))
+
+    monkeypatch.setattr(os, "statvfs", statvfs)
+
+
+class _GdalOnAFullDisk:
+    """A rasterio dataset being written on a disk that fills up, as GDAL behaves there (measured on a full tmpfs):
+    'write' - a strip write puts part of the rows out, then raises RasterioIOError ("Write failed") whose cause
+    is GDAL's "TIFFAppendToStrip:Write error", with no errno (libtiff prints "No space left on device" to stderr);
+    'close' - the writes succeed (the blocks sit in GDAL's cache) and close() returns normally although flushing
+    them and the TIFF directory failed, leaving a truncated file (rasterio ignores GDALClose's error)."""
+
+    def __init__(self, ds, where: str):
+        object.__setattr__(self, "_ds", ds)
+        object.__setattr__(self, "_where", where)
+
+    def __getattr__(self, name):
+        return getattr(self._ds, name)
+
+    def __setattr__(self, name, value):
+        setattr(self._ds, name, value)
+
+    def write(self, arr, indexes=None, window=None, **kw):
+        if self._where != "write":
+            return self._ds.write(arr, indexes, window=window, **kw)
+        from rasterio._err import CPLE_AppDefinedError
+        from rasterio.errors import RasterioIOError
+        from rasterio.windows import Window
+
+        half = max(1, arr.shape[0] // 2)
+        self._ds.write(arr[:half], indexes, window=Window(window.col_off, window.row_off, window.width, half))
+        cause = CPLE_AppDefinedError(3, 1, f"TIFFAppendToStrip:Write error at scanline {window.row_off}")
+        raise RasterioIOError("Write failed. See previous exception for details.") from cause
+
+    def close(self):
+        path = Path(self._ds.name)
+        self._ds.close()
+        if self._where == "close" and path.exists():
+            with builtins.open(path, "r+b") as f:
+                f.truncate(path.stat().st_size // 2)
+
+
+@pytest.mark.parametrize("where", ["write", "close"])
+def test_infer_disk_full_while_writing_geotiff_outputs(where, bundle, tmp_path, monkeypatch, capsys):
+    rio = _rasterio()
+    src, out = tmp_path / "in", tmp_path / "out"
+    _geotiffs(src, ("a",))
+    code, _, err = infer([bundle, src, "--out", out], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["a.confidence.tif", "a.labels.tif", "a.overlay.png"]
+    before = _digest(out)
+    _geotiffs(src, ("b",))  # a new input, nothing written for it yet
+
+    real_open = rio.open
+
+    def open_on_full_disk(fp, mode="r", *a, **k):
+        ds = real_open(fp, mode, *a, **k)
+        return _GdalOnAFullDisk(ds, where) if mode == "w" and _under(fp, out.absolute()) else ds
+
+    monkeypatch.setattr(rio, "open", open_on_full_disk)
+    _full_file_system(monkeypatch, out.absolute())
+    code, _, err = infer([bundle, src, "--out", out], capsys)
+    assert code == 1
+    assert "0 ok, 2 failed" in err and "Traceback" not in err
+    failed = [ln.strip() for ln in err.split("failed:", 1)[1].strip().splitlines()]
+    assert failed == [f"{out / n}.labels.tif: cannot write: {DISK_FULL}" for n in ("a", "b")], failed
+    assert _digest(out) == before  # a's earlier outputs untouched, nothing for b
+    assert _hidden(out) == []  # no temporary files
+
+
+# ------------------------------------------------------------------------------------- TensorRT engines
+def fake_tensorrt(plan: bytes, version: str = "10.3.0"):
+    """Stand-in `tensorrt` module with what export.tensorrt_build.build_engine calls: the build 'succeeds' with
+    `plan` as the serialized engine and extends the timing cache it was given by a few bytes."""
+    import types
+
+    class Config:
+        cache = None
+
+        def set_memory_pool_limit(self, *a):
+            pass
+
+        def set_flag(self, flag):
+            pass
+
+        def add_optimization_profile(self, profile):
+            pass
+
+        def create_timing_cache(self, data):
+            return types.SimpleNamespace(serialize=lambda: bytes(data) + b"+timing")
+
+        def set_timing_cache(self, cache, ignore_mismatch=False):
+            self.cache = cache
+
+        def get_timing_cache(self):
+            return self.cache
+
+    class Builder:
+        def __init__(self, logger):
+            pass
+
+        def create_network(self, flags):
+            return object()
+
+        def create_builder_config(self):
+            return Config()
+
+        def create_optimization_profile(self):
+            return types.SimpleNamespace(set_shape=lambda *a: None)
+
+        def build_serialized_network(self, network, config):
+            return plan
+
+    class OnnxParser:
+        num_errors = 0
+
+        def __init__(self, network, logger):
+            pass
+
+        def parse_from_file(self, path):
+            return Path(path).is_file()
+
+    trt = types.ModuleType("tensorrt")
+    trt.__version__ = version
+    trt.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None})
+    trt.Builder, trt.OnnxParser = Builder, OnnxParser
+    trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(STRONGLY_TYPED=1)
+    trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE=0)
+    trt.BuilderFlag = types.SimpleNamespace(FP16=1, INT8=2)
+    return trt
+
+
+def _stand_in_gpu(monkeypatch, plan: bytes) -> None:
+    import co2s.export.engines as engines
+    import co2s.export.tensorrt_build as tensorrt_build
+
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt(plan))
+    monkeypatch.setattr(engines, "has_nvidia_gpu", lambda: True)
+    monkeypatch.setattr(tensorrt_build, "device_info", lambda: {"name": "Stand-in GPU", "compute_capability": "8.7"})
+
+
+def _disk_full_writing_engines(monkeypatch, bundle: Path) -> None:
+    """Writing any *.engine file under `bundle` puts half of the bytes out, then the disk is full."""
+    real_open = builtins.open
+
+    class HalfThenFull:
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, data):
+            data = memoryview(data).cast("B")
+            self.f.write(data[: len(data) // 2])
+            self.f.flush()
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+    def py_open(file, mode="r", *a, **k):
+        f = real_open(file, mode, *a, **k)
+        if "w" in mode and _under(file, bundle.absolute()) and ".engine" in Path(os.fsdecode(file)).name:
+            return HalfThenFull(f)
+        return f
+
+    monkeypatch.setattr(builtins, "open", py_open)
+
+
+def test_export_disk_full_while_writing_an_engine(tmp_path, monkeypatch, capsys):
+    from co2s.runtime.manifest import load_manifest
+
+    b = make_bundle(tmp_path / "b", tile=32, precisions=("fp32", "fp16"))
+    engine = b / "model.fp16.engine"
+    expected = f"error: {engine}: cannot write the TensorRT engine: {DISK_FULL}; the bundle is unchanged"
+
+    # a bundle without engines: the first build fails, nothing is added
+    before = _digest(b)
+    _stand_in_gpu(monkeypatch, b"\x00plan-1" * 4096)
+    with monkeypatch.context() as m:
+        _disk_full_writing_engines(m, b)
+        code, _, err = export(["--from-bundle", b, "--engine", "fp16"], capsys)
+    assert code == 1
+    assert _error_line(err) == expected
+    assert _digest(b) == before and _hidden(b) == []
+
+    # room again: the engine and the timing cache go in, with their manifest records
+    code, _, err = export(["--from-bundle", b, "--engine", "fp16"], capsys)
+    assert code == 0, err
+    m1 = load_manifest(b)
+    assert m1.has("engine_fp16") and m1.has("timing_cache") and engine.read_bytes() == b"\x00plan-1" * 4096
+
+    # rebuilding over it: the disk fills while the new engine is written; the old engine, cache and manifest stay
+    before = _digest(b)
+    _stand_in_gpu(monkeypatch, b"\x00plan-2" * 8192)
+    with monkeypatch.context() as m:
+        _disk_full_writing_engines(m, b)
+        code, _, err = export(["--from-bundle", b, "--engine", "fp16"], capsys)
+    assert code == 1
+    assert _error_line(err) == expected
+    assert _digest(b) == before and _hidden(b) == []
+    assert load_manifest(b).data == m1.data  # and it still verifies
+
+
+def test_export_disk_full_while_updating_the_manifest(tmp_path, monkeypatch, capsys):
+    import json
+
+    from co2s.runtime.manifest import load_manifest
+
+    b = make_bundle(tmp_path / "b", tile=32, precisions=("fp32", "fp16"))
+    _stand_in_gpu(monkeypatch, b"\x00plan-1" * 4096)
+    code, _, err = export(["--from-bundle", b, "--engine", "fp16"], capsys)
+    assert code == 0, err
+    before = _digest(b)
+
+    real_dump = json.dump
+
+    def disk_full(obj, fp, *a, **k):  # the manifest: part of it goes out, then the disk is full
+        if isinstance(obj, dict) and "artifacts" in obj:
+            fp.write(json.dumps(obj)[:200])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_dump(obj, fp, *a, **k)
+
+    _stand_in_gpu(monkeypatch, b"\x00plan-2" * 8192)
+    monkeypatch.setattr(json, "dump", disk_full)
+    code, _, err = export(["--from-bundle", b, "--engine", "fp16"], capsys)
+    assert code == 1
+    assert _error_line(err) == (f"error: {b / 'co2s.json'}: cannot update the manifest: {DISK_FULL}; "
+                                f"the bundle is unchanged")
+    assert _digest(b) == before and _hidden(b) == []  # the new engine and cache were taken back out
+    monkeypatch.undo()
+    load_manifest(b)  # still verifies
+
+
+def test_engine_build_killed_while_replacing_is_repaired_by_the_next_run(tmp_path, monkeypatch, capsys):
+    import subprocess
+
+    from co2s.runtime.manifest import load_manifest
+
+    b = make_bundle(tmp_path / "b", tile=32, precisions=("fp32", "fp16"))
+    _stand_in_gpu(monkeypatch, b"\x00plan-1" * 4096)
+    code, _, err = export(["--from-bundle", b, "--engine", "fp16"], capsys)
+    assert code == 0, err
+    before = _digest(b)
+    # what a rebuild killed between renaming the new engine in and rewriting the manifest leaves: the new engine
+    # under the final name, the previous one kept aside, the builder's temporary timing cache
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    engine = b / "model.fp16.engine"
+    os.link(engine, b / f".model.fp16.engine.{dead}.0badc0de.old")
+    engine.unlink()
+    engine.write_bytes(b"\x00plan-2" * 8192)
+    (b / f"..timing.cache.{dead}.0badc0de.tmp.tmp").write_bytes(b"partial")
+    with pytest.raises(Exception, match="model.fp16.engine is 57344 bytes, manifest says 28672"):
+        load_manifest(b)
+
+    from co2s.export.engines import add_engines
+
+    monkeypatch.setattr("co2s.export.engines.has_nvidia_gpu", lambda: False)
+    logged = []
+    result = add_engines(b, ("fp16",), log=logged.append)
+    assert result.exit_code == 2  # no GPU now: nothing built, but the bundle was put right first
+    assert sorted(logged) == [
+        f"removed {b / f'..timing.cache.{dead}.0badc0de.tmp.tmp'} (left by an interrupted engine build)",
+        f"restored {engine} (an engine build was interrupted while replacing it)"]
+    assert _digest(b) == before and _hidden(b) == []
+    load_manifest(b)
