@@ -1,18 +1,22 @@
 """Co2S vs its baselines at equal iterations: fused and per-student val mIoU (issue 3's benchmark).
 
     python benchmarks/train_compare.py            # synthetic (~10 % labels) and dubai (1/8, by tile), tiny preset
+    python benchmarks/train_compare.py --datasets synthetic --synthetic-split 8,72 --seeds 0 1 2 --work runs/cmp
     python benchmarks/train_compare.py --quick    # a smoke run (few iterations)
 
 Every method trains with the same seed, batch, crop and iteration count through `co2s.train.trainer.fit`, and is
 scored at the last iteration (not the best one, so no method gets to pick its checkpoint on val). Writes
 train_compare.csv, train_compare.md and train_compare.png into --out (default benchmarks/results/). The dubai part
-is skipped with a message when the data folder is absent. Runs go to a temporary folder unless --work is given.
+is skipped with a message when the data folder is absent. Runs go to a temporary folder unless --work is given;
+a finished run found there with the same configuration is reused, so an interrupted benchmark picks up where it
+stopped. With several --seeds the tables show mean ± standard deviation over the seeds.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import statistics
 import sys
 import tempfile
 import time
@@ -22,6 +26,8 @@ import torch
 from PIL import Image, ImageDraw
 
 from co2s.errors import Co2SInputError
+import yaml
+
 from co2s.train.config import TrainConfig
 from co2s.train.trainer import fit
 
@@ -31,13 +37,15 @@ METHODS = ("co2s", "supervised", "unimatch-clip", "unimatch-dinov3")
 
 def dataset_setups(args) -> dict[str, dict]:
     """TrainConfig fields per dataset (on top of the shared ones)."""
-    setups = {
-        # 24 labelled + 216 unlabelled scenes = 10 % labels; 128 px scenes, val 32 scenes
-        "synthetic": dict(dataset="synthetic", num_labeled=24, num_unlabeled=216, num_val=32, image_size=128),
+    labeled, unlabeled = args.synthetic_split
+    setups = {  # the key names the table: scenes with + without labels
+        # default 24 labelled + 216 unlabelled scenes = 10 % labels; 128 px scenes, val 32 scenes
+        f"synthetic {labeled}+{unlabeled}": dict(dataset="synthetic", num_labeled=labeled, num_unlabeled=unlabeled, num_val=32,
+                          image_size=128),
         # split by tile (val = tiles 3 and 4, whole images), 256 px training patches, 1/8 labelled
         "dubai": dict(dataset="dubai", data_root=args.dubai_root, split="1_8", image_size=256),
     }
-    return {k: v for k, v in setups.items() if k in args.datasets}
+    return {k: v for k, v in setups.items() if v["dataset"] in args.datasets}
 
 
 def dubai_available(root: str | None) -> str | None:
@@ -59,17 +67,40 @@ def run_all(args) -> list[dict]:
             print(f"skipping dubai: {why}")
             continue
         for method in args.methods:
-            cfg = TrainConfig(out=str(work / name / method), preset="tiny", method=method, iters=args.iters,
-                              batch_size=args.batch_size, eval_every=args.iters, seed=args.seed,
-                              workers=args.workers, **setup)
-            print(f"== {name} / {method}: {args.iters} iterations, batch {args.batch_size}", flush=True)
-            t0 = time.time()
-            result = fit(cfg, progress=not args.no_progress, device="cpu")
-            seconds = time.time() - t0
-            for prediction, miou in result["last"].items():
-                rows.append({"dataset": name, "method": method, "prediction": prediction, "miou": round(miou, 2),
-                             "iters": args.iters, "batch_size": args.batch_size, "seconds": round(seconds)})
+            for seed in args.seeds:
+                cfg = TrainConfig(out=str(work / name / method / f"seed{seed}"), preset="tiny", method=method,
+                                  iters=args.iters, batch_size=args.batch_size, eval_every=args.iters, seed=seed,
+                                  workers=args.workers, **setup)
+                print(f"== {name} / {method} / seed {seed}: {args.iters} iterations, batch {args.batch_size}",
+                      flush=True)
+                last, seconds = finished_run(cfg) or train_and_score(cfg, progress=not args.no_progress)
+                for prediction, miou in last.items():
+                    rows.append({"dataset": name, "method": method, "seed": seed, "prediction": prediction,
+                                 "miou": round(miou, 2), "iters": args.iters, "batch_size": args.batch_size,
+                                 "seconds": round(seconds)})
     return rows
+
+
+def train_and_score(cfg: TrainConfig, progress: bool) -> tuple[dict[str, float], float]:
+    t0 = time.time()
+    result = fit(cfg, progress=progress, device="cpu")
+    return result["last"], time.time() - t0
+
+
+def finished_run(cfg: TrainConfig) -> tuple[dict[str, float], float] | None:
+    """(last mIoUs, seconds) of a finished run of this exact configuration in cfg.out, else None."""
+    out = Path(cfg.out)
+    try:
+        old = yaml.safe_load((out / "config.yaml").read_text())
+        with (out / "metrics.csv").open() as f:
+            last = list(csv.DictReader(f))[-1]
+    except (OSError, IndexError, yaml.YAMLError):
+        return None
+    same = {k: v for k, v in cfg.to_dict().items() if k not in ("out", "workers")}
+    if any(old.get(k) != v for k, v in same.items()) or int(last["iteration"]) != cfg.iters:
+        return None
+    print(f"   reusing the finished run in {out}")
+    return {k.removeprefix("miou_"): float(v) for k, v in last.items() if k.startswith("miou_")}, float(last["time_s"])
 
 
 def merge_previous(rows: list[dict], path: Path) -> list[dict]:
@@ -80,13 +111,14 @@ def merge_previous(rows: list[dict], path: Path) -> list[dict]:
         old = [r for r in csv.DictReader(f) if r["dataset"] not in {r["dataset"] for r in rows}]
     for r in old:
         r.update(miou=float(r["miou"]), iters=int(r["iters"]), batch_size=int(r["batch_size"]),
-                 seconds=int(r["seconds"]))
+                 seconds=int(r["seconds"]), seed=int(r.get("seed") or 0))
     return old + rows
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
     with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w = csv.DictWriter(f, fieldnames=["dataset", "method", "seed", "prediction", "miou", "iters", "batch_size",
+                                          "seconds"])
         w.writeheader()
         w.writerows(rows)
 
@@ -95,7 +127,8 @@ def write_markdown(rows: list[dict], path: Path) -> None:
     lines = ["# Co2S vs baselines at equal iterations (tiny preset, CPU)", "",
              "Made by `python benchmarks/train_compare.py` (one part at a time with `--datasets synthetic` or",
              "`--datasets dubai`: its rows are replaced, the others kept; `--report-only` redraws this file).", "",
-             "Val mIoU (%) at the last iteration, one seed per method. `fused` = mean of the students' softmaxes; a",
+             "Val mIoU (%) at the last iteration: mean ± standard deviation over the seeds shown (one value: one seed).",
+             "`fused` = mean of the students' softmaxes; a",
              "one-student method's `fused` is that student. The tiny students start from random weights (no",
              "pretraining) and train for a few hundred CPU iterations, so these numbers do not predict the paper preset.",
              ""]
@@ -103,14 +136,23 @@ def write_markdown(rows: list[dict], path: Path) -> None:
         sub = [r for r in rows if r["dataset"] == dataset]
         first = sub[0]
         lines += [f"## {dataset} ({first['iters']} iterations, batch {first['batch_size']})", "",
-                  "| method | fused | clip | dinov3 | train+eval time (s) |", "|---|---|---|---|---|"]
+                  "| method | seeds | fused | clip | dinov3 | train+eval time per run (s) |", "|---|---|---|---|---|---|"]
         for method in dict.fromkeys(r["method"] for r in sub):
-            got = {r["prediction"]: r["miou"] for r in sub if r["method"] == method}
-            cells = [f"{got[p]:.2f}" if p in got else "–" for p in ("fused", "clip", "dinov3")]
-            secs = next(r["seconds"] for r in sub if r["method"] == method)
-            lines.append(f"| {method} | " + " | ".join(cells) + f" | {secs} |")
+            mine = [r for r in sub if r["method"] == method]
+            seeds = sorted({r["seed"] for r in mine})
+            cells = [mean_std([r["miou"] for r in mine if r["prediction"] == p]) for p in ("fused", "clip", "dinov3")]
+            secs = round(statistics.mean(r["seconds"] for r in mine))
+            lines.append(f"| {method} | {','.join(map(str, seeds))} | " + " | ".join(cells) + f" | {secs} |")
         lines.append("")
     path.write_text("\n".join(lines))
+
+
+def mean_std(values: list[float]) -> str:
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
 def write_chart(rows: list[dict], path: Path) -> None:
@@ -129,7 +171,9 @@ def write_chart(rows: list[dict], path: Path) -> None:
         methods = list(dict.fromkeys(r["method"] for r in rows if r["dataset"] == dataset))
         group_w = (panel_w - 80) / len(methods)
         for m, method in enumerate(methods):
-            got = {r["prediction"]: r["miou"] for r in rows if r["dataset"] == dataset and r["method"] == method}
+            mine = [r for r in rows if r["dataset"] == dataset and r["method"] == method]
+            got = {p: statistics.mean(r["miou"] for r in mine if r["prediction"] == p)
+                   for p in {r["prediction"] for r in mine}}
             for p, (pred, colour) in enumerate(colours.items()):
                 if pred not in got:
                     continue
@@ -150,7 +194,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="smoke run: 20 iterations, batch 2, co2s and supervised only (unless --methods)")
     ap.add_argument("--iters", type=int, default=400)
     ap.add_argument("--batch-size", type=int, default=4)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--synthetic-split", type=lambda v: tuple(int(x) for x in v.split(",")), default=(24, 216),
+                    metavar="LABELED,UNLABELED", help="synthetic scenes with / without labels (default 24,216)")
     ap.add_argument("--datasets", nargs="+", default=["synthetic", "dubai"], choices=["synthetic", "dubai"])
     ap.add_argument("--methods", nargs="+", choices=list(METHODS) + ["homogeneous"], help=f"default: {METHODS}")
     ap.add_argument("--dubai-root", help="Dubai aerial folder (default: shared/data/dubai_aerial)")

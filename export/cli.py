@@ -97,12 +97,15 @@ def _from_bundle(kw: dict, engines: tuple[str, ...]) -> int:
         raise Co2SInputError("--from-bundle needs --engine PRECISION and/or --triton-repo DIR")
     from co2s.runtime.manifest import load_manifest
 
+    from .engines import add_engines, clean_leftovers
+
     bundle = kw["from_bundle"]
+    if Path(bundle).is_dir():  # a killed engine build may have left the bundle inconsistent: repair it first
+        for message in clean_leftovers(Path(bundle)):
+            _log(message)
     manifest = load_manifest(bundle)
     code = 0
     if engines:
-        from .engines import add_engines
-
         result = add_engines(bundle, engines, workspace_gib=kw["workspace_gib"], log=_log)
         if result.message:
             click.echo(result.message, err=True)

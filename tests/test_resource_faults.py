@@ -611,14 +611,10 @@ def test_engine_build_killed_while_replacing_is_repaired_by_the_next_run(tmp_pat
     with pytest.raises(Exception, match="model.fp16.engine is 57344 bytes, manifest says 28672"):
         load_manifest(b)
 
-    from co2s.export.engines import add_engines
-
     monkeypatch.setattr("co2s.export.engines.has_nvidia_gpu", lambda: False)
-    logged = []
-    result = add_engines(b, ("fp16",), log=logged.append)
-    assert result.exit_code == 2  # no GPU now: nothing built, but the bundle was put right first
-    assert sorted(logged) == [
-        f"removed {b / f'..timing.cache.{dead}.0badc0de.tmp.tmp'} (left by an interrupted engine build)",
-        f"restored {engine} (an engine build was interrupted while replacing it)"]
+    code, _, err = export(["--from-bundle", b, "--engine", "fp16"], capsys)
+    assert code == 2  # no GPU now: nothing built, but the CLI put the bundle right before reading its manifest
+    assert f"removed {b / f'..timing.cache.{dead}.0badc0de.tmp.tmp'} (left by an interrupted engine build)" in err
+    assert f"restored {engine} (an engine build was interrupted while replacing it)" in err
     assert _digest(b) == before and _hidden(b) == []
     load_manifest(b)
