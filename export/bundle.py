@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from co2s.errors import WRITE_ERRNOS, Co2SInputError, Co2SOutputError, ensure_writable_dir, output_error
+from co2s.files import fsync_dir, process_alive, umask
 
 
 def check_output_dir(out: Path, force: bool) -> None:
@@ -49,7 +50,7 @@ class AtomicBundle:
             self.out.parent.mkdir(parents=True, exist_ok=True)
             self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.{os.getpid()}.", suffix=".partial",
                                              dir=self.out.parent))
-            os.chmod(self.tmp, 0o777 & ~_umask())  # mkdtemp makes it private; a bundle is meant to be shared
+            os.chmod(self.tmp, 0o777 & ~umask())  # mkdtemp makes it private; a bundle is meant to be shared
         except OSError as e:
             raise self._error(e) from None
         return self.tmp
@@ -81,7 +82,7 @@ class AtomicBundle:
             old = self.out.with_name(f".{self.out.name}.old-{os.getpid()}")
             os.replace(self.out, old)
         os.replace(self.tmp, self.out)
-        _fsync_dir(self.out.parent)
+        fsync_dir(self.out.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
 
@@ -106,7 +107,7 @@ def clean_leftovers(out: Path) -> list[str]:
             continue
         rest = p.name[len(prefix):]
         m = _PARTIAL.match(rest) or _OLD.match(rest)
-        if m is None or _alive(int(m["pid"])):
+        if m is None or process_alive(int(m["pid"])):
             continue
         if m.re is _OLD and not out.exists():
             try:
@@ -123,17 +124,6 @@ def clean_leftovers(out: Path) -> list[str]:
     return messages
 
 
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists, another user's
-        return True
-    return True
-
 
 def _fsync_tree(root: Path) -> None:
     for folder, _dirs, files in os.walk(root):
@@ -143,23 +133,6 @@ def _fsync_tree(root: Path) -> None:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        _fsync_dir(Path(folder))
+        fsync_dir(Path(folder))
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

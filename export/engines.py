@@ -25,6 +25,7 @@ import shutil
 from pathlib import Path
 
 from co2s.errors import Co2SInputError, Co2SOutputError, output_error
+from co2s.files import process_alive
 from co2s.runtime.manifest import (MANIFEST_NAME, artifact_record, load_manifest, read_manifest_json, sha256_file,
                                    write_manifest)
 
@@ -185,7 +186,7 @@ def clean_leftovers(bundle: Path) -> list[str]:
     records = None
     for p in entries:
         m = _TEMP.match(p.name)
-        if m is None or _alive(int(m["pid"])):
+        if m is None or process_alive(int(m["pid"])):
             continue
         if m["kind"] == "old" and not m["inner"]:
             if records is None:
@@ -216,14 +217,3 @@ def _sha(path: Path) -> str | None:
     except OSError:
         return None
 
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists, another user's
-        return True
-    return True

@@ -7,7 +7,8 @@
     run_inference(bundle, backend, ["scene.tif", "tiles/"], "out/")
     labels = predict_array(backend, rgb_uint8)["labels"]  # in memory, same tiling and stitching
 
-Names are resolved lazily so that `import co2s.runtime.manifest` (used by the exporter) stays cheap.
+One backend serves several threads at once (`run`, `predict_array`, pipeline runs): see README, "Threads and
+long runs". Names are resolved lazily so that `import co2s.runtime.manifest` (used by the exporter) stays cheap.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from co2s.errors import Co2SInputError
+from co2s.files import umask
 
 MANIFEST_NAME = "co2s.json"
 SCHEMA_PATH = Path(__file__).with_name("co2s_manifest.schema.json")
@@ -302,15 +303,13 @@ def write_manifest(root: Path, data: dict) -> Path:
         raise ValueError(f"refusing to write an invalid manifest: {'; '.join(errors[:5])}")
     root = Path(root)
     fd, tmp = tempfile.mkstemp(prefix=".co2s.json.", suffix=".tmp", dir=root)
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes it private; the manifest is read by other users/services
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(data, f, indent=2)
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes it private; the manifest is read by other users/services
         os.replace(tmp, root / MANIFEST_NAME)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -8,10 +8,21 @@
 Bounded queues keep memory flat and let reading, inference and writing overlap (the backends release the GIL).
 Tiles of different inputs share batches, so folders of small images still fill the batch. A bad input is
 reported and skipped (or stops the run with fail_fast); its temporary outputs are removed, never renamed.
+
+Threads and memory: one backend can serve several runs at once (`InferencePipeline.run` and `predict_array`
+may be called from several threads, sharing the backend and even the pipeline object): every run gets its own
+queues, threads and per-input state, and the outputs a run needs are passed with each backend call rather than
+set on the backend. A finished input drops its decoded image, output buffers and stitcher at once (they form a
+reference cycle through the stitcher's callback, which would otherwise wait for the cyclic garbage collector and
+let host memory climb by whole images in a long-running process). On glibc, the first pipeline also fixes the
+allocator's mmap threshold at 1 MB (`limit_heap_retention`) so image-sized buffers freed by one thread go back
+to the OS instead of staying in that thread's heap, and finished inputs and runs hand free heap pages back
+(`release_free_heap`); see benchmarks/soak.py. CO2S_MALLOC_TUNING=0 opts out of both.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import queue
@@ -30,11 +41,11 @@ from .backends import Backend
 from .bundle import Bundle
 from .imageio import IMAGE_EXTENSIONS, InputOptions, RasterSource, open_source
 from .outputs import OutputPaths, PngSink, Sink, output_paths
+from .heap import limit_heap_retention, release_free_heap
 from .profiler import StageProfiler
 from .tiling import Stitcher, TileGrid, TileWindow, pad_to_tile
 
 log = logging.getLogger("co2s.runtime")
-
 
 @dataclass(frozen=True)
 class InferOptions:
@@ -140,6 +151,7 @@ class _Job:
     def __init__(self, spec: JobSpec, index: int):
         self.spec, self.index = spec, index
         self.source: RasterSource | None = None
+        self.size: tuple[int, int] | None = None  # (height, width), kept after the source is released
         self.grid: TileGrid | None = None
         self.total = -1
         self.done = 0
@@ -148,6 +160,11 @@ class _Job:
         self.stitcher: Stitcher | None = None
         self.write_in_stitch = 0.0
         self.t0 = time.perf_counter()
+
+    def release(self) -> None:
+        """Drop the decoded image, output buffers and stitcher now: the stitcher's callback refers back to the
+        job, so left alone they would be freed only by the cyclic garbage collector, an image at a time later."""
+        self.source = self.sink = self.stitcher = None
 
 
 @dataclass
@@ -194,12 +211,17 @@ class InferencePipeline:
         self.batch = min(options.batch or backend.batch.opt or 1, bmax)
         if options.batch and options.batch > bmax:
             log.warning("--batch %d is above what this model takes (%d); using %d", options.batch, bmax, bmax)
-        self._needed = {"labels"} | ({"confidence"} if options.confidence or self.blend else set()) | (
-            {"probs"} if self.blend else set())
-        backend.want_outputs(self._needed)
+        # passed with every backend call (not set on the backend, which other runs may share)
+        self._needed = frozenset({"labels"} | ({"confidence"} if options.confidence or self.blend else set()) | (
+            {"probs"} if self.blend else set()))
         self.profiler = profiler or StageProfiler(enabled=False)
         self.progress = progress or Progress()
-        qsize = max(4, 2 * self.batch * max(1, backend.in_flight))
+        limit_heap_retention()
+        self._new_run_state()
+
+    def _new_run_state(self) -> None:
+        """Queues, flags and per-input bookkeeping of one run."""
+        qsize = max(4, 2 * self.batch * max(1, self.backend.in_flight))
         self._tiles: queue.Queue = queue.Queue(maxsize=qsize)
         self._results: queue.Queue = queue.Queue(maxsize=qsize)
         self._jobs: queue.Queue = queue.Queue()
@@ -213,6 +235,13 @@ class InferencePipeline:
     # --- public ---------------------------------------------------------------------------------------------
 
     def run(self, specs: list[JobSpec], ignored: list[Path] | None = None) -> RunSummary:
+        """Run the inputs; may be called again, and from several threads at once (each call runs on its own
+        copy of the per-run state; the backend, bundle, options, profiler and progress are shared)."""
+        r = copy.copy(self)
+        r._new_run_state()
+        return r._run(specs, ignored)
+
+    def _run(self, specs: list[JobSpec], ignored: list[Path] | None) -> RunSummary:
         t0 = time.perf_counter()
         todo = []
         for i, spec in enumerate(specs):
@@ -242,6 +271,7 @@ class InferencePipeline:
             raise
         finally:
             self.profiler.stop()
+            release_free_heap(force=True)
         if self._fatal is not None:
             self._abort_open_jobs()
             raise self._fatal
@@ -273,19 +303,21 @@ class InferencePipeline:
         prof, T = self.profiler, self.tile
         try:
             t = time.perf_counter()
-            job.source = open_source(job.spec.input, self.options.input)
+            # a local reference: the writer releases job.source when the input finishes or fails
+            src = job.source = open_source(job.spec.input, self.options.input)
+            job.size = (src.height, src.width)
             prof.add("read", time.perf_counter() - t)
-            job.grid = TileGrid(job.source.height, job.source.width, T, self.overlap)
-            windowed = job.source.windowed  # in-memory sources were decoded by the open above
+            job.grid = TileGrid(src.height, src.width, T, self.overlap)
+            windowed = src.windowed  # in-memory sources were decoded by the open above
             with self._lock:
                 self._open_jobs[job.index] = job
             job.total = len(job.grid)
             self.progress.add_total(job.total)
             for win in job.grid:
-                if self._stop.is_set():
+                if self._stop.is_set() or job.failed:  # failed: the writer drops its tiles anyway
                     return
                 t0 = time.perf_counter()
-                pixels, valid = job.source.read(win.y0, win.x0, win.h, win.w)
+                pixels, valid = src.read(win.y0, win.x0, win.h, win.w)
                 t1 = time.perf_counter()
                 if windowed:
                     prof.add("read", t1 - t0)
@@ -334,7 +366,7 @@ class InferencePipeline:
                     t = time.perf_counter()
                     tiles = np.stack([g.pixels for g in group if isinstance(g, _Tile) and g.compute])
                     self.profiler.add("preprocess", time.perf_counter() - t)
-                    pending = self.backend.submit(tiles, self.profiler)
+                    pending = self.backend.submit(tiles, self.profiler, outputs=self._needed)
                     self.profiler.count(tiles=n, batches=1)
                 inflight.append((pending, group))
                 while len(inflight) >= max(1, self.backend.in_flight):
@@ -454,8 +486,7 @@ class InferencePipeline:
             outputs = job.sink.commit()
             prof.add("write", time.perf_counter() - t)
             self._close(job)
-            h, wd = job.source.height, job.source.width
-            self._finish(job.index, JobResult(job.spec.input, "ok", "", outputs, job.total, (h, wd),
+            self._finish(job.index, JobResult(job.spec.input, "ok", "", outputs, job.total, job.size,
                                               time.perf_counter() - job.t0))
 
     def _fail(self, job: _Job, message: str, status: str = "failed") -> None:
@@ -465,8 +496,7 @@ class InferencePipeline:
         self._close(job)
         if job.total > job.done:
             self.progress.add_total(job.done - job.total)  # those tiles will never come
-        self._finish(job.index, JobResult(job.spec.input, status, message, [], job.done,
-                                          None if job.source is None else (job.source.height, job.source.width),
+        self._finish(job.index, JobResult(job.spec.input, status, message, [], job.done, job.size,
                                           time.perf_counter() - job.t0))
         if self.options.fail_fast and status == "failed":
             self._stop.set()
@@ -479,6 +509,8 @@ class InferencePipeline:
                 job.source.close()
             except Exception:  # noqa: BLE001
                 pass
+        job.release()
+        release_free_heap()
 
     def _finish(self, index: int, result: JobResult) -> None:
         with self._lock:
@@ -523,7 +555,7 @@ def predict_array(backend: Backend, rgb: np.ndarray, *, overlap: int | None = No
     if blend and num_classes is None:
         raise ValueError("blend needs num_classes")
     stitcher = Stitcher(grid, emit, blend=blend, num_classes=num_classes)
-    backend.want_outputs({"labels", "confidence"} | ({"probs"} if blend else set()))
+    wanted = {"labels", "confidence"} | ({"probs"} if blend else set())  # per call: the backend may be shared
     B = min(batch or backend.batch.opt, backend.batch.max)
     wins = list(grid)
     for i in range(0, len(wins), B):
@@ -534,7 +566,7 @@ def predict_array(backend: Backend, rgb: np.ndarray, *, overlap: int | None = No
         if run:
             tiles = np.stack([pad_to_tile(rgb[chunk[k].y0:chunk[k].y0 + chunk[k].h, chunk[k].x0:chunk[k].x0 + chunk[k].w], T)
                               for k in run])
-            outs = backend.run(tiles)
+            outs = backend.run(tiles, outputs=wanted)
         j = 0
         for k, win in enumerate(chunk):
             if k in run:

@@ -4,6 +4,11 @@ Stages are timed per call (a tile for read/preprocess/postprocess/write, a batch
 percentiles are latencies of one unit of work; throughput comes from the wall clock of the whole run, because the
 pipeline overlaps stages on different threads and their sum is not the run time. Samples taken while
 `profiler.warmup` is true are dropped: the first batches pay for kernel selection and allocation.
+
+Threads: `add`/`count`/`report` are safe from any thread (the pipeline's readers, inference and writer threads
+all record into one profiler). A profiler times one run: `start`/`stop` set its wall clock, so concurrent runs
+should each get their own (sharing one merges their samples and gives one wall clock). Samples are kept as
+8-byte doubles (about 56 bytes per tile with every stage timed), not Python floats.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from array import array
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -34,7 +40,7 @@ class StageProfiler:
 
     enabled: bool = True
     warmup: bool = False
-    samples: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STAGES})
+    samples: dict[str, array] = field(default_factory=lambda: {s: array("d") for s in STAGES})
     sources: dict[str, str] = field(default_factory=dict)  # stage -> "host-clock" | "cuda-events"
     tiles: int = 0
     pixels: int = 0
@@ -48,7 +54,7 @@ class StageProfiler:
         if not self.enabled or self.warmup:
             return
         with self._lock:
-            self.samples.setdefault(stage, []).append(float(seconds))
+            self.samples.setdefault(stage, array("d")).append(float(seconds))
             self.sources.setdefault(stage, source)
 
     @contextmanager
@@ -68,8 +74,10 @@ class StageProfiler:
             self.batches += batches
 
     def start(self) -> None:
-        """Start the wall clock (after warm-up) and reset the peak-memory watermark where the OS allows it."""
-        reset_peak_host_memory()
+        """Start the wall clock (after warm-up) and, when enabled, reset the process's peak-memory watermark where
+        the OS allows it (a disabled profiler leaves that process-wide state alone)."""
+        if self.enabled:
+            reset_peak_host_memory()
         self.memory_at_start_mb = current_host_memory_mb()
         self._t0 = time.perf_counter()
         self._t1 = None
@@ -116,9 +124,9 @@ class StageProfiler:
         return rep
 
 
-def stage_stats(values: list[float], source: str | None = None) -> dict:
+def stage_stats(values, source: str | None = None) -> dict:
     """count/total/mean/p50/p90/p99/max in milliseconds; None statistics when the stage never ran."""
-    if not values:
+    if len(values) == 0:
         return {"count": 0, "total_ms": 0.0, "mean_ms": None, "p50_ms": None, "p90_ms": None, "p99_ms": None,
                 "max_ms": None, "source": source}
     a = np.asarray(values, dtype=np.float64) * 1e3

@@ -57,3 +57,30 @@ def test_accuracy_quick(tmp_path):
     # same model, same images, same IoU accumulation: the exported fp32 graph scores like PyTorch
     assert abs(got[("fused", "ort-cpu", "fp32")] - got[("fused", "pytorch", "fp32")]) < 5
     assert "| fused | ort-cpu | int8 |" in (tmp_path / "res/accuracy.md").read_text()
+
+
+def test_soak_quick(tmp_path):
+    """benchmarks/soak.py --quick on a fake bundle: samples, summary and chart are written, memory stays flat
+    (exit 0), and a deliberate leak (--inject-leak-kb) is caught (exit 1, FAIL)."""
+    from runtime_fakes import make_bundle
+
+    bundle = make_bundle(tmp_path / "bundle", tile=64, num_classes=4, probs=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, str(ROOT / "benchmarks/soak.py"), "--quick", "--bundle", str(bundle), "--threads", "1"]
+    r = subprocess.run(cmd + ["--out-dir", str(tmp_path / "res"), "--work", str(tmp_path / "work")], env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    for ext in ("csv", "md", "png"):
+        assert (tmp_path / "res" / f"soak.{ext}").is_file(), ext
+    with open(tmp_path / "res/soak.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {"tiles_done", "seconds", "rss_mb"} <= set(rows[0])
+    assert int(rows[-1]["tiles_done"]) >= 400 and all(float(x["rss_mb"]) > 0 for x in rows)
+    md = (tmp_path / "res/soak.md").read_text()
+    assert "**PASS**" in md and "onnxruntime" in md and "cores" in md and "peak drift" in md
+    assert "PASS" in r.stdout
+
+    leak = subprocess.run(cmd + ["--inject-leak-kb", "64", "--out-dir", str(tmp_path / "leak"), "--work",
+                                 str(tmp_path / "work")], env=env, capture_output=True, text=True, timeout=300)
+    assert leak.returncode == 1, leak.stdout[-3000:] + leak.stderr[-3000:]
+    assert "**FAIL**" in (tmp_path / "leak/soak.md").read_text()

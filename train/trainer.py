@@ -2,7 +2,7 @@
 
 Outputs under `out/`: config.yaml (the resolved TrainConfig), metrics.csv (one row per evaluation), tb/ (TensorBoard
 events), last.pt (resumable) and best.pt (best fused val mIoU; no optimiser state). Only rank 0 writes. config.yaml,
-metrics.csv and the checkpoints are replaced atomically (checkpoint.atomic_write), so a kill at any moment leaves the
+metrics.csv and the checkpoints are replaced atomically (co2s.files.atomic_write), so a kill at any moment leaves the
 previous complete version; temporary files of a killed run are removed when the next run starts in that folder.
 
 Reproducibility: the batch of iteration t and the global torch seed during it are functions of (seed, t) only
@@ -28,8 +28,9 @@ from torch import nn
 from tqdm import tqdm
 
 from co2s.errors import Co2SInputError, ensure_writable_dir
+from co2s.files import atomic_write_text, remove_stale_temps
 
-from .checkpoint import atomic_write_text, load_checkpoint, remove_stale_temps, save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig, resolve
 from .evaluate import FUSED, EvalResult, evaluate
 from .losses import stability_weight

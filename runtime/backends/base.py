@@ -3,12 +3,22 @@
 `submit` queues a batch and returns a handle whose `result()` waits for it; a backend with real asynchrony
 (native TensorRT: own stream and buffers per slot) lets the pipeline queue batch k+1 while batch k computes
 (double buffering). The default runs synchronously inside `submit`.
+
+Threading model: one backend = one loaded session (one per model and device per process). `run` and `submit`
+may be called from several threads at once on the same backend; everything that varies per call (the tiles, the
+outputs to copy back, the profiler) is an argument, never backend state. onnxruntime's `InferenceSession.run`
+is thread-safe; the native TensorRT backend serialises each of its execution slots with a lock (an execution
+context and its buffers serve one batch at a time). `want_outputs` sets a default for calls that pass no
+`outputs`: configure it before sharing the backend, not while other threads run.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Iterable
 
 import numpy as np
 
@@ -45,19 +55,35 @@ class Backend(ABC):
     on_gpu: bool = False
     wanted: frozenset[str] | None = None  # outputs the caller uses (None: all); the rest is not copied back
 
+    def __init_subclass__(cls, **kw):
+        """Backends written against the older `run(tiles, profiler)` / `submit(tiles, profiler)` still take the
+        per-call `outputs=` keyword: it is accepted and ignored (they return what they return; callers filter)."""
+        super().__init_subclass__(**kw)
+        for meth in ("run", "submit"):
+            f = cls.__dict__.get(meth)
+            if f is None or getattr(f, "__isabstractmethod__", False) or _takes_outputs(f):
+                continue
+            setattr(cls, meth, _ignore_outputs(f))
+
     def want_outputs(self, names) -> None:
-        """Copy back only these outputs (e.g. no `probs` unless blending: it is N times the labels' size)."""
+        """Default outputs to copy back for calls that pass no `outputs` (e.g. no `probs` unless blending: it is N
+        times the labels' size). Backend-wide: set it before sharing the backend between threads."""
         self.wanted = frozenset(names) & frozenset(self.outputs) | {"labels"}
 
-    def fetched_outputs(self) -> tuple[str, ...]:
-        return tuple(o for o in self.outputs if self.wanted is None or o in self.wanted)
+    def fetched_outputs(self, outputs: Iterable[str] | None = None) -> tuple[str, ...]:
+        """Outputs one call copies back: `outputs` when given (plus labels), else the `want_outputs` default."""
+        want = self.wanted if outputs is None else frozenset(outputs) | {"labels"}
+        return tuple(o for o in self.outputs if want is None or o in want)
 
     @abstractmethod
-    def run(self, tiles: np.ndarray, profiler: StageProfiler | None = None) -> dict[str, np.ndarray]:
-        """Blocking inference on uint8 [b, tile, tile, 3], 1 <= b <= batch.max."""
+    def run(self, tiles: np.ndarray, profiler: StageProfiler | None = None, *,
+            outputs: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+        """Blocking inference on uint8 [b, tile, tile, 3], 1 <= b <= batch.max; returns the `outputs` asked for
+        (default: `want_outputs`, else all). Safe to call from several threads at once."""
 
-    def submit(self, tiles: np.ndarray, profiler: StageProfiler | None = None) -> Pending:
-        return Pending(self.run(tiles, profiler))
+    def submit(self, tiles: np.ndarray, profiler: StageProfiler | None = None, *,
+               outputs: Iterable[str] | None = None) -> Pending:
+        return Pending(self.run(tiles, profiler, outputs=outputs))
 
     def check_tiles(self, tiles: np.ndarray) -> None:
         t = self.tile
@@ -92,3 +118,19 @@ class Backend(ABC):
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _takes_outputs(f) -> bool:
+    try:
+        params = inspect.signature(f).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    return any(p.name == "outputs" or p.kind is p.VAR_KEYWORD for p in params)
+
+
+def _ignore_outputs(f):
+    @functools.wraps(f)
+    def wrapper(self, tiles, profiler=None, *, outputs=None):
+        return f(self, tiles, profiler)
+
+    return wrapper

@@ -3,6 +3,9 @@
 On a GPU provider the input is copied to the device as an OrtValue and the outputs are bound on the device, so
 host-to-device, compute and device-to-host are timed separately (ORT synchronises at the end of each call, so
 host clocks are exact there). On the CPU provider everything is compute.
+
+Thread safety: `InferenceSession.run` / `run_with_iobinding` may be called concurrently (onnxruntime documents
+it); each call makes its own input copy, IO binding and output arrays, so one backend serves several threads.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
@@ -133,11 +137,12 @@ class OrtBackend(Backend):
             return i.name, BatchSpec(b0, b0, b0)
         return i.name, self.bundle.batch
 
-    def run(self, tiles: np.ndarray, profiler: StageProfiler | None = None) -> dict[str, np.ndarray]:
+    def run(self, tiles: np.ndarray, profiler: StageProfiler | None = None, *,
+            outputs: Iterable[str] | None = None) -> dict[str, np.ndarray]:
         self.check_tiles(tiles)
         b = tiles.shape[0]
         x = np.ascontiguousarray(self.pad_batch(tiles))
-        names = self.fetched_outputs()
+        names = self.fetched_outputs(outputs)  # per call: nothing here is shared between concurrent calls
         if not self.on_gpu:
             t0 = time.perf_counter()
             outs = self.session.run(list(names), {self.input_name: x})

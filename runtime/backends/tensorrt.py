@@ -7,6 +7,13 @@ batch on the other slot while this one runs; `result()` waits on the slot's last
 stage times from the events. Optional CUDA-graph capture of the enqueue removes per-layer launch overhead
 (useful on Jetson, where the CPU is slow).
 
+Thread safety: an execution context, its stream, pinned buffers and events serve one batch at a time, so each
+slot has a lock, held from "wait for the slot's previous batch" through staging and enqueue, and again while a
+result is synchronised and copied out of the pinned buffers; a small backend lock hands out slots round-robin.
+One backend can therefore be shared by several threads (their batches interleave over the slots; a thread that
+finds its slot busy finishes the earlier batch into that batch's own handle first). Each thread makes the
+backend's CUDA context current around its own calls (`active()`), as the CUDA driver requires.
+
 Before anything is deserialised the manifest's record of the engine (TensorRT version, GPU, compute capability)
 is compared with this machine, because a mismatched plan either fails to load or, worse, loads and misbehaves.
 """
@@ -15,7 +22,9 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
+from typing import Iterable
 
 import numpy as np
 
@@ -106,6 +115,10 @@ class _Slot:
         self.events = [cuda.Event() for _ in range(4)]
         self.graphs: dict[int, object] = {}
         self.pending: _TrtPending | None = None
+        # guards everything above between threads: re-entrant because submit, holding it, may finish the slot's
+        # previous batch (`pending.result()` takes it too)
+        self.lock = threading.RLock()
+        self.closed = False
 
 
 class _TrtPending(Pending):
@@ -115,19 +128,22 @@ class _TrtPending(Pending):
         self._outputs: dict[str, np.ndarray] | None = None
 
     def result(self) -> dict[str, np.ndarray]:
-        if self._outputs is None:
-            s = self.slot
-            with self.backend.active():
-                s.events[3].synchronize()
-                e = s.events
-                times = (e[1].time_since(e[0]), e[2].time_since(e[1]), e[3].time_since(e[2]))
-            if self.profiler:
-                for stage, ms in zip(("h2d", "compute", "d2h"), times):
-                    self.profiler.add(stage, ms / 1e3, source="cuda-events")
-            # copy out of the pinned buffers: the slot is reused by the batch after next
-            self._outputs = {n: np.array(s.h_out[n][:self.b]) for n in self.names}
-            if s.pending is self:
-                s.pending = None
+        if self._outputs is not None:
+            return self._outputs
+        s = self.slot
+        with s.lock:
+            if self._outputs is None:  # not finished meanwhile by a thread that needed the slot
+                with self.backend.active():
+                    s.events[3].synchronize()
+                    e = s.events
+                    times = (e[1].time_since(e[0]), e[2].time_since(e[1]), e[3].time_since(e[2]))
+                if self.profiler:
+                    for stage, ms in zip(("h2d", "compute", "d2h"), times):
+                        self.profiler.add(stage, ms / 1e3, source="cuda-events")
+                # copy out of the pinned buffers: the slot is reused by the batch after next
+                self._outputs = {n: np.array(s.h_out[n][:self.b]) for n in self.names}
+                if s.pending is self:
+                    s.pending = None
         return self._outputs
 
 
@@ -168,6 +184,7 @@ class TensorRTBackend(Backend):
         self._ctx = dev.retain_primary_context()  # TensorRT uses the runtime API, i.e. the primary context
         self.cuda_graph = bool(cuda_graph)
         self._next = 0
+        self._lock = threading.Lock()  # hands out slots; each slot has its own lock
         with self.active():
             self._logger = trt.Logger(trt.Logger.WARNING)
             self._runtime = trt.Runtime(self._logger)
@@ -245,14 +262,27 @@ class TensorRTBackend(Backend):
         if not slot.context.execute_async_v3(handle):
             raise RuntimeError("TensorRT execute_async_v3 failed (see the TensorRT log above)")
 
-    def submit(self, tiles: np.ndarray, profiler: StageProfiler | None = None) -> Pending:
+    def submit(self, tiles: np.ndarray, profiler: StageProfiler | None = None, *,
+               outputs: Iterable[str] | None = None) -> Pending:
         self.check_tiles(tiles)
         b = tiles.shape[0]
         x = self.pad_batch(tiles)
         bb = x.shape[0]
-        slot = self._slots[self._next % len(self._slots)]
-        self._next += 1
-        if slot.pending is not None:  # caller queued more than in_flight batches: finish the old one first
+        fetch = self.fetched_outputs(outputs)
+        with self._lock:
+            if self._slots is None:
+                raise RuntimeError("TensorRT backend is closed")
+            slot = self._slots[self._next % len(self._slots)]
+            self._next += 1
+        with slot.lock:
+            return self._submit_on(slot, x, b, bb, fetch, profiler)
+
+    def _submit_on(self, slot: _Slot, x: np.ndarray, b: int, bb: int, fetch: tuple[str, ...],
+                   profiler: StageProfiler | None) -> Pending:
+        """Stage and enqueue one batch on `slot`; the caller holds `slot.lock`."""
+        if slot.closed:
+            raise RuntimeError("TensorRT backend was closed while this batch waited for its slot")
+        if slot.pending is not None:  # queued more than in_flight batches (or another thread's): finish it first
             slot.pending.result()
         cuda = self._cuda
         with self.active():
@@ -269,7 +299,6 @@ class TensorRTBackend(Backend):
             ev[1].record(s)
             self._launch(slot, bb)
             ev[2].record(s)
-            fetch = self.fetched_outputs()
             for name in fetch:
                 cuda.memcpy_dtoh_async(slot.h_out[name][:bb], slot.d_out[name], s)
             ev[3].record(s)
@@ -277,8 +306,9 @@ class TensorRTBackend(Backend):
         slot.pending = pending
         return pending
 
-    def run(self, tiles: np.ndarray, profiler: StageProfiler | None = None) -> dict[str, np.ndarray]:
-        return self.submit(tiles, profiler).result()
+    def run(self, tiles: np.ndarray, profiler: StageProfiler | None = None, *,
+            outputs: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+        return self.submit(tiles, profiler, outputs=outputs).result()
 
     def info(self) -> BackendInfo:
         notes = [f"TensorRT {self._trt.__version__}", f"engine {self.artefact.path.name}"]
@@ -287,15 +317,19 @@ class TensorRTBackend(Backend):
         return BackendInfo(self.name, self.precision, (), self.device, tuple(notes))
 
     def close(self) -> None:
-        if getattr(self, "_slots", None) is None:
+        """Free the device memory; calls still in flight on other threads finish first (slot locks)."""
+        with self._lock:
+            slots, self._slots = getattr(self, "_slots", None), None
+        if slots is None:
             return
         with self.active():
-            for s in self._slots:
-                if s.pending is not None:
-                    s.stream.synchronize()
-                s.graphs.clear()
-                for d in [s.d_in, *s.d_out.values()]:
-                    d.free()
-            self._slots = None
+            for s in slots:
+                with s.lock:
+                    if s.pending is not None:  # copy it out: its handle may still be asked for the result
+                        s.pending.result()
+                    s.graphs.clear()
+                    for d in [s.d_in, *s.d_out.values()]:
+                        d.free()
+                    s.closed = True
             del self.engine
         self._ctx.detach()
