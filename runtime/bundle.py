@@ -112,10 +112,13 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 def verify_artefact(bundle: Bundle, art: Artefact) -> Path:
     """The artefact's path once it exists and matches its checksum (hashed once per file version per process)."""
     p = art.path
-    if not p.is_file():
+    try:
+        st = p.stat() if p.is_file() else None
+    except OSError as e:  # a name the OS refuses (too long, ...) or an unreadable folder
+        raise Co2SInputError(f"bundle {bundle.root}: cannot open {p.name[:80]} ({e.strerror or e})") from None
+    if st is None:
         raise Co2SInputError(f"bundle {bundle.root}: {art.precision} {art.kind} file {p.name} is missing "
                              f"(listed in the manifest); re-export the bundle or copy the file back")
-    st = p.stat()
     if art.size is not None and st.st_size != art.size:
         raise Co2SInputError(f"bundle {bundle.root}: {p.name} is {st.st_size} bytes, the manifest says {art.size}: "
                              f"the file is truncated or from another export")

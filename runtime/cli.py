@@ -210,6 +210,9 @@ def infer_command(bundle, inputs, out_dir, backend, precision, tile_overlap, ble
                f"outputs in {out}", err=True)
     if ignored:
         click.echo(f"ignored {len(ignored)} file(s) without an image extension (e.g. {ignored[0]})", err=True)
+    if summary.stopped:
+        click.echo(f"stopped {summary.stopped}: {counts['skipped']} input(s) not processed; fix that and rerun "
+                   f"with --skip-existing to finish them", err=True)
     if summary.failed:
         click.echo("failed:", err=True)
         for r in summary.failed:

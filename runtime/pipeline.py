@@ -23,6 +23,7 @@ to the OS instead of staying in that thread's heap, and finished inputs and runs
 from __future__ import annotations
 
 import copy
+import errno
 import logging
 import os
 import queue
@@ -35,7 +36,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from co2s.errors import Co2SInputError
+from co2s.errors import Co2SInputError, output_error
 
 from .backends import Backend
 from .bundle import Bundle
@@ -46,6 +47,7 @@ from .profiler import StageProfiler
 from .tiling import Stitcher, TileGrid, TileWindow, pad_to_tile
 
 log = logging.getLogger("co2s.runtime")
+STOP_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})  # write failures that end a folder run
 
 @dataclass(frozen=True)
 class InferOptions:
@@ -83,6 +85,7 @@ class RunSummary:
     results: list[JobResult]
     wall_s: float
     ignored: list[Path] = field(default_factory=list)
+    stopped: str | None = None  # why the run ended before every input was processed
 
     @property
     def failed(self) -> list[JobResult]:
@@ -226,6 +229,7 @@ class InferencePipeline:
         self._results: queue.Queue = queue.Queue(maxsize=qsize)
         self._jobs: queue.Queue = queue.Queue()
         self._stop = threading.Event()
+        self._stop_reason = "after a failure (--fail-fast)"
         self._lock = threading.Lock()
         self._readers_left = 0
         self._fatal: BaseException | None = None
@@ -278,9 +282,10 @@ class InferencePipeline:
         for job in todo:  # never started: the run stopped first
             if job.index not in self._results_by_job:
                 self._results_by_job[job.index] = JobResult(job.spec.input, "skipped",
-                                                            "not started, the run stopped after a failure (--fail-fast)")
+                                                            f"not started, the run stopped {self._stop_reason}")
         results = [self._results_by_job[i] for i in sorted(self._results_by_job)]
-        return RunSummary(results, time.perf_counter() - t0, list(ignored or []))
+        return RunSummary(results, time.perf_counter() - t0, list(ignored or []),
+                          self._stop_reason if self._stop.is_set() else None)
 
     # --- readers ----------------------------------------------------------------------------------------------
 
@@ -421,15 +426,19 @@ class InferencePipeline:
             job = item.job
             if job.failed:
                 continue
+            if self._stop.is_set():  # queued tiles of a stopped run are dropped, not written
+                self._fail(job, f"{job.spec.input}: not finished, the run stopped {self._stop_reason}",
+                           status="skipped")
+                continue
             if isinstance(item, _JobFailed):
                 self._fail(job, item.message)
                 continue
             try:
                 self._write_tile(job, item)
-            except Co2SInputError as e:
-                self._fail(job, str(e))
             except OSError as e:
-                self._fail(job, f"{job.spec.input}: writing outputs failed ({e.strerror or e})")
+                self._write_failed(job, output_error(e.filename or job.spec.input, e))
+            except Co2SInputError as e:
+                self._write_failed(job, e)
             except Exception as e:  # noqa: BLE001
                 log.debug("writer error", exc_info=True)
                 self._fail(job, f"{job.spec.input}: unexpected {type(e).__name__} while writing: {e}")
@@ -438,8 +447,14 @@ class InferencePipeline:
             left = list(self._open_jobs.values())
         for job in left:
             if not job.failed:
-                self._fail(job, f"{job.spec.input}: not finished, the run stopped after a failure (--fail-fast)",
+                self._fail(job, f"{job.spec.input}: not finished, the run stopped {self._stop_reason}",
                            status="skipped")
+
+    def _write_failed(self, job: _Job, e: Co2SInputError) -> None:
+        self._fail(job, str(e))
+        if getattr(e, "errno", None) in STOP_ERRNOS:  # every later output would fail the same way
+            self._stop_reason = f"because the output disk is {'read-only' if e.errno == errno.EROFS else 'full'}"
+            self._stop.set()
 
     def _make_sink(self, job: _Job) -> Sink:
         src = job.source
