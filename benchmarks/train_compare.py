@@ -33,19 +33,21 @@ from co2s.train.trainer import fit
 
 HERE = Path(__file__).resolve().parent
 METHODS = ("co2s", "supervised", "unimatch-clip", "unimatch-dinov3")
+DEFAULT_LR = TrainConfig.lr
 
 
 def dataset_setups(args) -> dict[str, dict]:
-    """TrainConfig fields per dataset (on top of the shared ones)."""
+    """TrainConfig fields per dataset (on top of the shared ones), keyed by the name of their results table."""
     labeled, unlabeled = args.synthetic_split
-    setups = {  # the key names the table: scenes with + without labels
+    lr = "" if args.lr == DEFAULT_LR else f", lr {args.lr:g}"
+    setups = {
         # default 24 labelled + 216 unlabelled scenes = 10 % labels; 128 px scenes, val 32 scenes
-        f"synthetic {labeled}+{unlabeled}": dict(dataset="synthetic", num_labeled=labeled, num_unlabeled=unlabeled, num_val=32,
-                          image_size=128),
+        f"synthetic {labeled}+{unlabeled}{lr}": dict(dataset="synthetic", num_labeled=labeled,
+                                                     num_unlabeled=unlabeled, num_val=32, image_size=128),
         # split by tile (val = tiles 3 and 4, whole images), 256 px training patches, 1/8 labelled
-        "dubai": dict(dataset="dubai", data_root=args.dubai_root, split="1_8", image_size=256),
+        f"dubai{lr}": dict(dataset="dubai", data_root=args.dubai_root, split="1_8", image_size=256),
     }
-    return {k: v for k, v in setups.items() if v["dataset"] in args.datasets}
+    return {k: dict(v, lr=args.lr) for k, v in setups.items() if v["dataset"] in args.datasets}
 
 
 def dubai_available(root: str | None) -> str | None:
@@ -63,7 +65,7 @@ def run_all(args) -> list[dict]:
     work = Path(args.work or tempfile.mkdtemp(prefix="co2s_train_compare_"))
     rows = []
     for name, setup in dataset_setups(args).items():
-        if name == "dubai" and (why := dubai_available(args.dubai_root)):
+        if setup["dataset"] == "dubai" and (why := dubai_available(args.dubai_root)):
             print(f"skipping dubai: {why}")
             continue
         for method in args.methods:
@@ -96,7 +98,8 @@ def finished_run(cfg: TrainConfig) -> tuple[dict[str, float], float] | None:
             last = list(csv.DictReader(f))[-1]
     except (OSError, IndexError, yaml.YAMLError):
         return None
-    same = {k: v for k, v in cfg.to_dict().items() if k not in ("out", "workers")}
+    # fields left None are resolved from the preset when the run starts; config.yaml holds the resolved values
+    same = {k: v for k, v in cfg.to_dict().items() if k not in ("out", "workers") and v is not None}
     if any(old.get(k) != v for k, v in same.items()) or int(last["iteration"]) != cfg.iters:
         return None
     print(f"   reusing the finished run in {out}")
@@ -195,6 +198,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--iters", type=int, default=400)
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--lr", type=float, default=DEFAULT_LR, help="base lr (head x10, tiny backbone x1)")
     ap.add_argument("--synthetic-split", type=lambda v: tuple(int(x) for x in v.split(",")), default=(24, 216),
                     metavar="LABELED,UNLABELED", help="synthetic scenes with / without labels (default 24,216)")
     ap.add_argument("--datasets", nargs="+", default=["synthetic", "dubai"], choices=["synthetic", "dubai"])

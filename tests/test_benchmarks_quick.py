@@ -84,3 +84,25 @@ def test_soak_quick(tmp_path):
                                  str(tmp_path / "work")], env=env, capture_output=True, text=True, timeout=300)
     assert leak.returncode == 1, leak.stdout[-3000:] + leak.stderr[-3000:]
     assert "**FAIL**" in (tmp_path / "leak/soak.md").read_text()
+
+
+def test_train_compare_seeds_and_reuse(tmp_path):
+    """benchmarks/train_compare.py with two seeds: mean ± std rows per method; a second run reuses finished runs."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, str(ROOT / "benchmarks/train_compare.py"), "--datasets", "synthetic", "--methods", "co2s",
+           "supervised", "--iters", "3", "--batch-size", "1", "--seeds", "0", "1", "--synthetic-split", "4,8",
+           "--out", str(tmp_path / "res"), "--work", str(tmp_path / "work"), "--no-progress"]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    with open(tmp_path / "res/train_compare.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {(x["method"], x["seed"], x["prediction"]) for x in rows} == {
+        (m, s, p) for m in ("co2s", "supervised") for s in "01" for p in ("clip", "dinov3", "fused")}
+    assert all(0 <= float(x["miou"]) <= 100 for x in rows)
+    md = (tmp_path / "res/train_compare.md").read_text()
+    assert "## synthetic 4+8 (3 iterations, batch 1)" in md and "| co2s | 0,1 | " in md and " ± " in md
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and again.stdout.count("reusing the finished run") == 4, again.stdout[-3000:]
+    with open(tmp_path / "res/train_compare.csv") as f:
+        drop_time = lambda rs: [{k: v for k, v in x.items() if k != "seconds"} for x in rs]  # noqa: E731
+        assert drop_time(csv.DictReader(f)) == drop_time(rows)
