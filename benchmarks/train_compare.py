@@ -107,11 +107,13 @@ def finished_run(cfg: TrainConfig) -> tuple[dict[str, float], float] | None:
 
 
 def merge_previous(rows: list[dict], path: Path) -> list[dict]:
-    """Rows of datasets not run this time are kept from an earlier CSV, so datasets can be run separately."""
+    """Rows of (dataset, method) pairs not run this time are kept from an earlier CSV, so datasets and methods can
+    be run separately; a pair that was run replaces all its earlier rows (every seed)."""
     if not path.exists():
         return rows
+    ran = {(r["dataset"], r["method"]) for r in rows}
     with path.open() as f:
-        old = [r for r in csv.DictReader(f) if r["dataset"] not in {r["dataset"] for r in rows}]
+        old = [r for r in csv.DictReader(f) if (r["dataset"], r["method"]) not in ran]
     for r in old:
         r.update(miou=float(r["miou"]), iters=int(r["iters"]), batch_size=int(r["batch_size"]),
                  seconds=int(r["seconds"]), seed=int(r.get("seed") or 0))
@@ -128,14 +130,16 @@ def write_csv(rows: list[dict], path: Path) -> None:
 
 def write_markdown(rows: list[dict], path: Path) -> None:
     lines = ["# Co2S vs baselines at equal iterations (tiny preset, CPU)", "",
-             "Made by `python benchmarks/train_compare.py` (one part at a time with `--datasets synthetic` or",
-             "`--datasets dubai`: its rows are replaced, the others kept; `--report-only` redraws this file).", "",
+             "Made by `python benchmarks/train_compare.py` (one part at a time with `--datasets` and",
+             "`--methods`: the rows of what was run are replaced, the others kept; `--report-only` redraws this file).",
+             "",
              "Val mIoU (%) at the last iteration: mean ± standard deviation over the seeds shown (one value: one seed).",
-             "`fused` = mean of the students' softmaxes; a",
-             "one-student method's `fused` is that student. The tiny students start from random weights (no",
-             "pretraining) and train for a few hundred CPU iterations, so these numbers do not predict the paper preset.",
+             "`fused` = mean of the students' softmaxes; a one-student method's `fused` is that student. A seed sets",
+             "the initial weights, the data order and (synthetic) the generated scenes; the methods of one seed see",
+             "the same scenes. The tiny students start from random weights (no pretraining) and train for a few",
+             "hundred CPU iterations, so these numbers do not predict the paper preset.",
              ""]
-    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+    for dataset in sorted({r["dataset"] for r in rows}):
         sub = [r for r in rows if r["dataset"] == dataset]
         first = sub[0]
         lines += [f"## {dataset} ({first['iters']} iterations, batch {first['batch_size']})", "",
@@ -161,7 +165,7 @@ def mean_std(values: list[float]) -> str:
 def write_chart(rows: list[dict], path: Path) -> None:
     """Grouped bars (fused / clip / dinov3) per method, one panel per dataset, drawn with PIL."""
     colours = {"fused": (60, 60, 60), "clip": (66, 133, 244), "dinov3": (234, 134, 20)}
-    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    datasets = sorted({r["dataset"] for r in rows})
     panel_w, panel_h, top = 560, 300, 40
     img = Image.new("RGB", (panel_w * len(datasets), panel_h + top + 40), "white")
     draw = ImageDraw.Draw(img)
