@@ -51,17 +51,6 @@ def _pin_threads(n: int) -> None:
         os.environ.setdefault(k, str(n))
 
 
-def proc_status_mb(field: str) -> float | None:
-    try:
-        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return None
-
-
 # --- bundle and inputs ------------------------------------------------------------------------------------------
 
 
@@ -161,8 +150,10 @@ class Sampler:
 
     # ------------------------------------------------------------------------------------------------------------
     def _sample(self, phase: str = "tiles") -> None:
+        from co2s.runtime.profiler import current_host_memory_mb, peak_host_memory_mb  # after _pin_threads
+
         self.samples.append({"tiles_done": self.tiles, "seconds": round(time.perf_counter() - self.t0, 3),
-                             "rss_mb": proc_status_mb("VmRSS"), "hwm_mb": proc_status_mb("VmHWM"), "phase": phase})
+                             "rss_mb": current_host_memory_mb(), "hwm_mb": peak_host_memory_mb(), "phase": phase})
         self._next = self.tiles + self.every
 
     def sample(self, phase: str = "tiles") -> None:
@@ -249,8 +240,6 @@ def main(argv=None) -> int:
     tiles_target = a.tiles or (400 if a.quick else 10_000)
     side = a.scene or (384 if a.quick else 1024)
     every = a.sample_every or max(1, tiles_target // 1000)
-
-    import numpy as np
 
     from co2s.runtime import InferencePipeline, InferOptions, load_bundle, open_backend, predict_array
     from co2s.runtime.pipeline import collect_inputs

@@ -145,3 +145,30 @@ def centrality_rule(tiles: np.ndarray, tile: int) -> dict[str, np.ndarray]:
 def centrality(tile: int) -> np.ndarray:
     d = np.abs(np.arange(tile) + 0.5 - tile / 2) / (tile / 2)
     return (1 - np.maximum(d[:, None], d[None, :])).astype(np.float32)
+
+
+# --- bad image files ----------------------------------------------------------------------------------------------
+def rgb(h=40, w=50, seed=0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def png_bytes(w: int, h: int) -> bytes:
+    """A PNG whose header declares w x h (the pixel data is a few bytes: a decompression-bomb stand-in)."""
+    import struct
+    import zlib
+
+    def chunk(t, d):
+        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xFFFFFFFF)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b""))
+
+
+def truncated_png(path: Path) -> Path:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(rgb(64, 64)).save(buf, format="PNG")
+    path.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    return path

@@ -8,18 +8,15 @@ In a message cell, `…` stands for any text (paths, numbers that depend on the 
 
 from __future__ import annotations
 
-import io
 import re
-import struct
 import sys
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 from _export_helpers import trained_tiny_checkpoint
 from PIL import Image
-from runtime_fakes import make_bundle
+from runtime_fakes import make_bundle, png_bytes, rgb, truncated_png
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 START, END = "<!-- bad-input-table:start -->", "<!-- bad-input-table:end -->"
@@ -64,18 +61,6 @@ CLIS = {"co2s-train": train, "co2s-export": export, "co2s-infer": infer, "co2s-b
 
 
 # ------------------------------------------------------------------------------------------------ inputs
-def rgb(h=40, w=50, seed=0):
-    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
-
-
-def png_header_only(w: int, h: int) -> bytes:
-    """A PNG whose header declares w x h with almost no pixel data (a decompression-bomb stand-in)."""
-    def chunk(t, d):
-        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xFFFFFFFF)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b""))
-
-
 def folder_dataset(root: Path, *, label_value=1, label_size=(32, 32), labeled=None) -> Path:
     """A 'mer' (9 classes) folder in the reference layout: 3 images, labelled = unlabelled = val."""
     (root / "images").mkdir(parents=True)
@@ -102,12 +87,6 @@ def one_image(tmp: Path, name="scene.png", write=None) -> Path:
     p = tmp / name
     write(p) if write else Image.fromarray(rgb()).save(p)
     return p
-
-
-def truncated_png(p: Path) -> None:
-    buf = io.BytesIO()
-    Image.fromarray(rgb(64, 64)).save(buf, format="PNG")
-    p.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
 
 
 def damaged_bundle(tmp: Path, damage: str) -> Path:
@@ -192,7 +171,7 @@ CASES = {
     ("co2s-infer", "a truncated PNG"):
         lambda t: infer_one(t, truncated_png),
     ("co2s-infer", "a PNG header claiming 60000 × 60000 pixels"):
-        lambda t: infer_one(t, lambda p: p.write_bytes(png_header_only(60000, 60000))),
+        lambda t: infer_one(t, lambda p: p.write_bytes(png_bytes(60000, 60000))),
     ("co2s-infer", "a 1-band image"):
         lambda t: infer_one(t, lambda p: Image.fromarray(rgb()[..., 0]).save(p)),
     ("co2s-infer", "a 16-bit image without `--stretch`"):

@@ -3,16 +3,13 @@ folder run the bad file is reported and skipped (or stops the run with --fail-fa
 
 from __future__ import annotations
 
-import io
 import os
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
-from runtime_fakes import make_bundle
+from runtime_fakes import make_bundle, png_bytes, rgb, truncated_png
 
 from co2s.runtime.cli import infer_main
 
@@ -28,27 +25,8 @@ def infer(args, capsys) -> tuple[int, str]:
     return e.value.code, capsys.readouterr().err
 
 
-def rgb(h=40, w=50, seed=0):
-    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
-
-
-def png_bytes(w: int, h: int) -> bytes:
-    """A PNG whose header declares w x h (the pixel data is a few bytes: a decompression-bomb stand-in)."""
-    def chunk(t, d):
-        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xFFFFFFFF)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b""))
-
-
 def outputs(out: Path) -> list[str]:
     return sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) if out.exists() else []
-
-
-def truncated_png(path: Path) -> Path:
-    buf = io.BytesIO()
-    Image.fromarray(rgb(64, 64)).save(buf, format="PNG")
-    path.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
-    return path
 
 
 CASES = {
