@@ -40,14 +40,15 @@ from co2s.errors import Co2SInputError, output_error
 
 from .backends import Backend
 from .bundle import Bundle
+from .heap import limit_heap_retention, release_free_heap
 from .imageio import IMAGE_EXTENSIONS, InputOptions, RasterSource, open_source
 from .outputs import OutputPaths, PngSink, Sink, output_paths
-from .heap import limit_heap_retention, release_free_heap
 from .profiler import StageProfiler
 from .tiling import Stitcher, TileGrid, TileWindow, pad_to_tile
 
 log = logging.getLogger("co2s.runtime")
 STOP_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})  # write failures that end a folder run
+
 
 @dataclass(frozen=True)
 class InferOptions:
