@@ -172,3 +172,16 @@ def truncated_png(path: Path) -> Path:
     Image.fromarray(rgb(64, 64)).save(buf, format="PNG")
     path.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
     return path
+
+
+def damaged_bundle(root: Path, damage: str) -> Path:
+    """A bundle whose fp32 model is missing (damage="missing") or has one flipped byte (damage="checksum")."""
+    root = make_bundle(root, tile=32)
+    model = root / "model.fp32.onnx"
+    if damage == "missing":
+        model.unlink()
+    else:
+        data = bytearray(model.read_bytes())
+        data[100] ^= 0x55
+        model.write_bytes(bytes(data))
+    return root

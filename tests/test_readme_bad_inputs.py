@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _export_helpers import trained_tiny_checkpoint
+from _train_helpers import folder_dataset
 from PIL import Image
-from runtime_fakes import make_bundle, png_bytes, rgb, truncated_png
+from runtime_fakes import damaged_bundle, make_bundle, png_bytes, rgb, truncated_png
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 START, END = "<!-- bad-input-table:start -->", "<!-- bad-input-table:end -->"
@@ -61,23 +62,6 @@ CLIS = {"co2s-train": train, "co2s-export": export, "co2s-infer": infer, "co2s-b
 
 
 # ------------------------------------------------------------------------------------------------ inputs
-def folder_dataset(root: Path, *, label_value=1, label_size=(32, 32), labeled=None) -> Path:
-    """A 'mer' (9 classes) folder in the reference layout: 3 images, labelled = unlabelled = val."""
-    (root / "images").mkdir(parents=True)
-    (root / "labels").mkdir()
-    lines = []
-    for i in range(3):
-        Image.fromarray(np.full((32, 32, 3), 40 * i, np.uint8)).save(root / "images" / f"{i}.png")
-        Image.fromarray(np.full(label_size, label_value if i == 2 else 0, np.uint8)).save(root / "labels" / f"{i}.png")
-        lines.append(f"images/{i}.png labels/{i}.png")
-    split = root / "splits" / "mer" / "1_8"
-    split.mkdir(parents=True)
-    (split / "labeled.txt").write_text("\n".join(lines if labeled is None else labeled) + "\n")
-    (split / "unlabeled.txt").write_text("\n".join(lines) + "\n")
-    (root / "splits" / "mer" / "val.txt").write_text("\n".join(lines) + "\n")
-    return root
-
-
 def fit_args(root: Path, out: Path) -> list:
     return ["fit", "--dataset", "mer", "--data-root", root, "--out", out, "--preset", "tiny", "--iters", "1",
             "--crop", "64", "--batch-size", "1"]
@@ -87,18 +71,6 @@ def one_image(tmp: Path, name="scene.png", write=None) -> Path:
     p = tmp / name
     write(p) if write else Image.fromarray(rgb()).save(p)
     return p
-
-
-def damaged_bundle(tmp: Path, damage: str) -> Path:
-    root = make_bundle(tmp / "bundle", tile=32)
-    model = root / "model.fp32.onnx"
-    if damage == "missing":
-        model.unlink()
-    else:
-        data = bytearray(model.read_bytes())
-        data[100] ^= 0x55
-        model.write_bytes(bytes(data))
-    return root
 
 
 def small_bundle(tmp: Path) -> Path:
@@ -124,13 +96,13 @@ CASES = {
     ("co2s-train", "`--data-root` does not exist"):
         lambda t: ["fit", "--dataset", "mer", "--data-root", t / "nowhere", "--out", t / "run"],
     ("co2s-train", "a split file lists an image that is not there"):
-        lambda t: fit_args(folder_dataset(t / "d", labeled=["images/0.png labels/0.png", "images/gone.png labels/gone.png"]), t / "run"),
+        lambda t: fit_args(folder_dataset(t / "d", labeled_lines=["images/0.png labels/0.png", "images/gone.png labels/gone.png"]), t / "run"),
     ("co2s-train", "a label value outside the class range (not 255)"):
         lambda t: fit_args(folder_dataset(t / "d", label_value=12), t / "run"),
     ("co2s-train", "image and label of different sizes"):
         lambda t: fit_args(folder_dataset(t / "d", label_size=(32, 40)), t / "run"),
     ("co2s-train", "an empty labelled split"):
-        lambda t: fit_args(folder_dataset(t / "d", labeled=[]), t / "run"),
+        lambda t: fit_args(folder_dataset(t / "d", labeled_lines=[]), t / "run"),
     ("co2s-train", "an unknown dataset name"):
         lambda t: ["fit", "--dataset", "atlantis", "--out", t / "run"],
     ("co2s-train", "`--crop` not a multiple of 16"):
@@ -182,9 +154,9 @@ CASES = {
     ("co2s-infer", "a folder with some bad files"):
         mixed_folder,
     ("co2s-infer", "a bundle whose model file is missing"):
-        lambda t: [damaged_bundle(t, "missing"), one_image(t), "--out", t / "out"],
+        lambda t: [damaged_bundle(t / "bundle", "missing"), one_image(t), "--out", t / "out"],
     ("co2s-infer", "a bundle whose model file was altered"):
-        lambda t: [damaged_bundle(t, "checksum"), one_image(t), "--out", t / "out"],
+        lambda t: [damaged_bundle(t / "bundle", "checksum"), one_image(t), "--out", t / "out"],
     ("co2s-infer", "a bundle folder without a manifest"):
         lambda t: [(t / "empty").mkdir() or t / "empty", one_image(t), "--out", t / "out"],
     # co2s-bench

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from runtime_fakes import make_bundle, png_bytes, rgb, truncated_png
+from runtime_fakes import damaged_bundle, make_bundle, png_bytes, rgb, truncated_png
 
 from co2s.runtime.cli import infer_main
 
@@ -122,14 +122,7 @@ def test_skip_existing(bundle, tmp_path, capsys):
 
 @pytest.mark.parametrize("damage", ["missing", "checksum"])
 def test_broken_bundle_is_refused_before_any_output(damage, tmp_path, capsys):
-    root = make_bundle(tmp_path / "b", tile=32)
-    model = root / "model.fp32.onnx"
-    if damage == "missing":
-        model.unlink()
-    else:
-        data = bytearray(model.read_bytes())
-        data[100] ^= 0x55
-        model.write_bytes(bytes(data))
+    root = damaged_bundle(tmp_path / "b", damage)
     Image.fromarray(rgb()).save(tmp_path / "a.png")
     code, err = infer([root, tmp_path / "a.png", "--out", tmp_path / "out"], capsys)
     assert code == 1 and "model.fp32.onnx" in err

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
+from _train_helpers import folder_dataset
 
 from co2s.errors import Co2SInputError
 from co2s.train.config import TrainConfig
@@ -15,30 +14,12 @@ from co2s.train.trainer import evaluate_checkpoint, fit
 SMALL = dict(preset="tiny", crop=64, image_size=64, batch_size=1, workers=0, iters=1)
 
 
-def _folder_dataset(root: Path, *, n: int = 3, label_value: int = 1, label_size=(32, 32), labeled_lines=None):
-    """A 'mer' (9 classes, index labels) folder in the reference layout with n labelled/unlabelled/val items."""
-    (root / "images").mkdir(parents=True)
-    (root / "labels").mkdir()
-    lines = []
-    for i in range(n):
-        Image.fromarray(np.full((32, 32, 3), 40 * i, np.uint8)).save(root / "images" / f"{i}.png")
-        Image.fromarray(np.full(label_size, label_value if i == n - 1 else 0, np.uint8)).save(
-            root / "labels" / f"{i}.png")
-        lines.append(f"images/{i}.png labels/{i}.png")
-    split = root / "splits" / "mer" / "1_8"
-    split.mkdir(parents=True)
-    (split / "labeled.txt").write_text("\n".join(lines if labeled_lines is None else labeled_lines) + "\n")
-    (split / "unlabeled.txt").write_text("\n".join(lines) + "\n")
-    (root / "splits" / "mer" / "val.txt").write_text("\n".join(lines) + "\n")
-    return root
-
-
 def _fit(root: Path, out: Path, **kw):
     return fit(TrainConfig(dataset="mer", data_root=str(root), out=str(out), **{**SMALL, **kw}), progress=False)
 
 
 def test_good_folder_dataset_trains(tmp_path):
-    _fit(_folder_dataset(tmp_path / "data"), tmp_path / "out")
+    _fit(folder_dataset(tmp_path / "data"), tmp_path / "out")
     assert (tmp_path / "out" / "last.pt").is_file()
 
 
@@ -50,7 +31,7 @@ def test_good_folder_dataset_trains(tmp_path):
     ("empty labelled split", dict(labeled_lines=[]), ["labeled.txt", "no samples"]),
 ])
 def test_bad_dataset_stops_before_training(tmp_path, problem, kw, names):
-    root = _folder_dataset(tmp_path / "data", **kw)
+    root = folder_dataset(tmp_path / "data", **kw)
     with pytest.raises(Co2SInputError) as e:
         _fit(root, tmp_path / "out")
     for name in names:
@@ -72,7 +53,7 @@ def synthetic_run(tmp_path_factory):
 
 
 def test_resume_with_a_checkpoint_from_another_dataset(tmp_path, synthetic_run):
-    root = _folder_dataset(tmp_path / "data")
+    root = folder_dataset(tmp_path / "data")
     # mer has 9 classes, the synthetic run 5: the class count is checked first
     with pytest.raises(Co2SInputError, match=r"last\.pt: field model_config\.num_classes is 5, expected 9"):
         fit(TrainConfig(dataset="mer", data_root=str(root), out=str(synthetic_run), **SMALL), resume=True,
@@ -86,7 +67,7 @@ def test_resume_without_a_checkpoint(tmp_path):
 
 def test_evaluate_with_a_checkpoint_from_another_dataset(tmp_path, synthetic_run):
     with pytest.raises(Co2SInputError, match="model_config.num_classes is 5, expected 9"):
-        evaluate_checkpoint(str(synthetic_run / "best.pt"), "mer", data_root=str(_folder_dataset(tmp_path / "d")))
+        evaluate_checkpoint(str(synthetic_run / "best.pt"), "mer", data_root=str(folder_dataset(tmp_path / "d")))
     # same class count, other dataset name: a YAML dataset with five classes
     yaml_file = tmp_path / "five.yaml"
     yaml_file.write_text(
