@@ -41,14 +41,27 @@ def train_default(args, work: Path) -> Path:
     from co2s.train.trainer import fit
 
     iters = args.iters or (60 if args.quick else 400)
-    extra = dict(num_labeled=8, num_unlabeled=32, num_val=args.num_val or 8, image_size=args.image_size or 192) \
-        if args.quick else dict(num_labeled=24, num_unlabeled=216, num_val=args.num_val or 32,
-                                image_size=args.image_size or 192)
+    extra = (
+        dict(num_labeled=8, num_unlabeled=32, num_val=args.num_val or 8, image_size=args.image_size or 192)
+        if args.quick
+        else dict(num_labeled=24, num_unlabeled=216, num_val=args.num_val or 32, image_size=args.image_size or 192)
+    )
     if args.dataset != "synthetic":
         extra = {}
-    cfg = TrainConfig(dataset=args.dataset, out=str(work / "train"), data_root=args.data_root, preset="tiny",
-                      method="co2s", iters=iters, batch_size=2 if args.quick else 4, eval_every=iters, crop=128,
-                      seed=args.seed, workers=0, **extra)
+    cfg = TrainConfig(
+        dataset=args.dataset,
+        out=str(work / "train"),
+        data_root=args.data_root,
+        preset="tiny",
+        method="co2s",
+        iters=iters,
+        batch_size=2 if args.quick else 4,
+        eval_every=iters,
+        crop=128,
+        seed=args.seed,
+        workers=0,
+        **extra,
+    )
     log(f"== training a tiny Co2S pair on {args.dataset}: {iters} iterations (no --checkpoint given)")
     t = time.perf_counter()
     fit(cfg, progress=False, device="cpu")
@@ -72,7 +85,9 @@ def load_split(ckpt_path: Path, args):
     d = init_distributed("cpu")
     splits = load_splits(cfg, d, check=(args.split,))
     model = co2s_from_state(ckpt["model_config"], ckpt["model"]).eval()
-    window = saved.get("crop") or ckpt["model_config"].get("img_size") or get_preset(ckpt["model_config"]["preset"]).tile
+    window = (
+        saved.get("crop") or ckpt["model_config"].get("img_size") or get_preset(ckpt["model_config"]["preset"]).tile
+    )
     return model, splits[args.split], splits["labeled"], window, cfg.fusion
 
 
@@ -87,9 +102,18 @@ def write_calibration(labeled, folder: Path, count: int) -> Path:
 def export_one(ckpt: Path, students: str, out: Path, calib: Path, args) -> Path:
     from co2s.export.pipeline import ExportOptions, export_bundle
 
-    opts = ExportOptions(out=out, checkpoint=ckpt, dataset=args.dataset, students=students, calib_data=calib,
-                         calib_count=args.calib_count, precisions=tuple(args.precisions), force=True,
-                         allow_degraded=True, log=lambda s: log(f"  [export {students}] {s}"))
+    opts = ExportOptions(
+        out=out,
+        checkpoint=ckpt,
+        dataset=args.dataset,
+        students=students,
+        calib_data=calib,
+        calib_count=args.calib_count,
+        precisions=tuple(args.precisions),
+        force=True,
+        allow_degraded=True,
+        log=lambda s: log(f"  [export {students}] {s}"),
+    )
     t = time.perf_counter()
     res = export_bundle(opts)
     if res.exit_code:
@@ -129,9 +153,12 @@ def run(args) -> tuple[list[dict], list[str]]:
     work = Path(args.work or tempfile.mkdtemp(prefix="co2s_accuracy_"))
     notes = []
     ckpt = Path(args.checkpoint) if args.checkpoint else train_default(args, work)
-    notes.append(f"checkpoint: `{args.checkpoint}`" if args.checkpoint else
-                 f"checkpoint: a tiny Co2S pair trained here on {args.dataset} "
-                 f"({args.iters or (60 if args.quick else 400)} iterations, CPU) — a smoke model, not a paper number")
+    notes.append(
+        f"checkpoint: `{args.checkpoint}`"
+        if args.checkpoint
+        else f"checkpoint: a tiny Co2S pair trained here on {args.dataset} "
+        f"({args.iters or (60 if args.quick else 400)} iterations, CPU) — a smoke model, not a paper number"
+    )
     model, val, labeled, window, fusion = load_split(ckpt, args)
     classes = tuple(val.info.classes)
     log(f"== {args.dataset}/{args.split}: {len(val)} images, {len(classes)} classes, window {window}")
@@ -140,11 +167,19 @@ def run(args) -> tuple[list[dict], list[str]]:
     def add(model_name, backend, precision, iou, seconds, parity=None):
         parity = parity or {}
         agree = parity.get("pixel_agreement")
-        rows.append({"dataset": args.dataset, "model": model_name, "backend": backend, "precision": precision,
-                     "miou": round(float(np.mean(iou)), 2), "seconds": round(seconds, 1),
-                     "export_parity_agreement": "" if agree is None else round(100 * agree, 3),
-                     "export_parity_passed": parity.get("passed", ""),
-                     **{f"iou_{c}": round(float(v), 2) for c, v in zip(classes, iou)}})
+        rows.append(
+            {
+                "dataset": args.dataset,
+                "model": model_name,
+                "backend": backend,
+                "precision": precision,
+                "miou": round(float(np.mean(iou)), 2),
+                "seconds": round(seconds, 1),
+                "export_parity_agreement": "" if agree is None else round(100 * agree, 3),
+                "export_parity_passed": parity.get("passed", ""),
+                **{f"iou_{c}": round(float(v), 2) for c, v in zip(classes, iou)},
+            }
+        )
         log(f"   {model_name:<7} {backend:<8} {precision:<5} mIoU {np.mean(iou):6.2f}")
 
     t = time.perf_counter()
@@ -168,11 +203,15 @@ def run(args) -> tuple[list[dict], list[str]]:
                 continue
             add(m, "ort-cpu", p, iou, time.perf_counter() - t, parity.get(p))
             if parity.get(p, {}).get("passed") is False:
-                notes.append(f"{m} {p}: below the export parity threshold on the calibration tiles "
-                             f"({100 * parity[p]['pixel_agreement']:.2f} % pixel agreement vs "
-                             f"{100 * parity[p]['threshold']:.2f} %); exported with allow_degraded to be scored")
-    notes.append(f"split `{args.split}`: {len(val)} images; window/tile {window}; fusion `{fusion}`; "
-                 f"INT8 calibrated on {min(args.calib_count, len(labeled))} labelled-split images")
+                notes.append(
+                    f"{m} {p}: below the export parity threshold on the calibration tiles "
+                    f"({100 * parity[p]['pixel_agreement']:.2f} % pixel agreement vs "
+                    f"{100 * parity[p]['threshold']:.2f} %); exported with allow_degraded to be scored"
+                )
+    notes.append(
+        f"split `{args.split}`: {len(val)} images; window/tile {window}; fusion `{fusion}`; "
+        f"INT8 calibrated on {min(args.calib_count, len(labeled))} labelled-split images"
+    )
     return rows, notes
 
 
@@ -185,30 +224,46 @@ def write_csv(rows: list[dict], path: Path) -> None:
 
 def write_markdown(rows: list[dict], notes: list[str], path: Path, command: str) -> None:
     ious = [k for k in rows[0] if k.startswith("iou_")]
-    lines = ["# Accuracy per model and precision (val mIoU, %)", "",
-             f"Made by `{command}`.", "",
-             "PyTorch rows: `co2s.train.evaluate.evaluate` (sliding window, averaged logits). ORT rows: the exported",
-             "bundle through `co2s.runtime.predict_array` (same window stride, centre-keep stitching of labels), same",
-             "dataset-level IoU accumulation (`IoUAccumulator`). `fused` = both students in one bundle (mean of softmaxes);",
-             "`clip` / `dinov3` = a single-student bundle. Δ = mIoU minus the PyTorch mIoU of the same model. Parity =",
-             "the export's own pixel agreement (fp32 vs PyTorch, fp16/int8 vs ONNX fp32) on the calibration tiles.", ""]
+    lines = [
+        "# Accuracy per model and precision (val mIoU, %)",
+        "",
+        f"Made by `{command}`.",
+        "",
+        "PyTorch rows: `co2s.train.evaluate.evaluate` (sliding window, averaged logits). ORT rows: the exported",
+        "bundle through `co2s.runtime.predict_array` (same window stride, centre-keep stitching of labels), same",
+        "dataset-level IoU accumulation (`IoUAccumulator`). `fused` = both students in one bundle (mean of softmaxes);",
+        "`clip` / `dinov3` = a single-student bundle. Δ = mIoU minus the PyTorch mIoU of the same model. Parity =",
+        "the export's own pixel agreement (fp32 vs PyTorch, fp16/int8 vs ONNX fp32) on the calibration tiles.",
+        "",
+    ]
     lines += [f"- {n}" for n in notes] + [""]
-    lines += ["| dataset | model | backend | precision | mIoU | Δ vs pytorch | parity % | " + " | ".join(k[4:] for k in ious) + " |",
-              "|---" * (7 + len(ious)) + "|"]
+    lines += [
+        "| dataset | model | backend | precision | mIoU | Δ vs pytorch | parity % | "
+        + " | ".join(k[4:] for k in ious)
+        + " |",
+        "|---" * (7 + len(ious)) + "|",
+    ]
     ref = {(r["dataset"], r["model"]): r["miou"] for r in rows if r["backend"] == "pytorch"}
     for r in rows:
         base = ref.get((r["dataset"], r["model"]))
         delta = "–" if r["backend"] == "pytorch" or base is None else f"{r['miou'] - base:+.2f}"
-        lines.append(f"| {r['dataset']} | {r['model']} | {r['backend']} | {r['precision']} | {r['miou']:.2f} | {delta} | "
-                     f"{r['export_parity_agreement'] if r['export_parity_agreement'] != '' else '–'} | "
-                     + " | ".join(f"{r[k]:.2f}" for k in ious) + " |")
+        lines.append(
+            f"| {r['dataset']} | {r['model']} | {r['backend']} | {r['precision']} | {r['miou']:.2f} | {delta} | "
+            f"{r['export_parity_agreement'] if r['export_parity_agreement'] != '' else '–'} | "
+            + " | ".join(f"{r[k]:.2f}" for k in ious)
+            + " |"
+        )
     path.write_text("\n".join(lines) + "\n")
 
 
 def write_chart(rows: list[dict], path: Path) -> None:
     """Grouped bars: one group per model, one bar per backend/precision (PIL only)."""
-    colours = {("pytorch", "fp32"): (60, 60, 60), ("ort-cpu", "fp32"): (66, 133, 244),
-               ("ort-cpu", "fp16"): (52, 168, 83), ("ort-cpu", "int8"): (234, 134, 20)}
+    colours = {
+        ("pytorch", "fp32"): (60, 60, 60),
+        ("ort-cpu", "fp32"): (66, 133, 244),
+        ("ort-cpu", "fp16"): (52, 168, 83),
+        ("ort-cpu", "int8"): (234, 134, 20),
+    }
     models = list(dict.fromkeys(r["model"] for r in rows))
     W, H, top, left = 160 + 170 * len(models), 320, 40, 50
     img = Image.new("RGB", (W, H + top + 40), "white")

@@ -51,20 +51,26 @@ def main() -> None:
                 continue
             seconds = time.perf_counter() - t0
             got = run_onnx(out, evals)
-            rows.append({
-                "method": method, "seconds": round(seconds, 1), "bytes": out.stat().st_size,
-                "agreement": float((got["labels"] == ref["labels"]).mean()),
-                "miou_vs_fp32": miou(got["labels"], ref["labels"], m.num_classes),
-                "max_abs_conf_diff": float(np.abs(got["confidence"] - ref["confidence"]).max()),
-                "qdq": info["quantize_linear"] + info["dequantize_linear"],
-            })
+            rows.append(
+                {
+                    "method": method,
+                    "seconds": round(seconds, 1),
+                    "bytes": out.stat().st_size,
+                    "agreement": float((got["labels"] == ref["labels"]).mean()),
+                    "miou_vs_fp32": miou(got["labels"], ref["labels"], m.num_classes),
+                    "max_abs_conf_diff": float(np.abs(got["confidence"] - ref["confidence"]).max()),
+                    "qdq": info["quantize_linear"] + info["dequantize_linear"],
+                }
+            )
     print(f"{'method':18} {'agreement %':>12} {'mIoU vs fp32':>13} {'max |dconf|':>12} {'Q+DQ':>6} {'s':>6}")
     for r in rows:
         if "error" in r:
             print(f"{r['method']:18} unavailable: {r['error']}")
         else:
-            print(f"{r['method']:18} {100 * r['agreement']:12.3f} {r['miou_vs_fp32']:13.2f} {r['max_abs_conf_diff']:12.4f} "
-                  f"{r['qdq']:6d} {r['seconds']:6.1f}")
+            print(
+                f"{r['method']:18} {100 * r['agreement']:12.3f} {r['miou_vs_fp32']:13.2f} {r['max_abs_conf_diff']:12.4f} "
+                f"{r['qdq']:6d} {r['seconds']:6.1f}"
+            )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 

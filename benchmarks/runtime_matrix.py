@@ -110,7 +110,7 @@ def cpu_peak_gemm(n: int = 2048, reps: int = 5) -> dict:
         t = time.perf_counter()
         a @ b
         best = min(best, time.perf_counter() - t)
-    return {"device": "cpu", "method": f"numpy float32 matmul {n}x{n}, best of {reps}", "flops_per_s": 2 * n ** 3 / best}
+    return {"device": "cpu", "method": f"numpy float32 matmul {n}x{n}, best of {reps}", "flops_per_s": 2 * n**3 / best}
 
 
 def gpu_peak_gemm(n: int = 8192, reps: int = 10) -> dict | None:
@@ -134,7 +134,7 @@ def gpu_peak_gemm(n: int = 8192, reps: int = 10) -> dict | None:
             a @ b
             torch.cuda.synchronize()
             best = min(best, time.perf_counter() - t)
-        out[f"{name}_flops_per_s"] = 2 * n ** 3 / best
+        out[f"{name}_flops_per_s"] = 2 * n**3 / best
         del a, b
     out["method"] = f"torch matmul {n}x{n} on the GPU (fp32 without TF32, fp16), best of {reps}"
     return out
@@ -151,14 +151,18 @@ def gpu_configs(bundle, notes: list[str]) -> list[tuple[str, str]]:
     if "CUDAExecutionProvider" in provs:
         out += [("ort-cuda", p) for p in bundle.precisions("onnx") if p != "int8"]
     else:
-        notes.append("no ort-cuda rows: onnxruntime has no CUDAExecutionProvider here "
-                     f"(providers: {', '.join(provs)}); install onnxruntime-gpu on a GPU machine")
+        notes.append(
+            "no ort-cuda rows: onnxruntime has no CUDAExecutionProvider here "
+            f"(providers: {', '.join(provs)}); install onnxruntime-gpu on a GPU machine"
+        )
     engines = bundle.precisions("engine")
     if engines:
         out += [("tensorrt", p) for p in engines]
     else:
-        notes.append("no tensorrt rows: the bundle has no TensorRT engines (built only when TensorRT and an NVIDIA "
-                     "GPU are present: co2s-export --from-bundle B --engine fp16 --engine int8)")
+        notes.append(
+            "no tensorrt rows: the bundle has no TensorRT engines (built only when TensorRT and an NVIDIA "
+            "GPU are present: co2s-export --from-bundle B --engine fp16 --engine int8)"
+        )
     return out
 
 
@@ -180,15 +184,25 @@ def export(a, work: Path, notes: list[str]) -> Path:
 
     bmax = max(max(a.batches), 2)
     out = work / f"bundle_{a.preset}_{a.tile}"
-    opts = ExportOptions(out=out, untrained=True, preset=a.preset, num_classes=a.num_classes, tile=a.tile,
-                         batch=(1, max(a.batches), bmax), calib_count=a.calib_count, force=True,
-                         log=lambda s: print(f"  [export] {s}", flush=True))
+    opts = ExportOptions(
+        out=out,
+        untrained=True,
+        preset=a.preset,
+        num_classes=a.num_classes,
+        tile=a.tile,
+        batch=(1, max(a.batches), bmax),
+        calib_count=a.calib_count,
+        force=True,
+        log=lambda s: print(f"  [export] {s}", flush=True),
+    )
     t = time.perf_counter()
     export_bundle(opts)
-    notes.append(f"bundle exported here with UNTRAINED weights ({a.preset} preset, tile {a.tile}, {a.num_classes} "
-                 f"classes, dynamic batch 1:{max(a.batches)}:{bmax}) in {time.perf_counter() - t:.0f} s: latency and "
-                 "FLOPs are those of the real architecture; label agreement between precisions of an untrained "
-                 "model is decided by near-uniform class probabilities and says little about a trained one")
+    notes.append(
+        f"bundle exported here with UNTRAINED weights ({a.preset} preset, tile {a.tile}, {a.num_classes} "
+        f"classes, dynamic batch 1:{max(a.batches)}:{bmax}) in {time.perf_counter() - t:.0f} s: latency and "
+        "FLOPs are those of the real architecture; label agreement between precisions of an untrained "
+        "model is decided by near-uniform class probabilities and says little about a trained one"
+    )
     return out
 
 
@@ -212,8 +226,10 @@ def time_batch(runners: dict, tiles, agree, batch: int, iters: int, warmup: int)
             t = time.perf_counter()
             run(batches[i % len(batches)])
             times[name].append(time.perf_counter() - t)
-    labels = {name: np.concatenate([run(agree[j:j + batch])["labels"] for j in range(0, len(agree), batch)])
-              for name, run in runners.items()}
+    labels = {
+        name: np.concatenate([run(agree[j : j + batch])["labels"] for j in range(0, len(agree), batch)])
+        for name, run in runners.items()
+    }
     return {name: {"stats": stage_stats(ts), "labels": labels[name]} for name, ts in times.items()}
 
 
@@ -226,8 +242,12 @@ def main(argv=None) -> int:
     ap.add_argument("--batches", default="1,4", help="comma-separated batch sizes (default 1,4)")
     ap.add_argument("--iters", type=int, help="timed calls per configuration and batch (default 20; quick 6)")
     ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=_default_threads(),
-                    help="threads for ORT, torch and numpy (default $OMP_NUM_THREADS, else all cores)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=_default_threads(),
+        help="threads for ORT, torch and numpy (default $OMP_NUM_THREADS, else all cores)",
+    )
     ap.add_argument("--bundle", help="time this bundle instead of exporting an untrained one")
     ap.add_argument("--checkpoint", help="checkpoint of a trained --bundle, for PyTorch eager")
     ap.add_argument("--calib-count", type=int, help="INT8 calibration tiles for the export (default 32; quick 8)")
@@ -271,10 +291,14 @@ def main(argv=None) -> int:
     fl = onnx_flops(bundle.root / "model.fp32.onnx", batch=1)
     flops_tile = fl["flops"]
     if fl["unresolved_nodes"]:
-        notes.append(f"{len(fl['unresolved_nodes'])} MatMul/Conv nodes had unresolved shapes and are not counted: "
-                     "the FLOPs (and attainment) are a lower bound")
-    print(f"  CPU peak {peak_cpu['flops_per_s'] / 1e9:.1f} GFLOP/s; model {flops_tile / 1e9:.3f} GFLOP per tile",
-          flush=True)
+        notes.append(
+            f"{len(fl['unresolved_nodes'])} MatMul/Conv nodes had unresolved shapes and are not counted: "
+            "the FLOPs (and attainment) are a lower bound"
+        )
+    print(
+        f"  CPU peak {peak_cpu['flops_per_s'] / 1e9:.1f} GFLOP/s; model {flops_tile / 1e9:.3f} GFLOP per tile",
+        flush=True,
+    )
 
     configs = [("ort-cpu", p) for p in ("fp32", "fp16", "int8") if p in bundle.precisions("onnx")]
     configs += gpu_configs(bundle, notes)
@@ -318,33 +342,56 @@ def main(argv=None) -> int:
                 peak = peak_gpu["fp32_flops_per_s"] if prec == "fp32" else peak_gpu["fp16_flops_per_s"]
             else:
                 peak = None if on_gpu else peak_cpu["flops_per_s"]
-            rows.append({
-                "backend": be_name, "precision": prec, "batch": b, "tile": tile,
-                "p50_ms": round(st["p50_ms"], 3), "p99_ms": round(st["p99_ms"], 3), "mean_ms": round(st["mean_ms"], 3),
-                "tiles_per_s": round(b / (st["p50_ms"] / 1e3), 2),
-                "speedup_vs_torch_fp32": None if base is None else round(base / st["p50_ms"], 3),
-                "agreement_vs_fp32": None if ref is None else round(float(np.mean(r["labels"] == ref)), 5),
-                "gflops": round(gflops, 2),
-                "attainment": None if peak is None else round(gflops * 1e9 / peak, 4),
-                "iters": a.iters,
-            })
-            print(f"  {name:<20} p50 {st['p50_ms']:8.2f} ms  p99 {st['p99_ms']:8.2f} ms  {gflops:7.2f} GFLOP/s",
-                  flush=True)
+            rows.append(
+                {
+                    "backend": be_name,
+                    "precision": prec,
+                    "batch": b,
+                    "tile": tile,
+                    "p50_ms": round(st["p50_ms"], 3),
+                    "p99_ms": round(st["p99_ms"], 3),
+                    "mean_ms": round(st["mean_ms"], 3),
+                    "tiles_per_s": round(b / (st["p50_ms"] / 1e3), 2),
+                    "speedup_vs_torch_fp32": None if base is None else round(base / st["p50_ms"], 3),
+                    "agreement_vs_fp32": None if ref is None else round(float(np.mean(r["labels"] == ref)), 5),
+                    "gflops": round(gflops, 2),
+                    "attainment": None if peak is None else round(gflops * 1e9 / peak, 4),
+                    "iters": a.iters,
+                }
+            )
+            print(
+                f"  {name:<20} p50 {st['p50_ms']:8.2f} ms  p99 {st['p99_ms']:8.2f} ms  {gflops:7.2f} GFLOP/s",
+                flush=True,
+            )
     for be in backends.values():
         be.close()
 
     result = {
-        "bundle": str(bundle.root), "preset": m["preset"], "tile": tile, "num_classes": m["num_classes"],
-        "untrained": bool(m.get("untrained")), "batch_range": [bundle.batch.min, bundle.batch.max],
+        "bundle": str(bundle.root),
+        "preset": m["preset"],
+        "tile": tile,
+        "num_classes": m["num_classes"],
+        "untrained": bool(m.get("untrained")),
+        "batch_range": [bundle.batch.min, bundle.batch.max],
         "device": device_stamp(use_gpu=bool(peak_gpu)),
         "versions": {**library_versions(), **({"torch": versions_torch} if versions_torch else {})},
-        "threads": a.threads, "loadavg_at_start": loadavg, "iters": a.iters, "warmup": a.warmup,
-        "quick": a.quick, "peak_cpu": peak_cpu, "peak_gpu": peak_gpu, "model_flops": fl,
-        "rows": rows, "notes": notes, "seconds": round(time.perf_counter() - t_start, 1),
+        "threads": a.threads,
+        "loadavg_at_start": loadavg,
+        "iters": a.iters,
+        "warmup": a.warmup,
+        "quick": a.quick,
+        "peak_cpu": peak_cpu,
+        "peak_gpu": peak_gpu,
+        "model_flops": fl,
+        "rows": rows,
+        "notes": notes,
+        "seconds": round(time.perf_counter() - t_start, 1),
     }
     if peak_gpu is None:
-        notes.append("no GPU on this machine: CPU rows only; on a GPU machine the same command adds ort-cuda and "
-                     "tensorrt rows and measures the GPU's peak GEMM")
+        notes.append(
+            "no GPU on this machine: CPU rows only; on a GPU machine the same command adds ort-cuda and "
+            "tensorrt rows and measures the GPU's peak GEMM"
+        )
     out = Path(a.out_dir)
     write_outputs(out, result)
     if not a.work:  # a scratch folder of ours: the bundles in it go
@@ -356,8 +403,21 @@ def main(argv=None) -> int:
 
 # --- reporting ----------------------------------------------------------------------------------------------------
 
-COLUMNS = ["backend", "precision", "batch", "tile", "p50_ms", "p99_ms", "speedup_vs_torch_fp32", "agreement_vs_fp32",
-           "gflops", "attainment", "mean_ms", "tiles_per_s", "iters"]
+COLUMNS = [
+    "backend",
+    "precision",
+    "batch",
+    "tile",
+    "p50_ms",
+    "p99_ms",
+    "speedup_vs_torch_fp32",
+    "agreement_vs_fp32",
+    "gflops",
+    "attainment",
+    "mean_ms",
+    "tiles_per_s",
+    "iters",
+]
 
 
 def write_outputs(out: Path, r: dict) -> None:
@@ -380,31 +440,44 @@ def markdown(r: dict) -> str:
     d = r["device"]
     pc = r["peak_cpu"]
     fl = r["model_flops"]
-    lines = ["# co2s runtime matrix", "",
-             f"- bundle: {r['preset']} preset, tile {r['tile']}, {r['num_classes']} classes, batch "
-             f"{r['batch_range'][0]}..{r['batch_range'][1]}; **untrained weights: {r['untrained']}**",
-             f"- machine: {d.get('cpu')} ({d.get('cpu_cores')} cores)" + (f", GPU {d['gpu']}" if d.get("gpu") else "")
-             + f"; {r['threads']} thread(s) for ORT/torch/numpy; load average at start {r['loadavg_at_start']}",
-             "- versions: " + ", ".join(f"{k} {v}" for k, v in r["versions"].items() if v),
-             f"- {r['iters']} timed calls per configuration and batch, interleaved call by call; {r['warmup']} warm-up "
-             "calls excluded (PyTorch: at least 4); synthetic tiles; latency = one call on a whole batch",
-             f"- model: {fl['flops'] / 1e9:.3f} GFLOP per tile (MatMul/Gemm/Conv/ConvTranspose of the FP32 ONNX graph "
-             "after shape inference, 2 FLOP per multiply-add; "
-             + ", ".join(f"{k} {v / 1e9:.3f}" for k, v in sorted(fl["by_op"].items())) + ")",
-             f"- peak GEMM, CPU: {pc['flops_per_s'] / 1e9:.1f} GFLOP/s ({pc['method']})"]
+    lines = [
+        "# co2s runtime matrix",
+        "",
+        f"- bundle: {r['preset']} preset, tile {r['tile']}, {r['num_classes']} classes, batch "
+        f"{r['batch_range'][0]}..{r['batch_range'][1]}; **untrained weights: {r['untrained']}**",
+        f"- machine: {d.get('cpu')} ({d.get('cpu_cores')} cores)"
+        + (f", GPU {d['gpu']}" if d.get("gpu") else "")
+        + f"; {r['threads']} thread(s) for ORT/torch/numpy; load average at start {r['loadavg_at_start']}",
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in r["versions"].items() if v),
+        f"- {r['iters']} timed calls per configuration and batch, interleaved call by call; {r['warmup']} warm-up "
+        "calls excluded (PyTorch: at least 4); synthetic tiles; latency = one call on a whole batch",
+        f"- model: {fl['flops'] / 1e9:.3f} GFLOP per tile (MatMul/Gemm/Conv/ConvTranspose of the FP32 ONNX graph "
+        "after shape inference, 2 FLOP per multiply-add; "
+        + ", ".join(f"{k} {v / 1e9:.3f}" for k, v in sorted(fl["by_op"].items()))
+        + ")",
+        f"- peak GEMM, CPU: {pc['flops_per_s'] / 1e9:.1f} GFLOP/s ({pc['method']})",
+    ]
     if r.get("peak_gpu"):
         g = r["peak_gpu"]
-        lines.append(f"- peak GEMM, GPU {g['device']}: fp32 {g['fp32_flops_per_s'] / 1e12:.1f} TFLOP/s, fp16 "
-                     f"{g['fp16_flops_per_s'] / 1e12:.1f} TFLOP/s ({g['method']}; INT8 rows are compared with fp16)")
-    lines += ["- speed-up = PyTorch eager FP32 p50 / this p50 at the same batch; agreement = share of pixels whose label "
-              "equals ORT CPU FP32's at the same batch (8 tiles); attainment = achieved GFLOP/s (from p50) / peak GEMM",
-              "", "| backend | precision | batch | tile | p50 ms | p99 ms | tiles/s | speed-up vs torch fp32 | "
-              "agreement vs fp32 | GFLOP/s | attainment |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"- peak GEMM, GPU {g['device']}: fp32 {g['fp32_flops_per_s'] / 1e12:.1f} TFLOP/s, fp16 "
+            f"{g['fp16_flops_per_s'] / 1e12:.1f} TFLOP/s ({g['method']}; INT8 rows are compared with fp16)"
+        )
+    lines += [
+        "- speed-up = PyTorch eager FP32 p50 / this p50 at the same batch; agreement = share of pixels whose label "
+        "equals ORT CPU FP32's at the same batch (8 tiles); attainment = achieved GFLOP/s (from p50) / peak GEMM",
+        "",
+        "| backend | precision | batch | tile | p50 ms | p99 ms | tiles/s | speed-up vs torch fp32 | "
+        "agreement vs fp32 | GFLOP/s | attainment |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for x in r["rows"]:
-        lines.append(f"| {x['backend']} | {x['precision']} | {x['batch']} | {x['tile']} | {x['p50_ms']:.2f} | "
-                     f"{x['p99_ms']:.2f} | {x['tiles_per_s']:.1f} | {_x(x['speedup_vs_torch_fp32'], '{:.2f}x')} | "
-                     f"{_x(None if x['agreement_vs_fp32'] is None else 100 * x['agreement_vs_fp32'], '{:.2f} %')} | "
-                     f"{x['gflops']:.2f} | {_x(None if x['attainment'] is None else 100 * x['attainment'], '{:.1f} %')} |")
+        lines.append(
+            f"| {x['backend']} | {x['precision']} | {x['batch']} | {x['tile']} | {x['p50_ms']:.2f} | "
+            f"{x['p99_ms']:.2f} | {x['tiles_per_s']:.1f} | {_x(x['speedup_vs_torch_fp32'], '{:.2f}x')} | "
+            f"{_x(None if x['agreement_vs_fp32'] is None else 100 * x['agreement_vs_fp32'], '{:.2f} %')} | "
+            f"{x['gflops']:.2f} | {_x(None if x['attainment'] is None else 100 * x['attainment'], '{:.1f} %')} |"
+        )
     if r["notes"]:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in r["notes"]]
     lines += ["", f"Run time {r['seconds']:.0f} s" + (" (--quick)" if r["quick"] else "") + "."]
@@ -433,15 +506,25 @@ def chart(r: dict, path: Path) -> None:
             ys.append(x["p50_ms"] / b)
             y99.append(x["p99_ms"] / b)
         bars = ax.bar(xs, ys, w * 0.95, label=f"batch {b}")
-        ax.errorbar(xs, ys, yerr=[[0] * len(ys), [max(0, q - p) for p, q in zip(ys, y99)]], fmt="none",
-                    ecolor="black", capsize=3, lw=1)
+        ax.errorbar(
+            xs,
+            ys,
+            yerr=[[0] * len(ys), [max(0, q - p) for p, q in zip(ys, y99)]],
+            fmt="none",
+            ecolor="black",
+            capsize=3,
+            lw=1,
+        )
         for bar, y in zip(bars, ys):
             ax.text(bar.get_x() + bar.get_width() / 2, y, f"{y:.1f}", ha="center", va="bottom", fontsize=7)
     ax.set_xticks(range(len(configs)), configs, rotation=20, ha="right")
     ax.set_ylabel("ms per tile (p50 call / batch; whisker: p99)")
     d = r["device"]
-    ax.set_title(f"co2s {r['preset']} {r['tile']}^2{' (untrained)' if r['untrained'] else ''} - {d.get('cpu', '')}"
-                 f"{', ' + d['gpu'] if d.get('gpu') else ''}, {r['threads']} thread(s)", fontsize=9)
+    ax.set_title(
+        f"co2s {r['preset']} {r['tile']}^2{' (untrained)' if r['untrained'] else ''} - {d.get('cpu', '')}"
+        f"{', ' + d['gpu'] if d.get('gpu') else ''}, {r['threads']} thread(s)",
+        fontsize=9,
+    )
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

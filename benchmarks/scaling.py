@@ -32,18 +32,15 @@ sys.path.insert(0, str(HERE))
 
 from runtime_matrix import _default_threads, _x  # noqa: E402  (sibling benchmark script)
 
-
 # --- the child: one bundle, torch-free ----------------------------------------------------------------------------
 
 
 def measure(bundle_dir: str, iters: int, warmup: int, threads: int) -> dict:
-    from co2s.runtime.profiler import current_host_memory_mb, peak_host_memory_mb
-
     import numpy as np  # noqa: F401 - counted in the baseline RSS
 
     from co2s.runtime import load_bundle, open_backend
     from co2s.runtime.bench import synthetic_tiles
-    from co2s.runtime.profiler import stage_stats
+    from co2s.runtime.profiler import current_host_memory_mb, peak_host_memory_mb, stage_stats
 
     bundle = load_bundle(bundle_dir)
     tiles = synthetic_tiles(4, bundle.tile)
@@ -53,18 +50,25 @@ def measure(bundle_dir: str, iters: int, warmup: int, threads: int) -> dict:
     load_s = time.perf_counter() - t
     rss_loaded = current_host_memory_mb()
     for i in range(warmup):
-        be.run(tiles[i % 4:i % 4 + 1])
+        be.run(tiles[i % 4 : i % 4 + 1])
     lat = []
     for i in range(iters):
         t = time.perf_counter()
-        be.run(tiles[i % 4:i % 4 + 1])
+        be.run(tiles[i % 4 : i % 4 + 1])
         lat.append(time.perf_counter() - t)
     st = stage_stats(lat)
     peak = peak_host_memory_mb()
     be.close()
-    return {"p50_ms": st["p50_ms"], "p99_ms": st["p99_ms"], "mean_ms": st["mean_ms"], "session_load_s": load_s,
-            "rss_before_session_mb": rss_before, "rss_after_load_mb": rss_loaded, "peak_rss_mb": peak,
-            "peak_growth_mb": None if peak is None or rss_before is None else peak - rss_before}
+    return {
+        "p50_ms": st["p50_ms"],
+        "p99_ms": st["p99_ms"],
+        "mean_ms": st["mean_ms"],
+        "session_load_s": load_s,
+        "rss_before_session_mb": rss_before,
+        "rss_after_load_mb": rss_loaded,
+        "peak_rss_mb": peak,
+        "peak_growth_mb": None if peak is None or rss_before is None else peak - rss_before,
+    }
 
 
 # --- the parent: export, spawn, report ----------------------------------------------------------------------------
@@ -74,16 +78,41 @@ def export(preset: str, tile: int, classes: int, out: Path) -> float:
     from co2s.export.pipeline import ExportOptions, export_bundle
 
     t = time.perf_counter()
-    export_bundle(ExportOptions(out=out, untrained=True, preset=preset, num_classes=classes, tile=tile,
-                                precisions=("fp32",), calib_count=2, force=True,
-                                log=lambda s: print(f"  [export] {s}", flush=True)))
+    export_bundle(
+        ExportOptions(
+            out=out,
+            untrained=True,
+            preset=preset,
+            num_classes=classes,
+            tile=tile,
+            precisions=("fp32",),
+            calib_count=2,
+            force=True,
+            log=lambda s: print(f"  [export] {s}", flush=True),
+        )
+    )
     return time.perf_counter() - t
 
 
 def run_child(bundle: Path, iters: int, warmup: int, threads: int) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    p = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--measure", str(bundle), "--iters", str(iters),
-                        "--warmup", str(warmup), "--threads", str(threads)], capture_output=True, text=True, env=env)
+    p = subprocess.run(
+        [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--measure",
+            str(bundle),
+            "--iters",
+            str(iters),
+            "--warmup",
+            str(warmup),
+            "--threads",
+            str(threads),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     if p.returncode != 0:
         raise RuntimeError(f"measuring {bundle} failed:\n{p.stderr[-2000:]}")
     return json.loads(p.stdout.strip().splitlines()[-1])
@@ -97,8 +126,12 @@ def main(argv=None) -> int:
     ap.add_argument("--classes", default="6,15", help="comma-separated class counts (default 6,15)")
     ap.add_argument("--iters", type=int, help="timed calls per bundle (default 10; quick 5)")
     ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=_default_threads(),
-                    help="onnxruntime threads (default $OMP_NUM_THREADS, else all cores)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=_default_threads(),
+        help="onnxruntime threads (default $OMP_NUM_THREADS, else all cores)",
+    )
     ap.add_argument("--out-dir", default=str(HERE / "results"))
     ap.add_argument("--work", help="scratch folder for the bundles (default: a temporary one)")
     ap.add_argument("--measure", help=argparse.SUPPRESS)  # internal: time one bundle in this (torch-free) process
@@ -113,8 +146,9 @@ def main(argv=None) -> int:
     work = Path(a.work or tempfile.mkdtemp(prefix="co2s_scaling_"))
     work.mkdir(parents=True, exist_ok=True)
 
-    from co2s.runtime.profiler import device_stamp, library_versions
     from runtime_matrix import onnx_flops
+
+    from co2s.runtime.profiler import device_stamp, library_versions
 
     t_start = time.perf_counter()
     loadavg = " ".join(f"{x:.1f}" for x in os.getloadavg())
@@ -127,23 +161,50 @@ def main(argv=None) -> int:
             fl = onnx_flops(b / "model.fp32.onnx", batch=1)
             r = run_child(b, a.iters, a.warmup, a.threads)
             mp = t * t / 1e6
-            row = {"preset": a.preset, "tile": t, "classes": n, "backend": "ort-cpu", "precision": "fp32", "batch": 1,
-                   "p50_ms": round(r["p50_ms"], 3), "p99_ms": round(r["p99_ms"], 3),
-                   "ms_per_megapixel": round(r["p50_ms"] / mp, 3),
-                   "gflop_per_tile": round(fl["flops"] / 1e9, 4),
-                   "gflops": round(fl["flops"] / (r["p50_ms"] / 1e3) / 1e9, 2),
-                   "peak_rss_mb": None if r["peak_rss_mb"] is None else round(r["peak_rss_mb"], 1),
-                   "peak_growth_mb": None if r["peak_growth_mb"] is None else round(r["peak_growth_mb"], 1),
-                   "rss_after_load_mb": None if r["rss_after_load_mb"] is None else round(r["rss_after_load_mb"], 1),
-                   "model_mb": round((b / "model.fp32.onnx").stat().st_size / 2 ** 20
-                                     + sum(p.stat().st_size for p in b.glob("model.fp32.onnx.data")) / 2 ** 20, 1),
-                   "session_load_s": round(r["session_load_s"], 2), "export_s": round(ex_s, 1), "iters": a.iters}
+            row = {
+                "preset": a.preset,
+                "tile": t,
+                "classes": n,
+                "backend": "ort-cpu",
+                "precision": "fp32",
+                "batch": 1,
+                "p50_ms": round(r["p50_ms"], 3),
+                "p99_ms": round(r["p99_ms"], 3),
+                "ms_per_megapixel": round(r["p50_ms"] / mp, 3),
+                "gflop_per_tile": round(fl["flops"] / 1e9, 4),
+                "gflops": round(fl["flops"] / (r["p50_ms"] / 1e3) / 1e9, 2),
+                "peak_rss_mb": None if r["peak_rss_mb"] is None else round(r["peak_rss_mb"], 1),
+                "peak_growth_mb": None if r["peak_growth_mb"] is None else round(r["peak_growth_mb"], 1),
+                "rss_after_load_mb": None if r["rss_after_load_mb"] is None else round(r["rss_after_load_mb"], 1),
+                "model_mb": round(
+                    (b / "model.fp32.onnx").stat().st_size / 2**20
+                    + sum(p.stat().st_size for p in b.glob("model.fp32.onnx.data")) / 2**20,
+                    1,
+                ),
+                "session_load_s": round(r["session_load_s"], 2),
+                "export_s": round(ex_s, 1),
+                "iters": a.iters,
+            }
             rows.append(row)
-            print(f"  p50 {row['p50_ms']:.1f} ms, {row['gflop_per_tile']:.3f} GFLOP/tile, peak RSS "
-                  f"{row['peak_rss_mb']} MB (+{row['peak_growth_mb']} MB over the bare interpreter)", flush=True)
-    result = {"preset": a.preset, "tiles": tiles, "classes": classes, "threads": a.threads, "iters": a.iters,
-              "warmup": a.warmup, "quick": a.quick, "loadavg_at_start": loadavg, "device": device_stamp(use_gpu=False),
-              "versions": library_versions(), "rows": rows, "seconds": round(time.perf_counter() - t_start, 1)}
+            print(
+                f"  p50 {row['p50_ms']:.1f} ms, {row['gflop_per_tile']:.3f} GFLOP/tile, peak RSS "
+                f"{row['peak_rss_mb']} MB (+{row['peak_growth_mb']} MB over the bare interpreter)",
+                flush=True,
+            )
+    result = {
+        "preset": a.preset,
+        "tiles": tiles,
+        "classes": classes,
+        "threads": a.threads,
+        "iters": a.iters,
+        "warmup": a.warmup,
+        "quick": a.quick,
+        "loadavg_at_start": loadavg,
+        "device": device_stamp(use_gpu=False),
+        "versions": library_versions(),
+        "rows": rows,
+        "seconds": round(time.perf_counter() - t_start, 1),
+    }
     out = Path(a.out_dir)
     write_outputs(out, result)
     if not a.work:  # a scratch folder of ours: the bundles in it go
@@ -155,9 +216,26 @@ def main(argv=None) -> int:
 
 # --- reporting ----------------------------------------------------------------------------------------------------
 
-COLUMNS = ["preset", "tile", "classes", "backend", "precision", "batch", "p50_ms", "p99_ms", "ms_per_megapixel",
-           "gflop_per_tile", "gflops", "peak_rss_mb", "peak_growth_mb", "rss_after_load_mb", "model_mb",
-           "session_load_s", "export_s", "iters"]
+COLUMNS = [
+    "preset",
+    "tile",
+    "classes",
+    "backend",
+    "precision",
+    "batch",
+    "p50_ms",
+    "p99_ms",
+    "ms_per_megapixel",
+    "gflop_per_tile",
+    "gflops",
+    "peak_rss_mb",
+    "peak_growth_mb",
+    "rss_after_load_mb",
+    "model_mb",
+    "session_load_s",
+    "export_s",
+    "iters",
+]
 
 
 def write_outputs(out: Path, r: dict) -> None:
@@ -175,22 +253,28 @@ def write_outputs(out: Path, r: dict) -> None:
 def markdown(r: dict) -> str:
     d = r["device"]
     rows = r["rows"]
-    lines = ["# co2s scaling: tile size and class count (ORT CPU FP32)", "",
-             f"- {r['preset']} preset, **untrained** bundles (cost does not depend on the weights), batch 1, synthetic "
-             f"tiles; {r['iters']} timed calls per bundle after {r['warmup']} warm-up calls",
-             f"- machine: {d.get('cpu')} ({d.get('cpu_cores')} cores); {r['threads']} onnxruntime thread(s); load "
-             f"average at start {r['loadavg_at_start']}",
-             "- versions: " + ", ".join(f"{k} {v}" for k, v in r["versions"].items() if v),
-             "- each bundle is timed in a fresh torch-free process: peak RSS = that process's high-water mark "
-             "(interpreter + numpy + onnxruntime + session + activations); growth = peak minus RSS before the "
-             "session was created",
-             "- GFLOP per tile: MatMul/Gemm/Conv/ConvTranspose of the ONNX graph after shape inference", "",
-             "| tile | classes | p50 ms | p99 ms | ms / MP | GFLOP / tile | GFLOP/s | peak RSS MB | growth MB | model MB |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# co2s scaling: tile size and class count (ORT CPU FP32)",
+        "",
+        f"- {r['preset']} preset, **untrained** bundles (cost does not depend on the weights), batch 1, synthetic "
+        f"tiles; {r['iters']} timed calls per bundle after {r['warmup']} warm-up calls",
+        f"- machine: {d.get('cpu')} ({d.get('cpu_cores')} cores); {r['threads']} onnxruntime thread(s); load "
+        f"average at start {r['loadavg_at_start']}",
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in r["versions"].items() if v),
+        "- each bundle is timed in a fresh torch-free process: peak RSS = that process's high-water mark "
+        "(interpreter + numpy + onnxruntime + session + activations); growth = peak minus RSS before the "
+        "session was created",
+        "- GFLOP per tile: MatMul/Gemm/Conv/ConvTranspose of the ONNX graph after shape inference",
+        "",
+        "| tile | classes | p50 ms | p99 ms | ms / MP | GFLOP / tile | GFLOP/s | peak RSS MB | growth MB | model MB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for x in rows:
-        lines.append(f"| {x['tile']} | {x['classes']} | {x['p50_ms']:.2f} | {x['p99_ms']:.2f} | {x['ms_per_megapixel']:.1f} | "
-                     f"{x['gflop_per_tile']:.3f} | {x['gflops']:.1f} | {_x(x['peak_rss_mb'], '{:.0f}')} | "
-                     f"{_x(x['peak_growth_mb'], '{:.0f}')} | {x['model_mb']:.1f} |")
+        lines.append(
+            f"| {x['tile']} | {x['classes']} | {x['p50_ms']:.2f} | {x['p99_ms']:.2f} | {x['ms_per_megapixel']:.1f} | "
+            f"{x['gflop_per_tile']:.3f} | {x['gflops']:.1f} | {_x(x['peak_rss_mb'], '{:.0f}')} | "
+            f"{_x(x['peak_growth_mb'], '{:.0f}')} | {x['model_mb']:.1f} |"
+        )
     # growth ratios: what doubling the tile side / adding classes costs
     lines += ["", "## Growth", ""]
     tiles, classes = r["tiles"], r["classes"]
@@ -199,16 +283,20 @@ def markdown(r: dict) -> str:
         if len(rs) > 1:
             a, b = rs[0], rs[-1]
             px = (b["tile"] / a["tile"]) ** 2
-            lines.append(f"- {n} classes, tile {a['tile']} -> {b['tile']} ({px:.0f}x the pixels): latency "
-                         f"{b['p50_ms'] / a['p50_ms']:.1f}x, FLOPs {b['gflop_per_tile'] / a['gflop_per_tile']:.1f}x, "
-                         f"peak-RSS growth {_x(None if not a['peak_growth_mb'] else b['peak_growth_mb'] / a['peak_growth_mb'], '{:.1f}x')}")
+            lines.append(
+                f"- {n} classes, tile {a['tile']} -> {b['tile']} ({px:.0f}x the pixels): latency "
+                f"{b['p50_ms'] / a['p50_ms']:.1f}x, FLOPs {b['gflop_per_tile'] / a['gflop_per_tile']:.1f}x, "
+                f"peak-RSS growth {_x(None if not a['peak_growth_mb'] else b['peak_growth_mb'] / a['peak_growth_mb'], '{:.1f}x')}"
+            )
     for t in tiles:
         rs = sorted((x for x in rows if x["tile"] == t), key=lambda x: x["classes"])
         if len(rs) > 1:
             a, b = rs[0], rs[-1]
-            lines.append(f"- tile {t}, {a['classes']} -> {b['classes']} classes: latency {b['p50_ms'] / a['p50_ms']:.2f}x, "
-                         f"FLOPs {b['gflop_per_tile'] / a['gflop_per_tile']:.2f}x, peak RSS "
-                         f"{_x(b['peak_rss_mb'], '{:.0f}')} vs {_x(a['peak_rss_mb'], '{:.0f}')} MB")
+            lines.append(
+                f"- tile {t}, {a['classes']} -> {b['classes']} classes: latency {b['p50_ms'] / a['p50_ms']:.2f}x, "
+                f"FLOPs {b['gflop_per_tile'] / a['gflop_per_tile']:.2f}x, peak RSS "
+                f"{_x(b['peak_rss_mb'], '{:.0f}')} vs {_x(a['peak_rss_mb'], '{:.0f}')} MB"
+            )
     lines += ["", f"Run time {r['seconds']:.0f} s" + (" (--quick)" if r["quick"] else "") + " (exports included)."]
     return "\n".join(lines) + "\n"
 
@@ -221,8 +309,11 @@ def chart(r: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.8))
-    panels = (("p50_ms", "p50 latency per tile (ms)"), ("ms_per_megapixel", "ms per megapixel"),
-              ("peak_rss_mb", "peak RSS of the runtime process (MB)"))
+    panels = (
+        ("p50_ms", "p50 latency per tile (ms)"),
+        ("ms_per_megapixel", "ms per megapixel"),
+        ("peak_rss_mb", "peak RSS of the runtime process (MB)"),
+    )
     for ax, (key, title) in zip(axes, panels):
         for n in r["classes"]:
             rs = sorted((x for x in rows if x["classes"] == n and x.get(key) is not None), key=lambda x: x["tile"])
@@ -233,8 +324,10 @@ def chart(r: dict, path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     d = r["device"]
-    fig.suptitle(f"co2s {r['preset']} (untrained), ORT CPU FP32, batch 1 - {d.get('cpu', '')}, {r['threads']} thread(s)",
-                 fontsize=10)
+    fig.suptitle(
+        f"co2s {r['preset']} (untrained), ORT CPU FP32, batch 1 - {d.get('cpu', '')}, {r['threads']} thread(s)",
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -61,8 +61,25 @@ def export_tiny_bundle(work: Path, tile: int, log=print) -> Path:
         return out
     exe = shutil.which("co2s-export", path=str(Path(sys.executable).parent))
     cmd = [exe] if exe else [sys.executable, "-c", "from co2s.export.cli import main; main()"]
-    cmd += ["--untrained", "--preset", "tiny", "--num-classes", "6", "--tile", str(tile), "--precisions", "fp32",
-            "--dynamic-batch", "1:4:4", "--probs", "--calib-count", "4", "--force", "--out", str(out)]
+    cmd += [
+        "--untrained",
+        "--preset",
+        "tiny",
+        "--num-classes",
+        "6",
+        "--tile",
+        str(tile),
+        "--precisions",
+        "fp32",
+        "--dynamic-batch",
+        "1:4:4",
+        "--probs",
+        "--calib-count",
+        "4",
+        "--force",
+        "--out",
+        str(out),
+    ]
     log(f"exporting an untrained tiny bundle (tile {tile}) in a subprocess...")
     t = time.perf_counter()
     r = subprocess.run(cmd, capture_output=True, text=True)
@@ -80,8 +97,10 @@ def scene(h: int, w: int, seed: int):
 
     t = 64
     blocks = synthetic_tiles(((h + t - 1) // t) * ((w + t - 1) // t), t, seed=seed)
-    rows = [np.concatenate(list(blocks[r * ((w + t - 1) // t):(r + 1) * ((w + t - 1) // t)]), axis=1)
-            for r in range((h + t - 1) // t)]
+    rows = [
+        np.concatenate(list(blocks[r * ((w + t - 1) // t) : (r + 1) * ((w + t - 1) // t)]), axis=1)
+        for r in range((h + t - 1) // t)
+    ]
     return np.ascontiguousarray(np.concatenate(rows, axis=0)[:h, :w])
 
 
@@ -90,8 +109,13 @@ def make_inputs(folder: Path, tile: int, scene_side: int, geotiff: bool) -> list
     from PIL import Image
 
     folder.mkdir(parents=True, exist_ok=True)
-    specs = {"scene.png": (scene_side, scene_side), "one_tile.png": (tile, tile), "small.png": (tile - 27, tile + 13),
-             "wide.png": (tile // 2, 3 * tile + 5), "tall.png": (2 * tile + 9, tile // 3 + 1)}
+    specs = {
+        "scene.png": (scene_side, scene_side),
+        "one_tile.png": (tile, tile),
+        "small.png": (tile - 27, tile + 13),
+        "wide.png": (tile // 2, 3 * tile + 5),
+        "tall.png": (2 * tile + 9, tile // 3 + 1),
+    }
     paths = []
     for i, (name, (h, w)) in enumerate(specs.items()):
         Image.fromarray(scene(h, w, seed=i)).save(folder / name)
@@ -105,9 +129,18 @@ def make_inputs(folder: Path, tile: int, scene_side: int, geotiff: bool) -> list
         else:
             side = max(tile + 1, scene_side * 2 // 3)
             arr = scene(side, side + tile // 2, seed=99)
-            prof = {"driver": "GTiff", "height": arr.shape[0], "width": arr.shape[1], "count": 3, "dtype": "uint8",
-                    "crs": "EPSG:32640", "transform": from_origin(500000, 2800000, 0.5, 0.5), "tiled": True,
-                    "blockxsize": 256, "blockysize": 256}
+            prof = {
+                "driver": "GTiff",
+                "height": arr.shape[0],
+                "width": arr.shape[1],
+                "count": 3,
+                "dtype": "uint8",
+                "crs": "EPSG:32640",
+                "transform": from_origin(500000, 2800000, 0.5, 0.5),
+                "tiled": True,
+                "blockxsize": 256,
+                "blockysize": 256,
+            }
             with rasterio.open(folder / "geo.tif", "w", **prof) as ds:
                 ds.write(arr.transpose(2, 0, 1))
             paths.append(str(folder / "geo.tif"))
@@ -152,8 +185,15 @@ class Sampler:
     def _sample(self, phase: str = "tiles") -> None:
         from co2s.runtime.profiler import current_host_memory_mb, peak_host_memory_mb  # after _pin_threads
 
-        self.samples.append({"tiles_done": self.tiles, "seconds": round(time.perf_counter() - self.t0, 3),
-                             "rss_mb": current_host_memory_mb(), "hwm_mb": peak_host_memory_mb(), "phase": phase})
+        self.samples.append(
+            {
+                "tiles_done": self.tiles,
+                "seconds": round(time.perf_counter() - self.t0, 3),
+                "rss_mb": current_host_memory_mb(),
+                "hwm_mb": peak_host_memory_mb(),
+                "phase": phase,
+            }
+        )
         self._next = self.tiles + self.every
 
     def sample(self, phase: str = "tiles") -> None:
@@ -173,22 +213,22 @@ def analyse(samples: list[dict], warmup_fraction: float, target: float, window: 
     m = next((k for k in range(1, len(ends)) if samples[ends[k]]["tiles_done"] >= warmup_fraction * total), None)
     if m is None or m == len(ends) - 1:
         raise SystemExit("no full round after warm-up: raise --tiles or lower --warmup")
-    peaks = [None] + [max(s["rss_mb"] for s in samples[ends[k - 1] + 1:ends[k] + 1]) for k in range(1, len(ends))]
+    peaks = [None] + [max(s["rss_mb"] for s in samples[ends[k - 1] + 1 : ends[k] + 1]) for k in range(1, len(ends))]
     rend = [samples[i]["rss_mb"] for i in ends]
 
     def smoothed(series: list, k: int) -> float:  # median of rounds k-window+1..k, never reaching into round 0
-        return float(np.median(series[max(1, k - window + 1):k + 1]))
+        return float(np.median(series[max(1, k - window + 1) : k + 1]))
 
     def after(series: list) -> float:  # windows entirely after warm-up (shorter ones when few rounds remain)
         n = len(ends) - 1 - m
         w = min(window, n)
-        return max(float(np.median(series[k - w + 1:k + 1])) for k in range(m + w, len(ends)))
+        return max(float(np.median(series[k - w + 1 : k + 1])) for k in range(m + w, len(ends)))
 
     peak_w, end_w = smoothed(peaks, m), smoothed(rend, m)
     peak_a, end_a = after(peaks), after(rend)
     w = samples[ends[m]]
-    post = samples[ends[m] + 1:]
-    post_ends = [samples[i] for i in ends[m + 1:]]
+    post = samples[ends[m] + 1 :]
+    post_ends = [samples[i] for i in ends[m + 1 :]]
     final = samples[-1]["rss_mb"]
     slope = None
     if len(post_ends) >= 3:
@@ -197,14 +237,27 @@ def analyse(samples: list[dict], warmup_fraction: float, target: float, window: 
         slope = float(np.polyfit(x, y, 1)[0] * 1000)  # MB per 1000 tiles
     peak_drift, settled_drift = (peak_a - peak_w) / peak_w, (end_a - end_w) / end_w
     rss_max = max(s["rss_mb"] for s in post)
-    return {"warmup_tiles": w["tiles_done"], "warmup_rounds": m, "window": window,
-            "rss_start_mb": samples[0]["rss_mb"], "rss_warm_mb": w["rss_mb"],
-            "peak_warm_mb": peak_w, "peak_after_mb": peak_a, "end_warm_mb": end_w, "end_after_mb": end_a,
-            "rss_max_mb": rss_max, "rss_final_mb": final, "hwm_max_mb": max(s["hwm_mb"] or 0 for s in samples),
-            "raw_drift": (rss_max - w["rss_mb"]) / w["rss_mb"],
-            "drift": peak_drift, "settled_drift": settled_drift, "final_drift": (final - w["rss_mb"]) / w["rss_mb"],
-            "slope_mb_per_1k_tiles": slope, "target": target,
-            "passed": peak_drift <= target and settled_drift <= target}
+    return {
+        "warmup_tiles": w["tiles_done"],
+        "warmup_rounds": m,
+        "window": window,
+        "rss_start_mb": samples[0]["rss_mb"],
+        "rss_warm_mb": w["rss_mb"],
+        "peak_warm_mb": peak_w,
+        "peak_after_mb": peak_a,
+        "end_warm_mb": end_w,
+        "end_after_mb": end_a,
+        "rss_max_mb": rss_max,
+        "rss_final_mb": final,
+        "hwm_max_mb": max(s["hwm_mb"] or 0 for s in samples),
+        "raw_drift": (rss_max - w["rss_mb"]) / w["rss_mb"],
+        "drift": peak_drift,
+        "settled_drift": settled_drift,
+        "final_drift": (final - w["rss_mb"]) / w["rss_mb"],
+        "slope_mb_per_1k_tiles": slope,
+        "target": target,
+        "passed": peak_drift <= target and settled_drift <= target,
+    }
 
 
 # --- main ---------------------------------------------------------------------------------------------------------
@@ -260,9 +313,11 @@ def main(argv=None) -> int:
 
     backend = open_backend(bundle, a.backend, a.precision, threads=threads)
     info = backend.info()
-    print(f"backend {info.name} {backend.precision}, tile {tile}, batch {backend.batch}, {threads} thread(s); "
-          f"inputs: {', '.join(Path(p).name for p in inputs)} + predict_array {arr.shape[1]}x{arr.shape[0]}",
-          flush=True)
+    print(
+        f"backend {info.name} {backend.precision}, tile {tile}, batch {backend.batch}, {threads} thread(s); "
+        f"inputs: {', '.join(Path(p).name for p in inputs)} + predict_array {arr.shape[1]}x{arr.shape[0]}",
+        flush=True,
+    )
     backend.warmup(2)
     sampler = Sampler(every, a.inject_leak_kb)
     profiler = StageProfiler(enabled=a.profile)
@@ -286,12 +341,17 @@ def main(argv=None) -> int:
         rounds += 1
         if per_round is None:
             per_round = sampler.tiles
-            print(f"{per_round} tiles per round ({sum(r.tiles for r in summary.results)} through the pipeline, "
-                  f"{sampler.tiles - before} through predict_array)", flush=True)
+            print(
+                f"{per_round} tiles per round ({sum(r.tiles for r in summary.results)} through the pipeline, "
+                f"{sampler.tiles - before} through predict_array)",
+                flush=True,
+            )
         if rounds % 10 == 0:
             s = sampler.samples[-1]
-            print(f"  {sampler.tiles:>7} tiles  {time.perf_counter() - sampler.t0:7.1f} s  RSS {s['rss_mb']:.1f} MB",
-                  flush=True)
+            print(
+                f"  {sampler.tiles:>7} tiles  {time.perf_counter() - sampler.t0:7.1f} s  RSS {s['rss_mb']:.1f} MB",
+                flush=True,
+            )
     wall = sampler.samples[-1]["seconds"]
     backend.close()
 
@@ -299,15 +359,33 @@ def main(argv=None) -> int:
     import onnxruntime
 
     result = {
-        **res, "tiles": sampler.tiles, "rounds": rounds, "tiles_per_round": per_round, "seconds": wall,
-        "tiles_per_s": sampler.tiles / wall if wall else None, "backend": info.name, "precision": backend.precision,
-        "tile": tile, "batch": str(backend.batch), "threads": threads, "blend": blend, "profile": a.profile,
-        "inputs": [Path(p).name for p in inputs] + ["predict_array"], "scene": side,
-        "bundle": str(bundle.root), "untrained": bool(bundle.manifest.data.get("model", {}).get("untrained")),
-        "cpu": cpu_model(), "cores": os.cpu_count(), "onnxruntime": onnxruntime.__version__,
-        "versions": library_versions(), "loadavg": " ".join(f"{x:.1f}" for x in os.getloadavg()),
-        "torch_imported": "torch" in sys.modules, "inject_leak_kb": a.inject_leak_kb, "quick": a.quick,
-        "sample_every": every, "warmup_fraction": a.warmup,
+        **res,
+        "tiles": sampler.tiles,
+        "rounds": rounds,
+        "tiles_per_round": per_round,
+        "seconds": wall,
+        "tiles_per_s": sampler.tiles / wall if wall else None,
+        "backend": info.name,
+        "precision": backend.precision,
+        "tile": tile,
+        "batch": str(backend.batch),
+        "threads": threads,
+        "blend": blend,
+        "profile": a.profile,
+        "inputs": [Path(p).name for p in inputs] + ["predict_array"],
+        "scene": side,
+        "bundle": str(bundle.root),
+        "untrained": bool(bundle.manifest.data.get("model", {}).get("untrained")),
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "onnxruntime": onnxruntime.__version__,
+        "versions": library_versions(),
+        "loadavg": " ".join(f"{x:.1f}" for x in os.getloadavg()),
+        "torch_imported": "torch" in sys.modules,
+        "inject_leak_kb": a.inject_leak_kb,
+        "quick": a.quick,
+        "sample_every": every,
+        "warmup_fraction": a.warmup,
         "samples": sampler.samples,
     }
     out = Path(a.out_dir)
@@ -325,26 +403,33 @@ def main(argv=None) -> int:
 def table(r: dict) -> str:
     verdict = "PASS" if r["passed"] else "FAIL"
     slope = "—" if r["slope_mb_per_1k_tiles"] is None else f"{r['slope_mb_per_1k_tiles']:+.3f} MB"
-    rows = [("tiles", f"{r['tiles']} ({r['rounds']} rounds of {r['tiles_per_round']})"),
-            ("duration", f"{r['seconds']:.1f} s ({r['tiles_per_s']:.1f} tiles/s)"),
-            ("backend", f"{r['backend']} {r['precision']}, tile {r['tile']}, batch {r['batch']}, "
-                        f"{r['threads']} thread(s)"),
-            ("RSS at start", f"{r['rss_start_mb']:.1f} MB"),
-            (f"RSS at warm-up ({r['warmup_tiles']} tiles, round {r['warmup_rounds']})", f"{r['rss_warm_mb']:.1f} MB"),
-            ("RSS max after warm-up (any sample)", f"{r['rss_max_mb']:.1f} MB"),
-            ("RSS final", f"{r['rss_final_mb']:.1f} MB"),
-            ("peak (VmHWM since the first tile)", f"{r['hwm_max_mb']:.1f} MB"),
-            (f"round peak, {r['window']}-round median: warm-up -> max after",
-             f"{r['peak_warm_mb']:.1f} -> {r['peak_after_mb']:.1f} MB"),
-            (f"round end, {r['window']}-round median: warm-up -> max after",
-             f"{r['end_warm_mb']:.1f} -> {r['end_after_mb']:.1f} MB"),
-            ("peak drift", f"{100 * r['drift']:+.2f} %"),
-            ("settled drift", f"{100 * r['settled_drift']:+.2f} %"),
-            ("final vs warm-up (round ends)", f"{100 * r['final_drift']:+.2f} %"),
-            ("raw: max sample after / round end at warm-up", f"{100 * r['raw_drift']:+.2f} % (in-round peak vs a "
-                                                              "round end: not a drift)"),
-            ("round-end slope after warm-up", f"{slope} per 1000 tiles"),
-            ("target", f"flat within {100 * r['target']:.0f} % after warm-up: {verdict}")]
+    rows = [
+        ("tiles", f"{r['tiles']} ({r['rounds']} rounds of {r['tiles_per_round']})"),
+        ("duration", f"{r['seconds']:.1f} s ({r['tiles_per_s']:.1f} tiles/s)"),
+        ("backend", f"{r['backend']} {r['precision']}, tile {r['tile']}, batch {r['batch']}, {r['threads']} thread(s)"),
+        ("RSS at start", f"{r['rss_start_mb']:.1f} MB"),
+        (f"RSS at warm-up ({r['warmup_tiles']} tiles, round {r['warmup_rounds']})", f"{r['rss_warm_mb']:.1f} MB"),
+        ("RSS max after warm-up (any sample)", f"{r['rss_max_mb']:.1f} MB"),
+        ("RSS final", f"{r['rss_final_mb']:.1f} MB"),
+        ("peak (VmHWM since the first tile)", f"{r['hwm_max_mb']:.1f} MB"),
+        (
+            f"round peak, {r['window']}-round median: warm-up -> max after",
+            f"{r['peak_warm_mb']:.1f} -> {r['peak_after_mb']:.1f} MB",
+        ),
+        (
+            f"round end, {r['window']}-round median: warm-up -> max after",
+            f"{r['end_warm_mb']:.1f} -> {r['end_after_mb']:.1f} MB",
+        ),
+        ("peak drift", f"{100 * r['drift']:+.2f} %"),
+        ("settled drift", f"{100 * r['settled_drift']:+.2f} %"),
+        ("final vs warm-up (round ends)", f"{100 * r['final_drift']:+.2f} %"),
+        (
+            "raw: max sample after / round end at warm-up",
+            f"{100 * r['raw_drift']:+.2f} % (in-round peak vs a round end: not a drift)",
+        ),
+        ("round-end slope after warm-up", f"{slope} per 1000 tiles"),
+        ("target", f"flat within {100 * r['target']:.0f} % after warm-up: {verdict}"),
+    ]
     w = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{w}}  {v}" for k, v in rows)
 
@@ -355,8 +440,12 @@ def write_outputs(out: Path, r: dict) -> None:
         w = csv.DictWriter(f, ["tiles_done", "seconds", "rss_mb", "hwm_mb", "phase"])
         w.writeheader()
         for s in r["samples"]:
-            w.writerow({k: ("" if s[k] is None else (round(s[k], 2) if isinstance(s[k], float) else s[k]))
-                        for k in w.fieldnames})
+            w.writerow(
+                {
+                    k: ("" if s[k] is None else (round(s[k], 2) if isinstance(s[k], float) else s[k]))
+                    for k in w.fieldnames
+                }
+            )
     (out / "soak.md").write_text(markdown(r))
     chart(r, out / "soak.png")
 
@@ -364,36 +453,42 @@ def write_outputs(out: Path, r: dict) -> None:
 def markdown(r: dict) -> str:
     v = r["versions"]
     vers = ", ".join(f"{k} {val}" for k, val in v.items() if val)
-    lines = ["# co2s runtime soak", "",
-             f"**{'PASS' if r['passed'] else 'FAIL'}**: after warm-up, peak host memory moves by "
-             f"{100 * r['drift']:+.2f} % and round-end memory by {100 * r['settled_drift']:+.2f} % (target: flat "
-             f"within {100 * r['target']:.0f} %) over {r['tiles']} tiles.", "",
-             f"- machine: {r['cpu']} ({r['cores']} cores), load average at the end {r['loadavg']}; onnxruntime "
-             f"{r['onnxruntime']}",
-             f"- versions: {vers}",
-             f"- bundle: {r['bundle']} (tile {r['tile']}{', untrained weights' if r['untrained'] else ''}); backend "
-             f"{r['backend']} {r['precision']}, batch {r['batch']}, {r['threads']} thread(s); probability blending "
-             f"{'on' if r['blend'] else 'off'}; stage profiler {'on' if r['profile'] else 'off'}",
-             f"- one process, one backend; each round = a fresh InferencePipeline (as co2s-infer) over "
-             f"{', '.join(r['inputs'][:-1])} (large scene {r['scene']} px, outputs rewritten each round) + "
-             f"`predict_array` in memory; torch imported in this process: {r['torch_imported']}",
-             f"- RSS = VmRSS from /proc/self/status, sampled every {r['sample_every']} tiles through the pipeline's "
-             f"progress hook and at each round end; warm-up = the first {r['warmup_rounds']} rounds "
-             f"({r['warmup_tiles']} tiles, the first round end after {100 * r['warmup_fraction']:.0f} %)",
-             ]
+    lines = [
+        "# co2s runtime soak",
+        "",
+        f"**{'PASS' if r['passed'] else 'FAIL'}**: after warm-up, peak host memory moves by "
+        f"{100 * r['drift']:+.2f} % and round-end memory by {100 * r['settled_drift']:+.2f} % (target: flat "
+        f"within {100 * r['target']:.0f} %) over {r['tiles']} tiles.",
+        "",
+        f"- machine: {r['cpu']} ({r['cores']} cores), load average at the end {r['loadavg']}; onnxruntime "
+        f"{r['onnxruntime']}",
+        f"- versions: {vers}",
+        f"- bundle: {r['bundle']} (tile {r['tile']}{', untrained weights' if r['untrained'] else ''}); backend "
+        f"{r['backend']} {r['precision']}, batch {r['batch']}, {r['threads']} thread(s); probability blending "
+        f"{'on' if r['blend'] else 'off'}; stage profiler {'on' if r['profile'] else 'off'}",
+        f"- one process, one backend; each round = a fresh InferencePipeline (as co2s-infer) over "
+        f"{', '.join(r['inputs'][:-1])} (large scene {r['scene']} px, outputs rewritten each round) + "
+        f"`predict_array` in memory; torch imported in this process: {r['torch_imported']}",
+        f"- RSS = VmRSS from /proc/self/status, sampled every {r['sample_every']} tiles through the pipeline's "
+        f"progress hook and at each round end; warm-up = the first {r['warmup_rounds']} rounds "
+        f"({r['warmup_tiles']} tiles, the first round end after {100 * r['warmup_fraction']:.0f} %)",
+    ]
     if r["inject_leak_kb"]:
         lines.append(f"- **self-test: {r['inject_leak_kb']} KB per tile leaked on purpose (--inject-leak-kb)**")
     lines += ["", "| measure | value |", "|---|---|"]
     for row in table(r).splitlines():
         k, _, val = row.partition("  ")
         lines.append(f"| {k.strip()} | {val.strip()} |")
-    lines += ["", "Within a round the working set rises and falls (a decoded scene and its output rasters exist only "
-              "while that input runs), so each round contributes its peak RSS and its RSS at the round end, and each "
-              f"series is smoothed by a running median over {r['window']} rounds: peak drift = (max smoothed peak after "
-              "warm-up − smoothed peak at warm-up) / the latter; settled drift, the same for round ends. Memory kept "
-              "per tile (a leak) moves every later round and so the medians; one noisy round does not. The script "
-              "exits 1 when either drift is above the target. Samples: `soak.csv`; chart: `soak.png`."
-              + (" (--quick run)" if r["quick"] else "")]
+    lines += [
+        "",
+        "Within a round the working set rises and falls (a decoded scene and its output rasters exist only "
+        "while that input runs), so each round contributes its peak RSS and its RSS at the round end, and each "
+        f"series is smoothed by a running median over {r['window']} rounds: peak drift = (max smoothed peak after "
+        "warm-up − smoothed peak at warm-up) / the latter; settled drift, the same for round ends. Memory kept "
+        "per tile (a leak) moves every later round and so the medians; one noisy round does not. The script "
+        "exits 1 when either drift is above the target. Samples: `soak.csv`; chart: `soak.png`."
+        + (" (--quick run)" if r["quick"] else ""),
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -408,18 +503,28 @@ def chart(r: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7.5, 3.8))
     ax.plot(x, [p["rss_mb"] for p in s], lw=0.8, label="RSS (VmRSS)")
     ends = [p for p in s if p["phase"] == "round_end"]
-    ax.plot([p["tiles_done"] for p in ends], [p["rss_mb"] for p in ends], "o", ms=2.5, color="C1",
-            label="RSS at round ends")
+    ax.plot(
+        [p["tiles_done"] for p in ends], [p["rss_mb"] for p in ends], "o", ms=2.5, color="C1", label="RSS at round ends"
+    )
     ax.axvline(r["warmup_tiles"], color="black", lw=0.8, ls="--", label="end of warm-up")
     for level, style in ((r["peak_warm_mb"], "-"), (r["end_warm_mb"], ":")):
-        ax.axhline(level * (1 + r["target"]), color="red", lw=0.7, ls=style,
-                   label=None if style == ":" else f"+{100 * r['target']:.0f} % over the warm-up round peak (solid) "
-                                                  "/ round end (dotted)")
+        ax.axhline(
+            level * (1 + r["target"]),
+            color="red",
+            lw=0.7,
+            ls=style,
+            label=None
+            if style == ":"
+            else f"+{100 * r['target']:.0f} % over the warm-up round peak (solid) / round end (dotted)",
+        )
     ax.set_xlabel("tiles")
     ax.set_ylabel("host memory (MB)")
     verdict = "PASS" if r["passed"] else "FAIL"
-    ax.set_title(f"co2s runtime soak: {r['tiles']} tiles, {r['backend']} {r['precision']}, drift "
-                 f"{100 * r['drift']:+.2f} % ({verdict}) - {r['cpu']}, {r['cores']} cores", fontsize=8.5)
+    ax.set_title(
+        f"co2s runtime soak: {r['tiles']} tiles, {r['backend']} {r['precision']}, drift "
+        f"{100 * r['drift']:+.2f} % ({verdict}) - {r['cpu']}, {r['cores']} cores",
+        fontsize=8.5,
+    )
     ax.legend(fontsize=7.5, loc="lower right")
     lo = min(p["rss_mb"] for p in s)
     ax.set_ylim(lo * 0.9, max(max(p["rss_mb"] for p in s), r["peak_warm_mb"] * (1 + r["target"])) * 1.05)

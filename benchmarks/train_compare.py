@@ -23,11 +23,10 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 from PIL import Image, ImageDraw
 
 from co2s.errors import Co2SInputError
-import yaml
-
 from co2s.train.config import TrainConfig
 from co2s.train.trainer import fit
 
@@ -42,8 +41,9 @@ def dataset_setups(args) -> dict[str, dict]:
     lr = "" if args.lr == DEFAULT_LR else f", lr {args.lr:g}"
     setups = {
         # default 24 labelled + 216 unlabelled scenes = 10 % labels; 128 px scenes, val 32 scenes
-        f"synthetic {labeled}+{unlabeled}{lr}": dict(dataset="synthetic", num_labeled=labeled,
-                                                     num_unlabeled=unlabeled, num_val=32, image_size=128),
+        f"synthetic {labeled}+{unlabeled}{lr}": dict(
+            dataset="synthetic", num_labeled=labeled, num_unlabeled=unlabeled, num_val=32, image_size=128
+        ),
         # split by tile (val = tiles 3 and 4, whole images), 256 px training patches, 1/8 labelled
         f"dubai{lr}": dict(dataset="dubai", data_root=args.dubai_root, split="1_8", image_size=256),
     }
@@ -70,16 +70,34 @@ def run_all(args) -> list[dict]:
             continue
         for method in args.methods:
             for seed in args.seeds:
-                cfg = TrainConfig(out=str(work / name / method / f"seed{seed}"), preset="tiny", method=method,
-                                  iters=args.iters, batch_size=args.batch_size, eval_every=args.iters, seed=seed,
-                                  workers=args.workers, **setup)
-                print(f"== {name} / {method} / seed {seed}: {args.iters} iterations, batch {args.batch_size}",
-                      flush=True)
+                cfg = TrainConfig(
+                    out=str(work / name / method / f"seed{seed}"),
+                    preset="tiny",
+                    method=method,
+                    iters=args.iters,
+                    batch_size=args.batch_size,
+                    eval_every=args.iters,
+                    seed=seed,
+                    workers=args.workers,
+                    **setup,
+                )
+                print(
+                    f"== {name} / {method} / seed {seed}: {args.iters} iterations, batch {args.batch_size}", flush=True
+                )
                 last, seconds = finished_run(cfg) or train_and_score(cfg, progress=not args.no_progress)
                 for prediction, miou in last.items():
-                    rows.append({"dataset": name, "method": method, "seed": seed, "prediction": prediction,
-                                 "miou": round(miou, 2), "iters": args.iters, "batch_size": args.batch_size,
-                                 "seconds": round(seconds)})
+                    rows.append(
+                        {
+                            "dataset": name,
+                            "method": method,
+                            "seed": seed,
+                            "prediction": prediction,
+                            "miou": round(miou, 2),
+                            "iters": args.iters,
+                            "batch_size": args.batch_size,
+                            "seconds": round(seconds),
+                        }
+                    )
     return rows
 
 
@@ -115,35 +133,48 @@ def merge_previous(rows: list[dict], path: Path) -> list[dict]:
     with path.open() as f:
         old = [r for r in csv.DictReader(f) if (r["dataset"], r["method"]) not in ran]
     for r in old:
-        r.update(miou=float(r["miou"]), iters=int(r["iters"]), batch_size=int(r["batch_size"]),
-                 seconds=int(r["seconds"]), seed=int(r.get("seed") or 0))
+        r.update(
+            miou=float(r["miou"]),
+            iters=int(r["iters"]),
+            batch_size=int(r["batch_size"]),
+            seconds=int(r["seconds"]),
+            seed=int(r.get("seed") or 0),
+        )
     return old + rows
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
     with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["dataset", "method", "seed", "prediction", "miou", "iters", "batch_size",
-                                          "seconds"])
+        w = csv.DictWriter(
+            f, fieldnames=["dataset", "method", "seed", "prediction", "miou", "iters", "batch_size", "seconds"]
+        )
         w.writeheader()
         w.writerows(rows)
 
 
 def write_markdown(rows: list[dict], path: Path) -> None:
-    lines = ["# Co2S vs baselines at equal iterations (tiny preset, CPU)", "",
-             "Made by `python benchmarks/train_compare.py` (one part at a time with `--datasets` and",
-             "`--methods`: the rows of what was run are replaced, the others kept; `--report-only` redraws this file).",
-             "",
-             "Val mIoU (%) at the last iteration: mean ± standard deviation over the seeds shown (one value: one seed).",
-             "`fused` = mean of the students' softmaxes; a one-student method's `fused` is that student. A seed sets",
-             "the initial weights, the data order and (synthetic) the generated scenes; the methods of one seed see",
-             "the same scenes. The tiny students start from random weights (no pretraining) and train for a few",
-             "hundred CPU iterations, so these numbers do not predict the paper preset.",
-             ""]
+    lines = [
+        "# Co2S vs baselines at equal iterations (tiny preset, CPU)",
+        "",
+        "Made by `python benchmarks/train_compare.py` (one part at a time with `--datasets` and",
+        "`--methods`: the rows of what was run are replaced, the others kept; `--report-only` redraws this file).",
+        "",
+        "Val mIoU (%) at the last iteration: mean ± standard deviation over the seeds shown (one value: one seed).",
+        "`fused` = mean of the students' softmaxes; a one-student method's `fused` is that student. A seed sets",
+        "the initial weights, the data order and (synthetic) the generated scenes; the methods of one seed see",
+        "the same scenes. The tiny students start from random weights (no pretraining) and train for a few",
+        "hundred CPU iterations, so these numbers do not predict the paper preset.",
+        "",
+    ]
     for dataset in sorted({r["dataset"] for r in rows}):
         sub = [r for r in rows if r["dataset"] == dataset]
         first = sub[0]
-        lines += [f"## {dataset} ({first['iters']} iterations, batch {first['batch_size']})", "",
-                  "| method | seeds | fused | clip | dinov3 | train+eval time per run (s) |", "|---|---|---|---|---|---|"]
+        lines += [
+            f"## {dataset} ({first['iters']} iterations, batch {first['batch_size']})",
+            "",
+            "| method | seeds | fused | clip | dinov3 | train+eval time per run (s) |",
+            "|---|---|---|---|---|---|",
+        ]
         for method in dict.fromkeys(r["method"] for r in sub):
             mine = [r for r in sub if r["method"] == method]
             seeds = sorted({r["seed"] for r in mine})
@@ -179,8 +210,10 @@ def write_chart(rows: list[dict], path: Path) -> None:
         group_w = (panel_w - 80) / len(methods)
         for m, method in enumerate(methods):
             mine = [r for r in rows if r["dataset"] == dataset and r["method"] == method]
-            got = {p: statistics.mean(r["miou"] for r in mine if r["prediction"] == p)
-                   for p in {r["prediction"] for r in mine}}
+            got = {
+                p: statistics.mean(r["miou"] for r in mine if r["prediction"] == p)
+                for p in {r["prediction"] for r in mine}
+            }
             for p, (pred, colour) in enumerate(colours.items()):
                 if pred not in got:
                     continue
@@ -197,19 +230,31 @@ def write_chart(rows: list[dict], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true",
-                    help="smoke run: 20 iterations, batch 2, co2s and supervised only (unless --methods)")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 20 iterations, batch 2, co2s and supervised only (unless --methods)",
+    )
     ap.add_argument("--iters", type=int, default=400)
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--lr", type=float, default=DEFAULT_LR, help="base lr (head x10, tiny backbone x1)")
-    ap.add_argument("--synthetic-split", type=lambda v: tuple(int(x) for x in v.split(",")), default=(24, 216),
-                    metavar="LABELED,UNLABELED", help="synthetic scenes with / without labels (default 24,216)")
+    ap.add_argument(
+        "--synthetic-split",
+        type=lambda v: tuple(int(x) for x in v.split(",")),
+        default=(24, 216),
+        metavar="LABELED,UNLABELED",
+        help="synthetic scenes with / without labels (default 24,216)",
+    )
     ap.add_argument("--datasets", nargs="+", default=["synthetic", "dubai"], choices=["synthetic", "dubai"])
     ap.add_argument("--methods", nargs="+", choices=list(METHODS) + ["homogeneous"], help=f"default: {METHODS}")
     ap.add_argument("--dubai-root", help="Dubai aerial folder (default: shared/data/dubai_aerial)")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch CPU threads (1 is the fastest on a busy 2-core machine: no spin-waiting)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (1 is the fastest on a busy 2-core machine: no spin-waiting)",
+    )
     ap.add_argument("--workers", type=int, default=0)
     ap.add_argument("--out", default=str(HERE / "results"))
     ap.add_argument("--work", help="where the runs go (default: a temporary folder)")

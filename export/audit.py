@@ -31,7 +31,10 @@ CONTROL_FLOW_PREFIXES = ("Sequence", "Optional")
 INTEGER_QUANT = {"QLinearConv", "QLinearMatMul", "MatMulInteger", "ConvInteger", "DynamicQuantizeLinear"}
 SUSPICIOUS = {"Range": "run-time index arithmetic", "Tile": "run-time tiling"}
 BAD_TYPES = {
-    onnx.TensorProto.DOUBLE, onnx.TensorProto.STRING, onnx.TensorProto.COMPLEX64, onnx.TensorProto.COMPLEX128,
+    onnx.TensorProto.DOUBLE,
+    onnx.TensorProto.STRING,
+    onnx.TensorProto.COMPLEX64,
+    onnx.TensorProto.COMPLEX128,
 }
 STANDARD_DOMAINS = {"", "ai.onnx"}
 
@@ -100,7 +103,9 @@ def audit_model(model: onnx.ModelProto, *, batch_dim_dynamic_ok: bool = True) ->
             problem = f"operator {op} is not supported by the TensorRT 10 ONNX parser"
         else:
             if op in SUSPICIOUS:
-                report.warnings.append(f"{where}: {op} ({SUSPICIOUS[op]}; is a position embedding still computed at run time?)")
+                report.warnings.append(
+                    f"{where}: {op} ({SUSPICIOUS[op]}; is a position embedding still computed at run time?)"
+                )
             continue
         flagged.setdefault(problem, []).append(where)
 
@@ -124,7 +129,9 @@ def _check_types(model: onnx.ModelProto, report: AuditReport, batch_dim_dynamic_
         dims = v.type.tensor_type.shape.dim
         dynamic = [i for i, d in enumerate(dims) if not d.HasField("dim_value")]
         if dynamic and (not batch_dim_dynamic_ok or dynamic != [0]):
-            report.warnings.append(f"graph {v.name!r} has dynamic dims {dynamic}: one static engine per tile is expected")
+            report.warnings.append(
+                f"graph {v.name!r} has dynamic dims {dynamic}: one static engine per tile is expected"
+            )
 
 
 def audit_file(path: str | Path) -> AuditReport:

@@ -12,8 +12,8 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from co2s.errors import WRITE_ERRNOS, Co2SInputError, Co2SOutputError, ensure_writable_dir, output_error
 from co2s.files import fsync_dir, process_alive, umask
@@ -48,8 +48,9 @@ class AtomicBundle:
         check_output_dir(self.out, self.force)
         try:
             self.out.parent.mkdir(parents=True, exist_ok=True)
-            self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.{os.getpid()}.", suffix=".partial",
-                                             dir=self.out.parent))
+            self.tmp = Path(
+                tempfile.mkdtemp(prefix=f".{self.out.name}.{os.getpid()}.", suffix=".partial", dir=self.out.parent)
+            )
             os.chmod(self.tmp, 0o777 & ~umask())  # mkdtemp makes it private; a bundle is meant to be shared
         except OSError as e:
             raise self._error(e) from None
@@ -105,7 +106,7 @@ def clean_leftovers(out: Path) -> list[str]:
     for p in sorted(siblings):
         if not p.name.startswith(prefix) or not p.is_dir():
             continue
-        rest = p.name[len(prefix):]
+        rest = p.name[len(prefix) :]
         m = _PARTIAL.match(rest) or _OLD.match(rest)
         if m is None or process_alive(int(m["pid"])):
             continue
@@ -115,14 +116,15 @@ def clean_leftovers(out: Path) -> list[str]:
             except OSError as e:
                 messages.append(f"could not restore {out} from {p} ({e.strerror}): rename it back by hand")
                 continue
-            messages.append(f"restored {out} from {p.name} (an export with --force was interrupted while "
-                            f"replacing it)")
+            messages.append(f"restored {out} from {p.name} (an export with --force was interrupted while replacing it)")
             continue
         shutil.rmtree(p, ignore_errors=True)
-        messages.append(f"removed {p} (left by an interrupted export)" if not p.exists() else
-                        f"could not remove {p} (left by an interrupted export)")
+        messages.append(
+            f"removed {p} (left by an interrupted export)"
+            if not p.exists()
+            else f"could not remove {p} (left by an interrupted export)"
+        )
     return messages
-
 
 
 def _fsync_tree(root: Path) -> None:
@@ -134,5 +136,3 @@ def _fsync_tree(root: Path) -> None:
             finally:
                 os.close(fd)
         fsync_dir(Path(folder))
-
-

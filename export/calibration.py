@@ -72,8 +72,17 @@ def from_folder(folder: Path, count: int, tile: int) -> CalibrationSet:
                 out.append(im[y : y + tile, x : x + tile])
         k += 1
     arr = np.stack(out).astype(np.uint8)
-    return CalibrationSet(arr, None, {"kind": "folder", "path": str(Path(folder).resolve()), "files": len(files),
-                                      "count": len(arr), "sha256": _digest(arr)})
+    return CalibrationSet(
+        arr,
+        None,
+        {
+            "kind": "folder",
+            "path": str(Path(folder).resolve()),
+            "files": len(files),
+            "count": len(arr),
+            "sha256": _digest(arr),
+        },
+    )
 
 
 def synthetic(count: int, tile: int, seed: int = 0) -> CalibrationSet:
@@ -82,8 +91,12 @@ def synthetic(count: int, tile: int, seed: int = 0) -> CalibrationSet:
     pairs = [make_scene(seed * 1_000_003 + i, tile) for i in range(count)]
     images = np.stack([p[0] for p in pairs]).astype(np.uint8)
     labels = np.stack([p[1] for p in pairs]).astype(np.uint8)
-    return CalibrationSet(images, labels, {"kind": "synthetic", "seed": seed, "count": count, "sha256": _digest(images)},
-                          tuple(get_dataset_info("synthetic").classes))
+    return CalibrationSet(
+        images,
+        labels,
+        {"kind": "synthetic", "seed": seed, "count": count, "sha256": _digest(images)},
+        tuple(get_dataset_info("synthetic").classes),
+    )
 
 
 def load_calibration(folder: str | Path | None, count: int, tile: int) -> CalibrationSet:

@@ -30,8 +30,12 @@ def _log(msg: str) -> None:
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.option("--checkpoint", type=click.Path(path_type=Path), help="co2s checkpoint written by co2s-train")
 @click.option("--untrained", is_flag=True, help="export a randomly initialised model (plan latency before training)")
-@click.option("--from-bundle", "from_bundle", type=click.Path(path_type=Path),
-              help="existing bundle: only build --engine / write --triton-repo (torch-free)")
+@click.option(
+    "--from-bundle",
+    "from_bundle",
+    type=click.Path(path_type=Path),
+    help="existing bundle: only build --engine / write --triton-repo (torch-free)",
+)
 @click.option("--out", type=click.Path(path_type=Path), help="bundle folder to write (atomically)")
 @click.option("--force", is_flag=True, help="replace a non-empty --out / Triton model folder")
 @click.option("--preset", type=click.Choice(["tiny", "paper"]), help="model size for --untrained (default paper)")
@@ -42,16 +46,30 @@ def _log(msg: str) -> None:
 @click.option("--tile", type=int, help="tile size, a multiple of 16 (default: the training crop / preset tile)")
 @click.option("--batch", type=int, help="fixed batch size (default 1)")
 @click.option("--dynamic-batch", help="dynamic batch MIN:OPT:MAX, e.g. 1:4:8 (TensorRT optimisation profile)")
-@click.option("--precisions", default="fp32,fp16,int8", show_default=True,
-              help="ONNX precisions to write (fp32 is always written: it is the parity reference)")
+@click.option(
+    "--precisions",
+    default="fp32,fp16,int8",
+    show_default=True,
+    help="ONNX precisions to write (fp32 is always written: it is the parity reference)",
+)
 @click.option("--engine", "engines", multiple=True, help="also build a TensorRT engine: fp32|fp16|int8 (repeatable)")
-@click.option("--calib-data", type=click.Path(path_type=Path), help="folder of images for INT8 calibration and parity "
-              "(default: the synthetic scene set)")
+@click.option(
+    "--calib-data",
+    type=click.Path(path_type=Path),
+    help="folder of images for INT8 calibration and parity (default: the synthetic scene set)",
+)
 @click.option("--calib-count", type=int, default=32, show_default=True, help="calibration/parity tiles")
-@click.option("--int8-method", type=click.Choice(_INT8_METHODS), default="auto", show_default=True,
-              help="auto = modelopt-max when nvidia-modelopt is installed, else ort-minmax")
+@click.option(
+    "--int8-method",
+    type=click.Choice(_INT8_METHODS),
+    default="auto",
+    show_default=True,
+    help="auto = modelopt-max when nvidia-modelopt is installed, else ort-minmax",
+)
 @click.option("--probs", is_flag=True, help="add a float16 `probs` output [B,N,H,W] for overlapped-tile blending")
-@click.option("--workspace", "workspace_gib", type=float, default=4.0, show_default=True, help="TensorRT workspace, GiB")
+@click.option(
+    "--workspace", "workspace_gib", type=float, default=4.0, show_default=True, help="TensorRT workspace, GiB"
+)
 @click.option("--triton-repo", type=click.Path(path_type=Path), help="also write a Triton model repository here")
 @click.option("--allow-degraded", is_flag=True, help="keep the bundle even when parity is under the thresholds")
 @click.option("--list-formats", is_flag=True, help="print the table of formats and exit")
@@ -71,13 +89,27 @@ def cli(**kw) -> int:
     from .pipeline import ExportOptions, export_bundle, parse_batch
 
     opts = ExportOptions(
-        out=kw["out"], checkpoint=kw["checkpoint"], untrained=kw["untrained"], preset=kw["preset"],
-        num_classes=kw["num_classes"], dataset=kw["dataset"], students=kw["students"], fusion=kw["fusion"],
-        tile=kw["tile"], batch=parse_batch(kw["batch"], kw["dynamic_batch"]),
-        precisions=formats.parse_precisions(kw["precisions"], "--precisions"), engines=engines,
-        calib_data=kw["calib_data"], calib_count=kw["calib_count"], int8_method=kw["int8_method"], probs=kw["probs"],
-        workspace_gib=kw["workspace_gib"], triton_repo=kw["triton_repo"], allow_degraded=kw["allow_degraded"],
-        force=kw["force"], log=_log,
+        out=kw["out"],
+        checkpoint=kw["checkpoint"],
+        untrained=kw["untrained"],
+        preset=kw["preset"],
+        num_classes=kw["num_classes"],
+        dataset=kw["dataset"],
+        students=kw["students"],
+        fusion=kw["fusion"],
+        tile=kw["tile"],
+        batch=parse_batch(kw["batch"], kw["dynamic_batch"]),
+        precisions=formats.parse_precisions(kw["precisions"], "--precisions"),
+        engines=engines,
+        calib_data=kw["calib_data"],
+        calib_count=kw["calib_count"],
+        int8_method=kw["int8_method"],
+        probs=kw["probs"],
+        workspace_gib=kw["workspace_gib"],
+        triton_repo=kw["triton_repo"],
+        allow_degraded=kw["allow_degraded"],
+        force=kw["force"],
+        log=_log,
     )
     if opts.preset and not opts.untrained:
         raise Co2SInputError("--preset applies to --untrained (a checkpoint records its own preset)")
@@ -89,8 +121,9 @@ def cli(**kw) -> int:
 
 def _from_bundle(kw: dict, engines: tuple[str, ...]) -> int:
     """Torch-free: only the manifest, the format table, TensorRT and (optionally) tritonclient are imported."""
-    ignored = [k for k in ("checkpoint", "out", "calib_data", "dataset", "tile", "batch", "dynamic_batch")
-               if kw[k] is not None] + (["untrained"] if kw["untrained"] else [])
+    ignored = [
+        k for k in ("checkpoint", "out", "calib_data", "dataset", "tile", "batch", "dynamic_batch") if kw[k] is not None
+    ] + (["untrained"] if kw["untrained"] else [])
     if ignored:
         raise Co2SInputError(f"--from-bundle takes the model from the bundle; drop --{ignored[0].replace('_', '-')}")
     if not engines and kw["triton_repo"] is None:

@@ -122,7 +122,9 @@ class DeployModel(nn.Module):
                 f"--students: this checkpoint has no student {missing[0]!r} (it has {', '.join(model.students)})"
             )
         self.config = config
-        self.students = nn.ModuleDict({name: DeployStudent(model.students[name], config.tile) for name in config.students})
+        self.students = nn.ModuleDict(
+            {name: DeployStudent(model.students[name], config.tile) for name in config.students}
+        )
         self.eval()
 
     def forward(self, images: torch.Tensor):
@@ -136,11 +138,15 @@ class DeployModel(nn.Module):
         return out
 
     def folded_summary(self) -> list[str]:
-        notes = ["input normalisation (per-student mean/std) as one Mul+Add in the graph",
-                 "class vectors L2-normalised and projected by head.text_proj (constants)"]
+        notes = [
+            "input normalisation (per-student mean/std) as one Mul+Add in the graph",
+            "class vectors L2-normalised and projected by head.text_proj (constants)",
+        ]
         for name, s in self.students.items():
             if s.rope_baked:
-                notes.append(f"{name}: RoPE sin/cos baked for {self.config.tile // 16}x{self.config.tile // 16} patches")
+                notes.append(
+                    f"{name}: RoPE sin/cos baked for {self.config.tile // 16}x{self.config.tile // 16} patches"
+                )
             if s.explicit_attention:
                 notes.append(f"{name}: explicit matmul-softmax attention in {s.explicit_attention} blocks")
             if hasattr(s.backbone, "taps") and hasattr(s.backbone, "visual"):

@@ -26,8 +26,14 @@ from pathlib import Path
 
 from co2s.errors import Co2SInputError, Co2SOutputError, output_error
 from co2s.files import process_alive
-from co2s.runtime.manifest import (MANIFEST_NAME, artifact_record, load_manifest, read_manifest_json, sha256_file,
-                                   write_manifest)
+from co2s.runtime.manifest import (
+    MANIFEST_NAME,
+    artifact_record,
+    load_manifest,
+    read_manifest_json,
+    sha256_file,
+    write_manifest,
+)
 
 from . import formats
 from .tensorrt_build import build_engine, has_nvidia_gpu
@@ -39,8 +45,10 @@ _TEMP = re.compile(r"^\.\.?(?P<name>.+?)\.(?P<pid>\d+)\.(?P<tag>[0-9a-f]{8})\.(?
 
 def no_gpu_message(bundle: Path, precisions: tuple[str, ...]) -> str:
     flags = " ".join(f"--engine {p}" for p in precisions)
-    return (f"TensorRT engines are built on the target GPU, and this machine has none: copy {bundle} there and run "
-            f"`co2s-export --from-bundle {bundle} {flags}`.")
+    return (
+        f"TensorRT engines are built on the target GPU, and this machine has none: copy {bundle} there and run "
+        f"`co2s-export --from-bundle {bundle} {flags}`."
+    )
 
 
 def add_engines(bundle: str | Path, precisions, *, workspace_gib: float = 4.0, log=print):
@@ -67,8 +75,11 @@ def add_engines(bundle: str | Path, precisions, *, workspace_gib: float = 4.0, l
         try:
             data = _add_engine(bundle, data, p, workspace_gib, log)
         except Co2SOutputError as e:
-            kept = (f"the bundle keeps the {', '.join(done)} engine{'s' if len(done) > 1 else ''} added before it"
-                    if done else "the bundle is unchanged")
+            kept = (
+                f"the bundle keeps the {', '.join(done)} engine{'s' if len(done) > 1 else ''} added before it"
+                if done
+                else "the bundle is unchanged"
+            )
             raise Co2SOutputError(f"{e}; {kept}", e.errno) from None
         done.append(p)
     return ExportResult(bundle, data, 0, "")
@@ -80,17 +91,27 @@ def _add_engine(bundle: Path, data: dict, precision: str, workspace_gib: float, 
     engine, cache = bundle / eng_fmt.filename, bundle / formats.TIMING_CACHE
     tag = f"{os.getpid()}.{secrets.token_hex(4)}"
     tmp_engine, tmp_cache = _temp(engine, tag, "tmp"), _temp(cache, tag, "tmp")
-    what = {engine: "cannot write the TensorRT engine", cache: "cannot write the TensorRT timing cache",
-            bundle / MANIFEST_NAME: "cannot update the manifest"}
+    what = {
+        engine: "cannot write the TensorRT engine",
+        cache: "cannot write the TensorRT timing cache",
+        bundle / MANIFEST_NAME: "cannot update the manifest",
+    }
     target, building = cache, False
     try:
         if cache.is_file():
             shutil.copyfile(cache, tmp_cache)  # the builder starts from (and extends) the current cache
         target, building = engine, True
-        record = build_engine(bundle / onnx_fmt.filename, tmp_engine, precision=precision, batch=data["batch"],
-                              input_name=data["input"]["name"],
-                              input_shape=tuple(1 if isinstance(d, str) else d for d in data["input"]["shape"]),
-                              workspace_gib=workspace_gib, timing_cache=tmp_cache, log=log)
+        record = build_engine(
+            bundle / onnx_fmt.filename,
+            tmp_engine,
+            precision=precision,
+            batch=data["batch"],
+            input_name=data["input"]["name"],
+            input_shape=tuple(1 if isinstance(d, str) else d for d in data["input"]["shape"]),
+            workspace_gib=workspace_gib,
+            timing_cache=tmp_cache,
+            log=log,
+        )
         building = False
         new = copy.deepcopy(data)
         arts = new["artifacts"]
@@ -131,8 +152,10 @@ def _add_engine(bundle: Path, data: dict, precision: str, workspace_gib: float, 
         raise output_error(target, e, what[target]) from None
     finally:
         _remove_temps(bundle, tag)
-    log(f"  {engine.name}: TensorRT {record['version']} on {record['device'].get('name')} "
-        f"in {record['build_seconds']} s")
+    log(
+        f"  {engine.name}: TensorRT {record['version']} on {record['device'].get('name')} "
+        f"in {record['build_seconds']} s"
+    )
     return new
 
 
@@ -163,8 +186,11 @@ def _remove_temps(bundle: Path, tag: str) -> None:
     """The temporary files of this attempt, ours and the builder's own `.<ours>.tmp`; not a `.old` one that could
     not be put back (the next run restores it)."""
     try:
-        names = [p for p in bundle.iterdir()
-                 if f".{tag}." in p.name and (m := _TEMP.match(p.name)) and (m["kind"] == "tmp" or m["inner"])]
+        names = [
+            p
+            for p in bundle.iterdir()
+            if f".{tag}." in p.name and (m := _TEMP.match(p.name)) and (m["kind"] == "tmp" or m["inner"])
+        ]
     except OSError:
         return
     for p in names:
@@ -191,8 +217,9 @@ def clean_leftovers(bundle: Path) -> list[str]:
         if m["kind"] == "old" and not m["inner"]:
             if records is None:
                 try:
-                    records = {a.get("path"): a.get("sha256") for a in read_manifest_json(bundle)[1]["artifacts"]
-                               .values()}
+                    records = {
+                        a.get("path"): a.get("sha256") for a in read_manifest_json(bundle)[1]["artifacts"].values()
+                    }
                 except Exception:  # noqa: BLE001 - an unreadable manifest is reported by load_manifest next
                     records = {}
             final = bundle / m["name"]
@@ -216,4 +243,3 @@ def _sha(path: Path) -> str | None:
         return sha256_file(path)
     except OSError:
         return None
-

@@ -26,11 +26,43 @@ class Format:
 
 FORMATS: tuple[Format, ...] = (
     Format("onnx_fp32", "onnx", "fp32", "model.fp32.onnx", True, False, "reference graph; parity baseline"),
-    Format("onnx_fp16", "onnx", "fp16", "model.fp16.onnx", True, False, "FP16 with FP32 islands (LN, softmax, reductions, similarity)"),
-    Format("onnx_int8", "onnx", "int8", "model.int8.onnx", True, False, "INT8 Q/DQ (symmetric, per-channel weights) on the FP16 graph"),
+    Format(
+        "onnx_fp16",
+        "onnx",
+        "fp16",
+        "model.fp16.onnx",
+        True,
+        False,
+        "FP16 with FP32 islands (LN, softmax, reductions, similarity)",
+    ),
+    Format(
+        "onnx_int8",
+        "onnx",
+        "int8",
+        "model.int8.onnx",
+        True,
+        False,
+        "INT8 Q/DQ (symmetric, per-channel weights) on the FP16 graph",
+    ),
     Format("engine_fp32", "engine", "fp32", "model.fp32.engine", False, True, "TensorRT plan from model.fp32.onnx"),
-    Format("engine_fp16", "engine", "fp16", "model.fp16.engine", False, True, "TensorRT plan from model.fp16.onnx (strongly typed)"),
-    Format("engine_int8", "engine", "int8", "model.int8.engine", False, True, "TensorRT plan from model.int8.onnx (strongly typed)"),
+    Format(
+        "engine_fp16",
+        "engine",
+        "fp16",
+        "model.fp16.engine",
+        False,
+        True,
+        "TensorRT plan from model.fp16.onnx (strongly typed)",
+    ),
+    Format(
+        "engine_int8",
+        "engine",
+        "int8",
+        "model.int8.engine",
+        False,
+        True,
+        "TensorRT plan from model.int8.onnx (strongly typed)",
+    ),
 )
 TIMING_CACHE = "timing.cache"
 
@@ -59,7 +91,9 @@ def parse_precisions(values, option: str) -> tuple[str, ...]:
 
 def table() -> str:
     rows = [("key", "file", "runs on CPU", "built on target GPU", "description")]
-    rows += [(f.key, f.filename, "yes" if f.cpu else "no", "yes" if f.needs_gpu_to_build else "no", f.description)
-             for f in FORMATS]
+    rows += [
+        (f.key, f.filename, "yes" if f.cpu else "no", "yes" if f.needs_gpu_to_build else "no", f.description)
+        for f in FORMATS
+    ]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)

@@ -25,7 +25,9 @@ class OnnxExportStats:
     opset: int
 
 
-def export_deploy_onnx(module, path: Path, *, tile: int, batch: tuple[int, int, int], example_batch: int | None = None) -> OnnxExportStats:
+def export_deploy_onnx(
+    module, path: Path, *, tile: int, batch: tuple[int, int, int], example_batch: int | None = None
+) -> OnnxExportStats:
     """Trace `module` (uint8 [B,tile,tile,3] in) with the dynamo exporter and write a cleaned model to `path`.
 
     `batch` is (min, opt, max); min == max gives a static batch dimension.
@@ -44,8 +46,16 @@ def export_deploy_onnx(module, path: Path, *, tile: int, batch: tuple[int, int, 
     output_names = list(module.config.output_names)
     with torch.no_grad():
         program = torch.onnx.export(
-            module, (example,), dynamo=True, opset_version=OPSET, input_names=input_names,
-            output_names=output_names, optimize=True, verbose=False, report=False, **kwargs,
+            module,
+            (example,),
+            dynamo=True,
+            opset_version=OPSET,
+            input_names=input_names,
+            output_names=output_names,
+            optimize=True,
+            verbose=False,
+            report=False,
+            **kwargs,
         )
     model = program.model_proto
     nodes_exported = len(model.graph.node)
@@ -94,8 +104,9 @@ def _name_batch_dim(model: onnx.ModelProto, name: str) -> None:
 def save_onnx(model: onnx.ModelProto, path: Path) -> None:
     path = Path(path)
     if model.ByteSize() >= _PROTOBUF_LIMIT:
-        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=path.name + ".data")
+        onnx.save_model(
+            model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=path.name + ".data"
+        )
     else:
         onnx.save_model(model, str(path))
 

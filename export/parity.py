@@ -65,8 +65,11 @@ def fp32_vs_pytorch(onnx_out: dict, ref: dict) -> dict:
 
 
 def vs_fp32(out: dict, fp32: dict, truth: np.ndarray | None, num_classes: int) -> dict:
-    res = {"reference": "onnx-fp32", "pixel_agreement": pixel_agreement(out["labels"], fp32["labels"]),
-           "max_abs_confidence_diff": float(np.abs(out["confidence"] - fp32["confidence"]).max())}
+    res = {
+        "reference": "onnx-fp32",
+        "pixel_agreement": pixel_agreement(out["labels"], fp32["labels"]),
+        "max_abs_confidence_diff": float(np.abs(out["confidence"] - fp32["confidence"]).max()),
+    }
     if truth is not None:
         res["miou_reference"] = "ground-truth"
         res["miou"] = miou(out["labels"], truth, num_classes)

@@ -96,9 +96,14 @@ def _versions() -> dict:
 
     import co2s
 
-    return {"co2s": co2s.__version__, "torch": torch.__version__, "onnx": onnx.__version__,
-            "onnxruntime": onnxruntime.__version__, "onnxslim": onnxslim.__version__,
-            "python": platform.python_version()}
+    return {
+        "co2s": co2s.__version__,
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "onnxslim": onnxslim.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def _sha256(path: Path) -> str:
@@ -133,7 +138,9 @@ def load_model(opts: ExportOptions):
         if n is None:
             raise Co2SInputError("--untrained needs --num-classes N (or --dataset NAME)")
         if info is not None and info.num_classes != n:
-            raise Co2SInputError(f"--num-classes {n} differs from dataset {info.name!r}, which has {info.num_classes} classes")
+            raise Co2SInputError(
+                f"--num-classes {n} differs from dataset {info.name!r}, which has {info.num_classes} classes"
+            )
         tile = opts.tile or p.tile
         torch.manual_seed(opts.seed)
         from co2s.train.backbones import build_backbone
@@ -142,9 +149,11 @@ def load_model(opts: ExportOptions):
         protos = np.random.default_rng(opts.seed).standard_normal((n, text_dim)).astype(np.float32)
         protos /= np.linalg.norm(protos, axis=1, keepdims=True)
         model = build_co2s(n, preset=preset, prototypes=protos, img_size=tile)
-        dataset = ({"name": info.name, "classes": list(info.classes), "palette": [list(c) for c in info.palette]}
-                   if info else {"name": "untrained", "classes": [f"class_{i}" for i in range(n)],
-                                 "palette": _default_palette(n)})
+        dataset = (
+            {"name": info.name, "classes": list(info.classes), "palette": [list(c) for c in info.palette]}
+            if info
+            else {"name": "untrained", "classes": [f"class_{i}" for i in range(n)], "palette": _default_palette(n)}
+        )
         return model.eval(), preset, dataset, None, tile
 
     from co2s.train.checkpoint import load_checkpoint
@@ -157,7 +166,9 @@ def load_model(opts: ExportOptions):
             f"{info.num_classes} ({', '.join(info.classes)}); export with the dataset it was trained on"
         )
     if opts.num_classes is not None and opts.num_classes != have:
-        raise Co2SInputError(f"{opts.checkpoint}: the checkpoint has {have} classes, --num-classes says {opts.num_classes}")
+        raise Co2SInputError(
+            f"{opts.checkpoint}: the checkpoint has {have} classes, --num-classes says {opts.num_classes}"
+        )
     try:
         model = co2s_from_state(ckpt["model_config"], ckpt["model"])
     except (RuntimeError, KeyError) as e:  # state dict does not fit the recorded config
@@ -196,7 +207,9 @@ def export_bundle(opts: ExportOptions) -> ExportResult:
     if opts.students not in (BOTH, "clip", "dinov3"):
         raise Co2SInputError(f"--students must be clip, dinov3 or both, got {opts.students!r}")
     if opts.calib_count < max(1, opts.batch[0]):
-        raise Co2SInputError(f"--calib-count must be at least {max(1, opts.batch[0])} (one batch), got {opts.calib_count}")
+        raise Co2SInputError(
+            f"--calib-count must be at least {max(1, opts.batch[0])} (one batch), got {opts.calib_count}"
+        )
     if opts.calib_data is not None:
         from .calibration import list_images
 
@@ -240,8 +253,10 @@ def _export(opts: ExportOptions, log, t_start: float, precisions: tuple[str, ...
     config = DeployConfig(students, opts.fusion, tile, opts.probs)
     calib = load_calibration(opts.calib_data, opts.calib_count, tile)
     images = calib.images
-    log(f"{len(students)} student(s) {', '.join(students)}; tile {tile}; {len(images)} calibration/parity tiles "
-        f"({calib.source['kind']})")
+    log(
+        f"{len(students)} student(s) {', '.join(students)}; tile {tile}; {len(images)} calibration/parity tiles "
+        f"({calib.source['kind']})"
+    )
 
     # reference on the unfolded training model, before anything is patched for export
     ref_parts = [reference_predict(model, students, opts.fusion, images[i : i + 4]) for i in range(0, len(images), 4)]
@@ -249,8 +264,11 @@ def _export(opts: ExportOptions, log, t_start: float, precisions: tuple[str, ...
 
     deploy = DeployModel(model, config)
     run_batch = opts.batch[2] if opts.batch[0] != opts.batch[2] else opts.batch[0]
-    parity: dict = {"images": int(len(images)), "thresholds": dict(THRESHOLDS),
-                    "degraded_allowed": bool(opts.allow_degraded)}
+    parity: dict = {
+        "images": int(len(images)),
+        "thresholds": dict(THRESHOLDS),
+        "degraded_allowed": bool(opts.allow_degraded),
+    }
     artifacts: dict = {}
     precision_info: dict = {}
     failures: list[str] = []
@@ -283,38 +301,69 @@ def _export(opts: ExportOptions, log, t_start: float, precisions: tuple[str, ...
             else:
                 from .precision import resolve_int8_method
 
-                log(f"quantising to INT8 Q/DQ ({resolve_int8_method(opts.int8_method)}, {len(images)} calibration tiles)...")
-                precision_info["int8"] = quantize_int8(fp32_path, path, images, method=opts.int8_method,
-                                                       batch=opts.batch[0] if opts.batch[0] == opts.batch[2] else 1)
+                log(
+                    f"quantising to INT8 Q/DQ ({resolve_int8_method(opts.int8_method)}, {len(images)} calibration tiles)..."
+                )
+                precision_info["int8"] = quantize_int8(
+                    fp32_path,
+                    path,
+                    images,
+                    method=opts.int8_method,
+                    batch=opts.batch[0] if opts.batch[0] == opts.batch[2] else 1,
+                )
             precision_info[precision]["seconds"] = round(time.perf_counter() - t0, 1)
             _audit_or_fail(audit_file(path), fmt.filename)
             outs[precision] = run_onnx(path, images, batch=run_batch)
-            parity[precision] = judge(precision, vs_fp32(outs[precision], outs["fp32"],
-                                                         calib.truth_for(dataset["classes"]), len(dataset["classes"])))
+            parity[precision] = judge(
+                precision,
+                vs_fp32(outs[precision], outs["fp32"], calib.truth_for(dataset["classes"]), len(dataset["classes"])),
+            )
 
         for precision in precisions:
             r = parity[precision]
-            log(f"  parity {precision}: pixel agreement {100 * r['pixel_agreement']:.3f} % "
-                f"(threshold {100 * r['threshold']:.2f} %)" + (f", mIoU delta {r['miou_delta']:+.2f}" if "miou_delta" in r else ""))
+            log(
+                f"  parity {precision}: pixel agreement {100 * r['pixel_agreement']:.3f} % "
+                f"(threshold {100 * r['threshold']:.2f} %)"
+                + (f", mIoU delta {r['miou_delta']:+.2f}" if "miou_delta" in r else "")
+            )
             enforced = precision == "fp32" or not opts.untrained
             if not r["passed"] and enforced:
-                failures.append(f"{precision} pixel agreement {100 * r['pixel_agreement']:.3f} % is below "
-                                f"{100 * r['threshold']:.2f} %")
+                failures.append(
+                    f"{precision} pixel agreement {100 * r['pixel_agreement']:.3f} % is below "
+                    f"{100 * r['threshold']:.2f} %"
+                )
         if failures and not opts.allow_degraded:
-            raise ExportCheckError("parity check failed: " + "; ".join(failures) +
-                                   " (nothing was written; --allow-degraded keeps such a bundle)")
+            raise ExportCheckError(
+                "parity check failed: "
+                + "; ".join(failures)
+                + " (nothing was written; --allow-degraded keeps such a bundle)"
+            )
 
         from co2s.runtime.manifest import artifact_record, write_manifest
 
         for precision in precisions:
             fmt = formats.get_format("onnx", precision)
-            artifacts[fmt.key] = artifact_record(tmp, fmt.filename, "onnx", precision=precision,
-                                                 nodes=count_nodes(tmp / fmt.filename), opset=stats.opset)
+            artifacts[fmt.key] = artifact_record(
+                tmp, fmt.filename, "onnx", precision=precision, nodes=count_nodes(tmp / fmt.filename), opset=stats.opset
+            )
             data = tmp / f"{fmt.filename}.data"
             if data.exists():
                 artifacts[f"{fmt.key}_data"] = artifact_record(tmp, data.name, "onnx-data", precision=precision)
-        manifest = _manifest(opts, config, deploy, model, preset, dataset, ckpt_record, artifacts, precision_info,
-                             calib, parity, stats, time.perf_counter() - t_start)
+        manifest = _manifest(
+            opts,
+            config,
+            deploy,
+            model,
+            preset,
+            dataset,
+            ckpt_record,
+            artifacts,
+            precision_info,
+            calib,
+            parity,
+            stats,
+            time.perf_counter() - t_start,
+        )
         write_manifest(tmp, manifest)
     log(f"wrote {opts.out} ({', '.join(precisions)} ONNX) in {time.perf_counter() - t_start:.0f} s")
 
@@ -334,8 +383,10 @@ def _write_triton(bundle: Path, repo: Path, force: bool, log) -> dict:
     from .triton import write_triton_repo
 
     info = write_triton_repo(load_manifest(bundle), repo, force=force)
-    log(f"wrote Triton model {info['path']} ({info['platform']}, {info['precision']}; "
-        f"config {'validated with tritonclient' if info['validated'] else 'not validated: tritonclient not installed'})")
+    log(
+        f"wrote Triton model {info['path']} ({info['platform']}, {info['precision']}; "
+        f"config {'validated with tritonclient' if info['validated'] else 'not validated: tritonclient not installed'})"
+    )
     return info
 
 
@@ -344,8 +395,9 @@ def _audit_or_fail(report, name: str) -> None:
         raise ExportCheckError(f"{name} would not build with TensorRT 10: " + "; ".join(report.errors))
 
 
-def _manifest(opts, config, deploy, model, preset, dataset, ckpt_record, artifacts, precision_info, calib,
-              parity, stats, seconds) -> dict:
+def _manifest(
+    opts, config, deploy, model, preset, dataset, ckpt_record, artifacts, precision_info, calib, parity, stats, seconds
+) -> dict:
     from .deploy import INPUT_NAME, PROBS_NAME
 
     lo, opt, hi = opts.batch
@@ -358,29 +410,61 @@ def _manifest(opts, config, deploy, model, preset, dataset, ckpt_record, artifac
         {"name": "confidence", "dtype": "float32", "shape": [b, t, t], "description": "fused top-class probability"},
     ]
     if config.probs:
-        outputs.append({"name": PROBS_NAME, "dtype": "float16", "shape": [b, n, t, t], "layout": "NCHW",
-                        "description": "fused class probabilities, for overlapped-tile blending"})
+        outputs.append(
+            {
+                "name": PROBS_NAME,
+                "dtype": "float16",
+                "shape": [b, n, t, t],
+                "layout": "NCHW",
+                "description": "fused class probabilities, for overlapped-tile blending",
+            }
+        )
     kinds = {name: ("clip" if hasattr(s.backbone, "visual") else "dinov3") for name, s in deploy.students.items()}
     return {
         "format": "co2s-bundle",
         "schema_version": 1,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "model": {"preset": preset, "students": list(config.students), "student_kinds": [kinds[s] for s in config.students],
-                  "fusion": config.fusion, "num_classes": n, "tile": t, "untrained": bool(opts.untrained),
-                  "checkpoint": ckpt_record, "folded": deploy.folded_summary()},
+        "model": {
+            "preset": preset,
+            "students": list(config.students),
+            "student_kinds": [kinds[s] for s in config.students],
+            "fusion": config.fusion,
+            "num_classes": n,
+            "tile": t,
+            "untrained": bool(opts.untrained),
+            "checkpoint": ckpt_record,
+            "folded": deploy.folded_summary(),
+        },
         "dataset": dataset,
-        "input": {"name": INPUT_NAME, "dtype": "uint8", "shape": [b, t, t, 3], "layout": "NHWC",
-                  "description": "RGB tile, 0-255; normalisation happens in the graph"},
+        "input": {
+            "name": INPUT_NAME,
+            "dtype": "uint8",
+            "shape": [b, t, t, 3],
+            "layout": "NHWC",
+            "description": "RGB tile, 0-255; normalisation happens in the graph",
+        },
         "outputs": outputs,
         "batch": {"dynamic": dynamic, "min": lo, "opt": opt, "max": hi},
-        "normalization": {"in_graph": True, "input_range": [0, 255], "students": {
-            name: {"mean": list(map(float, model.students[name].backbone.pixel_mean)),
-                   "std": list(map(float, model.students[name].backbone.pixel_std))} for name in config.students}},
+        "normalization": {
+            "in_graph": True,
+            "input_range": [0, 255],
+            "students": {
+                name: {
+                    "mean": list(map(float, model.students[name].backbone.pixel_mean)),
+                    "std": list(map(float, model.students[name].backbone.pixel_std)),
+                }
+                for name in config.students
+            },
+        },
         "artifacts": artifacts,
         "precisions": precision_info,
         "calibration": {**calib.source, "method": precision_info.get("int8", {}).get("method")},
         "parity": parity,
         "producer": {**_versions(), "opset": stats.opset},
-        "export": {"seconds": round(seconds, 1), "nodes_exported": stats.nodes_exported,
-                   "nodes_after_cleanup": stats.nodes_clean, "onnx_export_seconds": round(stats.seconds, 1)},
+        "export": {
+            "seconds": round(seconds, 1),
+            "nodes_exported": stats.nodes_exported,
+            "nodes_after_cleanup": stats.nodes_clean,
+            "onnx_export_seconds": round(stats.seconds, 1),
+        },
     }

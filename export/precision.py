@@ -32,11 +32,32 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 FLOAT, HALF = TensorProto.FLOAT, TensorProto.FLOAT16
-FP32_ISLAND_OPS = frozenset({
-    "LayerNormalization", "InstanceNormalization", "GroupNormalization", "BatchNormalization", "Softmax",
-    "LogSoftmax", "ReduceMean", "ReduceSum", "ReduceL2", "ReduceL1", "ReduceMax", "ReduceMin", "ReduceProd",
-    "ReduceSumSquare", "ReduceLogSumExp", "ArgMax", "ArgMin", "Pow", "Sqrt", "Reciprocal", "Exp", "Log",
-})
+FP32_ISLAND_OPS = frozenset(
+    {
+        "LayerNormalization",
+        "InstanceNormalization",
+        "GroupNormalization",
+        "BatchNormalization",
+        "Softmax",
+        "LogSoftmax",
+        "ReduceMean",
+        "ReduceSum",
+        "ReduceL2",
+        "ReduceL1",
+        "ReduceMax",
+        "ReduceMin",
+        "ReduceProd",
+        "ReduceSumSquare",
+        "ReduceLogSumExp",
+        "ArgMax",
+        "ArgMin",
+        "Pow",
+        "Sqrt",
+        "Reciprocal",
+        "Exp",
+        "Log",
+    }
+)
 # Ops between an attention-score MatMul and its Softmax, and along an L2 normalisation.
 _SCORE_PATH = frozenset({"Mul", "Div", "Add", "Where", "Reshape", "Transpose", "Cast"})
 _NORM_PATH = frozenset({"Clip", "Max", "Expand", "Div", "Reshape", "Flatten", "Transpose", "Unsqueeze", "Squeeze"})
@@ -289,16 +310,32 @@ def quantizable_nodes(model: onnx.ModelProto) -> tuple[list[str], list[str]]:
     return take, skip
 
 
-def quantize_int8_ort(fp32_path: Path, out_path: Path, calib: np.ndarray, *, method: str = "ort-minmax",
-                      input_name: str = "images", batch: int = 1) -> dict:
+def quantize_int8_ort(
+    fp32_path: Path,
+    out_path: Path,
+    calib: np.ndarray,
+    *,
+    method: str = "ort-minmax",
+    input_name: str = "images",
+    batch: int = 1,
+) -> dict:
     """Static INT8 Q/DQ with onnxruntime; returns the calibration details for the manifest."""
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     model = onnx.load(str(fp32_path))
     take, skip = quantizable_nodes(model)
     del model  # the quantizer loads its own copies; the full-size pair peaks at ~16 GB as it is
-    cm = {"ort-minmax": CalibrationMethod.MinMax, "ort-percentile": CalibrationMethod.Percentile,
-          "ort-entropy": CalibrationMethod.Entropy}[method]
+    cm = {
+        "ort-minmax": CalibrationMethod.MinMax,
+        "ort-percentile": CalibrationMethod.Percentile,
+        "ort-entropy": CalibrationMethod.Entropy,
+    }[method]
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -314,9 +351,17 @@ def quantize_int8_ort(fp32_path: Path, out_path: Path, calib: np.ndarray, *, met
     with tempfile.TemporaryDirectory() as tmp, _no_root_warnings():
         qdq = Path(tmp) / "qdq.onnx"
         quantize_static(
-            str(fp32_path), str(qdq), Reader(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
-            weight_type=QuantType.QInt8, per_channel=True, calibrate_method=cm, nodes_to_quantize=take,
-            op_types_to_quantize=list(QUANTIZED_OPS), extra_options=extra,
+            str(fp32_path),
+            str(qdq),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            calibrate_method=cm,
+            nodes_to_quantize=take,
+            op_types_to_quantize=list(QUANTIZED_OPS),
+            extra_options=extra,
             use_external_data_format=fp32_path.stat().st_size > 2**31 - 2**24,
         )
         q = onnx.load(str(qdq))
@@ -333,8 +378,9 @@ def _no_root_warnings():
         logging.disable(logging.NOTSET)
 
 
-def quantize_int8_modelopt(fp32_path: Path, out_path: Path, calib: np.ndarray, *, method: str = "modelopt-max",
-                           input_name: str = "images") -> dict:
+def quantize_int8_modelopt(
+    fp32_path: Path, out_path: Path, calib: np.ndarray, *, method: str = "modelopt-max", input_name: str = "images"
+) -> dict:
     """nvidia-modelopt ONNX PTQ (CPU calibration), high-precision part left in FP32 for our own FP16 pass."""
     try:
         from modelopt.onnx.quantization import quantize
@@ -348,9 +394,15 @@ def quantize_int8_modelopt(fp32_path: Path, out_path: Path, calib: np.ndarray, *
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "q.onnx"
         quantize(
-            onnx_path=str(fp32_path), quantize_mode="int8", calibration_data={input_name: calib},
-            calibration_method=method.split("-", 1)[1], calibration_eps=["cpu"], nodes_to_exclude=skip,
-            op_types_to_quantize=list(QUANTIZED_OPS), high_precision_dtype="fp32", output_path=str(out),
+            onnx_path=str(fp32_path),
+            quantize_mode="int8",
+            calibration_data={input_name: calib},
+            calibration_method=method.split("-", 1)[1],
+            calibration_eps=["cpu"],
+            nodes_to_exclude=skip,
+            op_types_to_quantize=list(QUANTIZED_OPS),
+            high_precision_dtype="fp32",
+            output_path=str(out),
         )
         q = onnx.load(str(out))
     return _finish_int8(q, out_path, method, len(take), skip)
@@ -367,8 +419,11 @@ def _finish_int8(q: onnx.ModelProto, out_path: Path, method: str, n_quantized: i
         counts[n.op_type] += 1
     inits = {t.name: t for t in q.graph.initializer}
     int8_weights = sum(1 for t in inits.values() if t.data_type == TensorProto.INT8 and len(t.dims) > 1)
-    per_channel = sum(1 for n in q.graph.node if n.op_type == "DequantizeLinear" and n.input[1] in inits
-                      and int(np.prod(inits[n.input[1]].dims)) > 1)
+    per_channel = sum(
+        1
+        for n in q.graph.node
+        if n.op_type == "DequantizeLinear" and n.input[1] in inits and int(np.prod(inits[n.input[1]].dims)) > 1
+    )
     return {
         "method": method,
         "format": "QDQ",
@@ -390,13 +445,14 @@ def resolve_int8_method(method: str) -> str:
         return method
     try:
         import modelopt.onnx.quantization  # noqa: F401
-    except Exception:  # not installed, or installed against other onnx/onnxruntime pins
+    except Exception:  # noqa: BLE001 - not installed, or installed against other onnx/onnxruntime pins
         return "ort-minmax"
     return "modelopt-max"
 
 
-def quantize_int8(fp32_path: Path, out_path: Path, calib: np.ndarray, *, method: str = DEFAULT_INT8_METHOD,
-                  batch: int = 1) -> dict:
+def quantize_int8(
+    fp32_path: Path, out_path: Path, calib: np.ndarray, *, method: str = DEFAULT_INT8_METHOD, batch: int = 1
+) -> dict:
     method = resolve_int8_method(method)
     if method.startswith("ort-"):
         return quantize_int8_ort(fp32_path, out_path, calib, method=method, batch=batch)
@@ -419,4 +475,3 @@ def save_fp16(fp32_path: Path, out_path: Path) -> dict:
         "casts_inserted": report.casts_inserted,
         "weights_clipped_to_fp16_range": report.clipped_weights,
     }
-

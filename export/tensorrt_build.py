@@ -55,9 +55,9 @@ def device_info() -> dict:
 
         cuda.init()
         d = cuda.Device(0)
-        info.update(name=d.name(), compute_capability="%d.%d" % d.compute_capability())
+        info.update(name=d.name(), compute_capability="{}.{}".format(*d.compute_capability()))
         return info
-    except Exception:
+    except Exception:  # noqa: BLE001 - probing: any failure means "try the next probe"
         pass
     try:
         from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
@@ -67,17 +67,25 @@ def device_info() -> dict:
             name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
             info.update(name=name.strip("\x00"), compute_capability=f"{props.major}.{props.minor}")
             return info
-    except Exception:
+    except Exception:  # noqa: BLE001 - probing: any failure means "try the next probe"
         pass
     if shutil.which("nvidia-smi"):
         try:
-            out = subprocess.run(["nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader"],
-                                 capture_output=True, text=True, timeout=20).stdout.strip().splitlines()
+            out = (
+                subprocess.run(
+                    ["nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader"],
+                    capture_output=True,
+                    text=True,
+                    timeout=20,
+                )
+                .stdout.strip()
+                .splitlines()
+            )
             if out:
                 name, cc = [s.strip() for s in out[0].split(",")]
                 info.update(name=name, compute_capability=cc)
                 return info
-        except Exception:
+        except Exception:  # noqa: BLE001 - probing: any failure means "try the next probe"
             pass
     model = Path("/proc/device-tree/model")
     if model.exists():  # Jetson: no nvidia-smi; Orin is SM 8.7
@@ -86,9 +94,19 @@ def device_info() -> dict:
     return info
 
 
-def build_engine(onnx_path: Path, engine_path: Path, *, precision: str, batch: dict, input_name: str,
-                 input_shape: tuple[int, ...], workspace_gib: float = 4.0, timing_cache: Path | None = None,
-                 builder_optimization_level: int | None = None, log=print) -> dict:
+def build_engine(
+    onnx_path: Path,
+    engine_path: Path,
+    *,
+    precision: str,
+    batch: dict,
+    input_name: str,
+    input_shape: tuple[int, ...],
+    workspace_gib: float = 4.0,
+    timing_cache: Path | None = None,
+    builder_optimization_level: int | None = None,
+    log=print,
+) -> dict:
     """Build one plan; returns the record stored under artifacts.engine_<precision>.tensorrt."""
     trt = import_tensorrt()
     version = trt.__version__
@@ -140,7 +158,9 @@ def build_engine(onnx_path: Path, engine_path: Path, *, precision: str, batch: d
     log(f"building TensorRT {version} {precision} engine from {onnx_path.name} (this takes minutes)...")
     plan = builder.build_serialized_network(network, config)
     if plan is None:
-        raise EngineBuildError(f"{onnx_path}: TensorRT {version} failed to build the {precision} engine (see log above)")
+        raise EngineBuildError(
+            f"{onnx_path}: TensorRT {version} failed to build the {precision} engine (see log above)"
+        )
     seconds = time.perf_counter() - t0
     tmp = engine_path.with_name(f".{engine_path.name}.tmp")
     with open(tmp, "wb") as f:

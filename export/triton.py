@@ -17,14 +17,21 @@ from pathlib import Path
 
 from co2s.errors import Co2SInputError
 
-_DTYPES = {"uint8": "TYPE_UINT8", "float16": "TYPE_FP16", "float32": "TYPE_FP32", "int32": "TYPE_INT32",
-           "int64": "TYPE_INT64"}
+_DTYPES = {
+    "uint8": "TYPE_UINT8",
+    "float16": "TYPE_FP16",
+    "float32": "TYPE_FP32",
+    "int32": "TYPE_INT32",
+    "int64": "TYPE_INT64",
+}
 
 
 def _tensor_block(t: dict, batched: bool) -> str:
     dims = t["shape"][1:] if batched else [1 if isinstance(d, str) else d for d in t["shape"]]
-    return (f'  {{\n    name: "{t["name"]}"\n    data_type: {_DTYPES[t["dtype"]]}\n'
-            f'    dims: [ {", ".join(str(int(d)) for d in dims)} ]\n  }}')
+    return (
+        f'  {{\n    name: "{t["name"]}"\n    data_type: {_DTYPES[t["dtype"]]}\n'
+        f"    dims: [ {', '.join(str(int(d)) for d in dims)} ]\n  }}"
+    )
 
 
 def config_text(manifest, model_name: str, platform: str, instances: int = 1) -> str:
@@ -34,8 +41,10 @@ def config_text(manifest, model_name: str, platform: str, instances: int = 1) ->
     lines.append("input [\n" + _tensor_block(manifest.input, True) + "\n]")
     lines.append("output [\n" + ",\n".join(_tensor_block(o, True) for o in manifest.outputs) + "\n]")
     if max_batch > 1:
-        lines.append(f"dynamic_batching {{\n  preferred_batch_size: [ {int(batch['opt'])} ]\n"
-                     f"  max_queue_delay_microseconds: 100\n}}")
+        lines.append(
+            f"dynamic_batching {{\n  preferred_batch_size: [ {int(batch['opt'])} ]\n"
+            f"  max_queue_delay_microseconds: 100\n}}"
+        )
     kind = "KIND_GPU" if platform == "tensorrt_plan" else "KIND_AUTO"
     lines.append(f"instance_group [\n  {{\n    count: {instances}\n    kind: {kind}\n  }}\n]")
     lines.append("version_policy: { latest: { num_versions: 1 } }")

@@ -14,9 +14,13 @@ long runs". Names are resolved lazily so that `import co2s.runtime.manifest` (us
 from __future__ import annotations
 
 _API = {
-    "load_bundle": ".bundle", "Bundle": ".bundle",
-    "open_backend": ".backends", "Backend": ".backends",
-    "run_inference": ".pipeline", "predict_array": ".pipeline", "InferOptions": ".pipeline",
+    "load_bundle": ".bundle",
+    "Bundle": ".bundle",
+    "open_backend": ".backends",
+    "Backend": ".backends",
+    "run_inference": ".pipeline",
+    "predict_array": ".pipeline",
+    "InferOptions": ".pipeline",
     "InferencePipeline": ".pipeline",
     "InputOptions": ".imageio",
     "StageProfiler": ".profiler",

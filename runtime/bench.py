@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -38,8 +38,9 @@ def synthetic_tiles(n: int, tile: int, seed: int = 0) -> np.ndarray:
     return out
 
 
-def tiles_from_images(paths: Sequence[str | Path], tile: int, n: int, options: InputOptions = InputOptions(),
-                      seed: int = 0) -> np.ndarray:
+def tiles_from_images(
+    paths: Sequence[str | Path], tile: int, n: int, options: InputOptions = InputOptions(), seed: int = 0
+) -> np.ndarray:
     """n tiles cropped at random places from the given images/folders (padded when an image is smaller)."""
     from .tiling import pad_to_tile
 
@@ -72,8 +73,9 @@ class BenchResult:
     labels: np.ndarray  # labels of the agreement tiles
 
 
-def bench_backend(backend: Backend, tiles: np.ndarray, agreement_tiles: np.ndarray, *, batch: int, iters: int,
-                  warmup: int) -> BenchResult:
+def bench_backend(
+    backend: Backend, tiles: np.ndarray, agreement_tiles: np.ndarray, *, batch: int, iters: int, warmup: int
+) -> BenchResult:
     """Time `iters` calls of `backend.run` on batches drawn in turn from `tiles`."""
     if batch > backend.batch.max:
         raise Co2SInputError(f"--batch {batch}: this model takes at most {backend.batch.max} tiles per batch")
@@ -90,22 +92,41 @@ def bench_backend(backend: Backend, tiles: np.ndarray, agreement_tiles: np.ndarr
         t = time.perf_counter()
         backend.run(x, prof)
         latencies.append(time.perf_counter() - t)
-        prof.count(tiles=batch, pixels=batch * backend.tile ** 2, batches=1)
+        prof.count(tiles=batch, pixels=batch * backend.tile**2, batches=1)
     prof.stop()
-    labels = np.concatenate([backend.run(agreement_tiles[i:i + batch])["labels"]
-                             for i in range(0, len(agreement_tiles), batch)])
+    labels = np.concatenate(
+        [backend.run(agreement_tiles[i : i + batch])["labels"] for i in range(0, len(agreement_tiles), batch)]
+    )
     info = backend.info()
-    rep = prof.report(device=device_stamp(use_gpu=backend.on_gpu), backend=info.name, precision=backend.precision,
-                      tile=backend.tile, batch=batch, warmup_batches=warmup, iterations=iters,
-                      latency=stage_stats(latencies, "host-clock"), backend_notes=list(info.notes),
-                      providers=list(info.providers))
+    rep = prof.report(
+        device=device_stamp(use_gpu=backend.on_gpu),
+        backend=info.name,
+        precision=backend.precision,
+        tile=backend.tile,
+        batch=batch,
+        warmup_batches=warmup,
+        iterations=iters,
+        latency=stage_stats(latencies, "host-clock"),
+        backend_notes=list(info.notes),
+        providers=list(info.providers),
+    )
     return BenchResult(rep, labels)
 
 
-def run_bench(bundle: Bundle, *, backend: str = "auto", precisions: Sequence[str] = ("auto",),
-              batches: Sequence[int] = (1,), iters: int = 50, warmup: int = 5, images: Sequence[str] | None = None,
-              input_options: InputOptions = InputOptions(), threads: int | None = None, cuda_graph: bool = False,
-              log=print) -> list[dict]:
+def run_bench(
+    bundle: Bundle,
+    *,
+    backend: str = "auto",
+    precisions: Sequence[str] = ("auto",),
+    batches: Sequence[int] = (1,),
+    iters: int = 50,
+    warmup: int = 5,
+    images: Sequence[str] | None = None,
+    input_options: InputOptions = InputOptions(),
+    threads: int | None = None,
+    cuda_graph: bool = False,
+    log=print,
+) -> list[dict]:
     """One report per (precision, batch), each with `agreement_vs_fp32` when an FP32 model exists."""
     tile = bundle.tile
     pool_n = max(8, max(batches) * 2)
@@ -130,12 +151,13 @@ def run_bench(bundle: Bundle, *, backend: str = "auto", precisions: Sequence[str
     if ref_labels is None and "fp32" in bundle.precisions("onnx"):
         ref = open_backend(bundle, "ort-cpu" if backend in ("auto", "ort-cpu") else backend, "fp32", threads=threads)
         try:
-            ref_labels = bench_backend(ref, tiles, agree_tiles, batch=min(ref.batch.max, max(ref.batch.min, 1)),
-                                       iters=1, warmup=0).labels
+            ref_labels = bench_backend(
+                ref, tiles, agree_tiles, batch=min(ref.batch.max, max(ref.batch.min, 1)), iters=1, warmup=0
+            ).labels
         finally:
             ref.close()
     out = []
-    for res, prec in reports:
+    for res, _prec in reports:
         rep = res.report
         if ref_labels is not None and res.labels.shape == ref_labels.shape:
             rep["agreement_vs_fp32"] = float(np.mean(res.labels == ref_labels))
@@ -152,15 +174,19 @@ def _f(v, nd=2):
 
 
 def render_bench_table(reports: list[dict]) -> str:
-    head = (f"{'backend':<10}{'precision':<10}{'batch':>6}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}{'max ms':>10}"
-            f"{'tiles/s':>10}{'MP/s':>9}{'agree':>9}")
+    head = (
+        f"{'backend':<10}{'precision':<10}{'batch':>6}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}{'max ms':>10}"
+        f"{'tiles/s':>10}{'MP/s':>9}{'agree':>9}"
+    )
     lines = [head, "-" * len(head)]
     for r in reports:
         lat = r["latency"]
         agree = "—" if r.get("agreement_vs_fp32") is None else f"{100 * r['agreement_vs_fp32']:.2f}%"
-        lines.append(f"{r['backend']:<10}{r['precision']:<10}{r['batch']:>6}{_f(lat['p50_ms']):>10}{_f(lat['p90_ms']):>10}"
-                     f"{_f(lat['p99_ms']):>10}{_f(lat['max_ms']):>10}{_f(r['tiles_per_s']):>10}"
-                     f"{_f(r['megapixels_per_s']):>9}{agree:>9}")
+        lines.append(
+            f"{r['backend']:<10}{r['precision']:<10}{r['batch']:>6}{_f(lat['p50_ms']):>10}{_f(lat['p90_ms']):>10}"
+            f"{_f(lat['p99_ms']):>10}{_f(lat['max_ms']):>10}{_f(r['tiles_per_s']):>10}"
+            f"{_f(r['megapixels_per_s']):>9}{agree:>9}"
+        )
     return "\n".join(lines)
 
 
@@ -171,15 +197,20 @@ def render_bench_markdown(reports: list[dict]) -> str:
     from .profiler import _header_lines, render_markdown
 
     lines = ["# co2s-bench", ""] + [f"- {x}" for x in _header_lines(r0)[:1] + _header_lines(r0)[2:]]
-    lines += [f"- tiles: {r0.get('tiles_source')}; latency = one backend call (a batch), host clock; warm-up excluded",
-              "", "| backend | precision | batch | p50 ms | p90 ms | p99 ms | max ms | tiles/s | MP/s | agreement vs FP32 |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        f"- tiles: {r0.get('tiles_source')}; latency = one backend call (a batch), host clock; warm-up excluded",
+        "",
+        "| backend | precision | batch | p50 ms | p90 ms | p99 ms | max ms | tiles/s | MP/s | agreement vs FP32 |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in reports:
         lat = r["latency"]
         agree = "—" if r.get("agreement_vs_fp32") is None else f"{100 * r['agreement_vs_fp32']:.2f}%"
-        lines.append(f"| {r['backend']} | {r['precision']} | {r['batch']} | {_f(lat['p50_ms'])} | {_f(lat['p90_ms'])} | "
-                     f"{_f(lat['p99_ms'])} | {_f(lat['max_ms'])} | {_f(r['tiles_per_s'])} | {_f(r['megapixels_per_s'])} "
-                     f"| {agree} |")
+        lines.append(
+            f"| {r['backend']} | {r['precision']} | {r['batch']} | {_f(lat['p50_ms'])} | {_f(lat['p90_ms'])} | "
+            f"{_f(lat['p99_ms'])} | {_f(lat['max_ms'])} | {_f(r['tiles_per_s'])} | {_f(r['megapixels_per_s'])} "
+            f"| {agree} |"
+        )
     lines.append("")
     for r in reports:
         lines.append(f"## {r['backend']} {r['precision']} batch {r['batch']}")
@@ -195,5 +226,13 @@ def render_bench_terminal(reports: list[dict]) -> str:
     return "\n".join(parts)
 
 
-__all__ = ["run_bench", "bench_backend", "synthetic_tiles", "tiles_from_images", "render_bench_table",
-           "render_bench_markdown", "render_bench_terminal", "library_versions"]
+__all__ = [
+    "run_bench",
+    "bench_backend",
+    "synthetic_tiles",
+    "tiles_from_images",
+    "render_bench_table",
+    "render_bench_markdown",
+    "render_bench_terminal",
+    "library_versions",
+]

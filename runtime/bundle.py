@@ -87,8 +87,10 @@ class Bundle:
     def onnx(self, precision: str) -> Artefact:
         found = self.find("onnx", precision)
         if not found:
-            raise Co2SInputError(f"bundle {self.root} has no {precision} ONNX model "
-                                 f"(it has: {', '.join(self.precisions('onnx')) or 'none'})")
+            raise Co2SInputError(
+                f"bundle {self.root} has no {precision} ONNX model "
+                f"(it has: {', '.join(self.precisions('onnx')) or 'none'})"
+            )
         return found[0]
 
 
@@ -117,11 +119,15 @@ def verify_artefact(bundle: Bundle, art: Artefact) -> Path:
     except OSError as e:  # a name the OS refuses (too long, ...) or an unreadable folder
         raise Co2SInputError(f"bundle {bundle.root}: cannot open {p.name[:80]} ({e.strerror or e})") from None
     if st is None:
-        raise Co2SInputError(f"bundle {bundle.root}: {art.precision} {art.kind} file {p.name} is missing "
-                             f"(listed in the manifest); re-export the bundle or copy the file back")
+        raise Co2SInputError(
+            f"bundle {bundle.root}: {art.precision} {art.kind} file {p.name} is missing "
+            f"(listed in the manifest); re-export the bundle or copy the file back"
+        )
     if art.size is not None and st.st_size != art.size:
-        raise Co2SInputError(f"bundle {bundle.root}: {p.name} is {st.st_size} bytes, the manifest says {art.size}: "
-                             f"the file is truncated or from another export")
+        raise Co2SInputError(
+            f"bundle {bundle.root}: {p.name} is {st.st_size} bytes, the manifest says {art.size}: "
+            f"the file is truncated or from another export"
+        )
     if art.sha256:
         key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
         with _verified_lock:
@@ -131,8 +137,10 @@ def verify_artefact(bundle: Bundle, art: Artefact) -> Path:
             with _verified_lock:
                 _verified[key] = digest
         if digest != art.sha256.lower():
-            raise Co2SInputError(f"bundle {bundle.root}: checksum mismatch for {p.name} (sha256 {digest[:12]}…, "
-                                 f"manifest says {art.sha256[:12]}…): the file is corrupt or from another export")
+            raise Co2SInputError(
+                f"bundle {bundle.root}: checksum mismatch for {p.name} (sha256 {digest[:12]}…, "
+                f"manifest says {art.sha256[:12]}…): the file is corrupt or from another export"
+            )
     return p
 
 
@@ -160,27 +168,44 @@ def from_manifest(m: Any) -> Bundle:
         raise Co2SInputError(f"bundle {root}: {len(classes)} classes do not fit uint8 labels (255 is nodata)")
     palette = np.asarray(m.palette or [], dtype=np.int64).reshape(-1, 3)
     if palette.shape[0] < len(classes):
-        palette = np.vstack([palette, _default_palette(len(classes))[palette.shape[0]:]])
+        palette = np.vstack([palette, _default_palette(len(classes))[palette.shape[0] :]])
     b = m.batch
     batch = BatchSpec(int(b["min"]), int(b["opt"]), int(b["max"]))
     arts = []
-    for key, a in data["artifacts"].items():
+    for _key, a in data["artifacts"].items():
         kind, prec = a.get("kind"), a.get("precision")
         if kind not in ("onnx", "engine", "onnx-data") or prec is None:
             continue
         trt = a.get("tensorrt") or {}
         dev = trt.get("device") or {}
         prof = trt.get("profile")
-        arts.append(Artefact(
-            kind=kind, precision=prec, path=root / a["path"], sha256=a.get("sha256"), size=a.get("bytes"),
-            trt_version=trt.get("version"), device_name=dev.get("name"),
-            compute_capability=_cc(dev.get("compute_capability")),
-            version_compatible=bool(trt.get("version_compatible", False)),
-            hardware_compatibility=trt.get("hardware_compatibility"),
-            batch=BatchSpec(int(prof["min"]), int(prof["opt"]), int(prof["max"])) if prof else None))
-    return Bundle(root=root, classes=classes, palette=palette.astype(np.uint8), tile=int(m.tile), batch=batch,
-                  input_name=str(m.input["name"]), outputs=tuple(o["name"] for o in m.outputs),
-                  artefacts=tuple(arts), parity=data.get("parity") or {}, manifest=m)
+        arts.append(
+            Artefact(
+                kind=kind,
+                precision=prec,
+                path=root / a["path"],
+                sha256=a.get("sha256"),
+                size=a.get("bytes"),
+                trt_version=trt.get("version"),
+                device_name=dev.get("name"),
+                compute_capability=_cc(dev.get("compute_capability")),
+                version_compatible=bool(trt.get("version_compatible", False)),
+                hardware_compatibility=trt.get("hardware_compatibility"),
+                batch=BatchSpec(int(prof["min"]), int(prof["opt"]), int(prof["max"])) if prof else None,
+            )
+        )
+    return Bundle(
+        root=root,
+        classes=classes,
+        palette=palette.astype(np.uint8),
+        tile=int(m.tile),
+        batch=batch,
+        input_name=str(m.input["name"]),
+        outputs=tuple(o["name"] for o in m.outputs),
+        artefacts=tuple(arts),
+        parity=data.get("parity") or {},
+        manifest=m,
+    )
 
 
 def _cc(v: Any) -> tuple[int, int] | None:

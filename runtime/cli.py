@@ -64,7 +64,7 @@ def _run(cmd: click.Command, argv: list[str] | None) -> None:
     except KeyboardInterrupt:
         click.echo("interrupted: partial outputs removed", err=True)
         sys.exit(130)
-    except Exception as e:  # noqa: BLE001 - not the user's fault: one line, the traceback with -v
+    except Exception as e:
         if argv is not None and ("-v" in argv or "--verbose" in argv) or "-v" in sys.argv or "--verbose" in sys.argv:
             raise
         click.echo(f"error: unexpected {type(e).__name__}: {e} (run with -v for the traceback)", err=True)
@@ -73,8 +73,12 @@ def _run(cmd: click.Command, argv: list[str] | None) -> None:
 
 
 def _input_options(bands, stretch, nodata, max_pixels) -> InputOptions:
-    opts = InputOptions(bands=parse_bands(bands), stretch=parse_stretch(stretch), nodata=nodata,
-                        max_pixels=max_pixels or DEFAULT_MAX_PIXELS)
+    opts = InputOptions(
+        bands=parse_bands(bands),
+        stretch=parse_stretch(stretch),
+        nodata=nodata,
+        max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
+    )
     if max_pixels:
         from PIL import Image
 
@@ -85,14 +89,25 @@ def _input_options(bands, stretch, nodata, max_pixels) -> InputOptions:
 
 
 _common_input = [
-    click.option("--bands", help="1-based bands to use as R,G,B (e.g. 3,2,1), or one band as grey; needed for "
-                                 "1-, 2- and 4+-band images"),
-    click.option("--stretch", help="8-bit conversion for 16-bit/float data: percentile:2,98 (per band), minmax, or "
-                                   "range:MIN,MAX"),
-    click.option("--nodata", type=float, help="input value marking nodata (overrides the file's); such pixels get "
-                                              "label 255 and tiles made only of them are not run"),
-    click.option("--max-pixels", type=int, help=f"largest image decoded whole in memory (PNG/JPEG; default "
-                                                f"{DEFAULT_MAX_PIXELS}): a decompression-bomb guard"),
+    click.option(
+        "--bands",
+        help="1-based bands to use as R,G,B (e.g. 3,2,1), or one band as grey; needed for 1-, 2- and 4+-band images",
+    ),
+    click.option(
+        "--stretch", help="8-bit conversion for 16-bit/float data: percentile:2,98 (per band), minmax, or range:MIN,MAX"
+    ),
+    click.option(
+        "--nodata",
+        type=float,
+        help="input value marking nodata (overrides the file's); such pixels get "
+        "label 255 and tiles made only of them are not run",
+    ),
+    click.option(
+        "--max-pixels",
+        type=int,
+        help=f"largest image decoded whole in memory (PNG/JPEG; default "
+        f"{DEFAULT_MAX_PIXELS}): a decompression-bomb guard",
+    ),
 ]
 
 
@@ -101,6 +116,7 @@ def _apply(options):
         for o in reversed(options):
             f = o(f)
         return f
+
     return deco
 
 
@@ -135,17 +151,33 @@ class _TqdmProgress:
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("--out", "-o", "out_dir", required=True, type=click.Path(file_okay=False), help="output folder")
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
-@click.option("--precision", type=click.Choice(PRECISION_CHOICES), default="auto", show_default=True,
-              help="auto: fp16 on a GPU, fp32 on the CPU")
-@click.option("--tile-overlap", help="overlap of neighbouring tiles: a fraction of the tile (0.25) or pixels (64); "
-                                     "default 1/6 of the tile (stride 5/6)")
-@click.option("--blend/--no-blend", default=None, help="blend class probabilities across overlaps (default: when the "
-                                                       "bundle outputs probs); otherwise each pixel comes from the tile "
-                                                       "where it is most central")
+@click.option(
+    "--precision",
+    type=click.Choice(PRECISION_CHOICES),
+    default="auto",
+    show_default=True,
+    help="auto: fp16 on a GPU, fp32 on the CPU",
+)
+@click.option(
+    "--tile-overlap",
+    help="overlap of neighbouring tiles: a fraction of the tile (0.25) or pixels (64); "
+    "default 1/6 of the tile (stride 5/6)",
+)
+@click.option(
+    "--blend/--no-blend",
+    default=None,
+    help="blend class probabilities across overlaps (default: when the "
+    "bundle outputs probs); otherwise each pixel comes from the tile "
+    "where it is most central",
+)
 @click.option("--confidence/--no-confidence", default=True, show_default=True, help="write the confidence raster")
 @click.option("--overlay/--no-overlay", default=True, show_default=True, help="write the colour overlay PNG")
-@click.option("--overviews/--no-overviews", default=True, show_default=True,
-              help="internal overviews in GeoTIFF outputs (fast zoomed-out display in GIS tools)")
+@click.option(
+    "--overviews/--no-overviews",
+    default=True,
+    show_default=True,
+    help="internal overviews in GeoTIFF outputs (fast zoomed-out display in GIS tools)",
+)
 @_apply(_common_input)
 @click.option("--batch", type=int, help="tiles per batch (default: the model's preferred batch)")
 @click.option("--readers", type=int, default=2, show_default=True, help="decode/read threads")
@@ -157,9 +189,32 @@ class _TqdmProgress:
 @click.option("--warmup", type=int, default=2, show_default=True, help="warm-up batches before timing")
 @click.option("--quiet", "-q", is_flag=True, help="no progress bar")
 @click.option("--verbose", "-v", is_flag=True)
-def infer_command(bundle, inputs, out_dir, backend, precision, tile_overlap, blend, confidence, overlay, overviews,
-                  bands, stretch, nodata, max_pixels, batch, readers, threads, cuda_graph, skip_existing, fail_fast,
-                  profile, warmup, quiet, verbose):
+def infer_command(
+    bundle,
+    inputs,
+    out_dir,
+    backend,
+    precision,
+    tile_overlap,
+    blend,
+    confidence,
+    overlay,
+    overviews,
+    bands,
+    stretch,
+    nodata,
+    max_pixels,
+    batch,
+    readers,
+    threads,
+    cuda_graph,
+    skip_existing,
+    fail_fast,
+    profile,
+    warmup,
+    quiet,
+    verbose,
+):
     """Segment images, folders of images and GeoTIFF scenes with a co2s bundle.
 
     Writes, per input, NAME.labels.png|tif (class index per pixel, 255 = nodata, palette attached),
@@ -170,7 +225,7 @@ def infer_command(bundle, inputs, out_dir, backend, precision, tile_overlap, ble
     """
     from .backends import open_backend
     from .bundle import load_bundle
-    from .pipeline import InferOptions, collect_inputs, InferencePipeline
+    from .pipeline import InferencePipeline, InferOptions, collect_inputs
     from .profiler import StageProfiler, device_stamp, render_table, write_reports
     from .tiling import parse_overlap
 
@@ -181,16 +236,31 @@ def infer_command(bundle, inputs, out_dir, backend, precision, tile_overlap, ble
         raise Co2SInputError("no image files found in " + ", ".join(inputs))
     b = load_bundle(bundle)
     overlap = parse_overlap(tile_overlap, b.tile)
-    options = InferOptions(overlap=overlap, blend=blend, confidence=confidence, overlay=overlay, input=in_opts,
-                           skip_existing=skip_existing, fail_fast=fail_fast, batch=batch, readers=readers,
-                           overviews=overviews)
+    options = InferOptions(
+        overlap=overlap,
+        blend=blend,
+        confidence=confidence,
+        overlay=overlay,
+        input=in_opts,
+        skip_existing=skip_existing,
+        fail_fast=fail_fast,
+        batch=batch,
+        readers=readers,
+        overviews=overviews,
+    )
     out = ensure_writable_dir(out_dir, f"--out {out_dir}: cannot write to this folder")  # before the backend loads
     be = open_backend(b, backend, precision, cuda_graph=cuda_graph, threads=threads)
     progress = None
     try:
         info = be.info()
-        log.info("backend %s, precision %s, tile %d, overlap %d px, batch %s", info.name, be.precision, b.tile,
-                 overlap, be.batch)
+        log.info(
+            "backend %s, precision %s, tile %d, overlap %d px, batch %s",
+            info.name,
+            be.precision,
+            b.tile,
+            overlap,
+            be.batch,
+        )
         if warmup:
             be.warmup(warmup)
         prof = StageProfiler(enabled=profile)
@@ -205,22 +275,36 @@ def infer_command(bundle, inputs, out_dir, backend, precision, tile_overlap, ble
     tiles = sum(r.tiles for r in summary.results if r.status == "ok")
     mp = sum(r.size[0] * r.size[1] for r in summary.results if r.status == "ok" and r.size) / 1e6
     rate = f", {mp / summary.wall_s:.2f} MP/s" if summary.wall_s > 0 and mp else ""
-    click.echo(f"done: {counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} skipped in "
-               f"{summary.wall_s:.1f} s ({tiles} tiles, {mp:.2f} MP{rate}) with {info.name} {be.precision}; "
-               f"outputs in {out}", err=True)
+    click.echo(
+        f"done: {counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} skipped in "
+        f"{summary.wall_s:.1f} s ({tiles} tiles, {mp:.2f} MP{rate}) with {info.name} {be.precision}; "
+        f"outputs in {out}",
+        err=True,
+    )
     if ignored:
         click.echo(f"ignored {len(ignored)} file(s) without an image extension (e.g. {ignored[0]})", err=True)
     if summary.stopped:
-        click.echo(f"stopped {summary.stopped}: {counts['skipped']} input(s) not processed; fix that and rerun "
-                   f"with --skip-existing to finish them", err=True)
+        click.echo(
+            f"stopped {summary.stopped}: {counts['skipped']} input(s) not processed; fix that and rerun "
+            f"with --skip-existing to finish them",
+            err=True,
+        )
     if summary.failed:
         click.echo("failed:", err=True)
         for r in summary.failed:
             click.echo(f"  {r.message}", err=True)
     if profile:
-        rep = prof.report(device=device_stamp(use_gpu=be.on_gpu), backend=info.name, precision=be.precision,
-                          tile=b.tile, batch=pipe.batch, warmup_batches=warmup, overlap=overlap, blend=pipe.blend,
-                          inputs=len(specs))
+        rep = prof.report(
+            device=device_stamp(use_gpu=be.on_gpu),
+            backend=info.name,
+            precision=be.precision,
+            tile=b.tile,
+            batch=pipe.batch,
+            warmup_batches=warmup,
+            overlap=overlap,
+            blend=pipe.blend,
+            inputs=len(specs),
+        )
         click.echo(render_table(rep), err=True)
         try:
             paths = write_reports(rep, str(out / "profile"))
@@ -243,21 +327,37 @@ def _csv_ints(text: str, what: str) -> list[int]:
 @click.command(name="co2s-bench", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("bundle", type=click.Path())
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
-@click.option("--precision", default="auto", show_default=True,
-              help="auto, all, or a comma list of fp32,fp16,int8")
+@click.option("--precision", default="auto", show_default=True, help="auto, all, or a comma list of fp32,fp16,int8")
 @click.option("--batch", "batch_text", default="1", show_default=True, help="batch sizes, e.g. 1,4")
 @click.option("--iters", type=int, default=50, show_default=True, help="timed batches per configuration")
 @click.option("--warmup", type=int, default=5, show_default=True, help="untimed batches first")
-@click.option("--images", multiple=True, type=click.Path(), help="images/folders to cut tiles from (default: "
-                                                                  "synthetic scenes)")
+@click.option(
+    "--images", multiple=True, type=click.Path(), help="images/folders to cut tiles from (default: synthetic scenes)"
+)
 @_apply(_common_input)
 @click.option("--threads", type=int, help="onnxruntime CPU threads")
 @click.option("--cuda-graph", is_flag=True, help="native TensorRT: replay the enqueue as a CUDA graph")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write all reports as JSON")
 @click.option("--markdown", "md_path", type=click.Path(dir_okay=False), help="write a Markdown report")
 @click.option("--verbose", "-v", is_flag=True, help="also print per-stage tables")
-def bench_command(bundle, backend, precision, batch_text, iters, warmup, images, bands, stretch, nodata, max_pixels,
-                  threads, cuda_graph, json_path, md_path, verbose):
+def bench_command(
+    bundle,
+    backend,
+    precision,
+    batch_text,
+    iters,
+    warmup,
+    images,
+    bands,
+    stretch,
+    nodata,
+    max_pixels,
+    threads,
+    cuda_graph,
+    json_path,
+    md_path,
+    verbose,
+):
     """Latency (p50/p90/p99/max per batch), throughput and agreement with FP32 for each precision and batch."""
     from .bench import render_bench_markdown, render_bench_table, render_bench_terminal, run_bench
     from .bundle import PRECISIONS, load_bundle
@@ -278,10 +378,19 @@ def bench_command(bundle, backend, precision, batch_text, iters, warmup, images,
         if path:  # before the benchmark runs, not after
             folder = Path(path).parent
             ensure_writable_dir(folder, f"{option} {path}: cannot write to {folder}")
-    reports = run_bench(b, backend=backend, precisions=precs, batches=batches, iters=iters, warmup=warmup,
-                        images=list(images) or None,
-                        input_options=_input_options(bands, stretch, nodata, max_pixels), threads=threads,
-                        cuda_graph=cuda_graph, log=lambda m: click.echo(m, err=True))
+    reports = run_bench(
+        b,
+        backend=backend,
+        precisions=precs,
+        batches=batches,
+        iters=iters,
+        warmup=warmup,
+        images=list(images) or None,
+        input_options=_input_options(bands, stretch, nodata, max_pixels),
+        threads=threads,
+        cuda_graph=cuda_graph,
+        log=lambda m: click.echo(m, err=True),
+    )
     click.echo(render_bench_terminal(reports) if verbose else render_bench_table(reports))
     if json_path:
         _write_report(json_path, json.dumps({"bundle": str(b.root), "reports": reports}, indent=2, default=str))

@@ -20,8 +20,16 @@ import numpy as np
 from co2s.errors import WRITE_ERRNOS, Co2SInputError, Co2SOutputError, output_error
 
 from .imageio import InputOptions, RasterSource, apply_stretch, needs_stretch_error, select_bands, stretch_limits
-from .outputs import (OutputPaths, Sink, commit_files, overlay_image, palette_lut, preview_step, remove_quietly,
-                      temp_path)
+from .outputs import (
+    OutputPaths,
+    Sink,
+    commit_files,
+    overlay_image,
+    palette_lut,
+    preview_step,
+    remove_quietly,
+    temp_path,
+)
 from .tiling import NODATA_LABEL
 
 log = logging.getLogger("co2s.runtime")
@@ -76,8 +84,10 @@ class GeoTiffSource(RasterSource):
                 raise Co2SInputError(f"{path}: empty raster ({ds.width}x{ds.height}, {ds.count} bands)")
             complex_bands = [t for t in ds.dtypes if t.startswith("complex")]
             if complex_bands:
-                raise Co2SInputError(f"{path}: complex-valued raster ({complex_bands[0]}); the model takes real-valued "
-                                     f"imagery (convert it first, e.g. to amplitude)")
+                raise Co2SInputError(
+                    f"{path}: complex-valued raster ({complex_bands[0]}); the model takes real-valued "
+                    f"imagery (convert it first, e.g. to amplitude)"
+                )
             _check_block_size(self.path, ds)
             idx0 = select_bands(ds.count, options, self.path, "raster ", np.result_type(*ds.dtypes))
             self.unique = sorted(set(idx0))
@@ -87,16 +97,19 @@ class GeoTiffSource(RasterSource):
             self.dtype = np.result_type(*dtypes)
             self.nodata = options.nodata
             self.use_masks = options.nodata is None and any(
-                MaskFlags.all_valid not in ds.mask_flag_enums[i] for i in self.unique)
+                MaskFlags.all_valid not in ds.mask_flag_enums[i] for i in self.unique
+            )
             self.lo = self.hi = None
             if self.dtype != np.uint8 or options.stretch is not None:
                 if options.stretch is None:
                     raise needs_stretch_error(self.path, self.dtype)
                 self.lo, self.hi = self._stretch_limits()
             if ds.width > 2 * BLOCK and not ds.profile.get("tiled", False):
-                log.warning("%s is striped, not internally tiled: every tile window re-reads whole strips. "
-                            "For large scenes convert once: gdal_translate -co TILED=YES -co COMPRESS=DEFLATE in out",
-                            self.path)
+                log.warning(
+                    "%s is striped, not internally tiled: every tile window re-reads whole strips. "
+                    "For large scenes convert once: gdal_translate -co TILED=YES -co COMPRESS=DEFLATE in out",
+                    self.path,
+                )
         except BaseException:
             self.ds.close()
             raise
@@ -123,8 +136,10 @@ class GeoTiffSource(RasterSource):
         except _rasterio().errors.RasterioIOError as e:
             # this overview read (stretch statistics, quick-look) touches every block, so it is where a damaged
             # scene usually shows first
-            raise Co2SInputError(f"{self.path}: read failed while sampling the whole scene at 1/{step} scale "
-                                 f"(truncated or corrupt? {_gdal_msg(e)})") from None
+            raise Co2SInputError(
+                f"{self.path}: read failed while sampling the whole scene at 1/{step} scale "
+                f"(truncated or corrupt? {_gdal_msg(e)})"
+            ) from None
         return data, valid
 
     def _stretch_limits(self) -> tuple[np.ndarray, np.ndarray]:
@@ -152,8 +167,10 @@ class GeoTiffSource(RasterSource):
             elif self.use_masks:
                 valid = np.any(self.ds.read_masks(self.indexes, window=win) > 0, axis=0)
         except _rasterio().errors.RasterioIOError as e:
-            raise Co2SInputError(f"{self.path}: read failed at rows {y0}-{y0 + h}, columns {x0}-{x0 + w} "
-                                 f"(truncated or corrupt? {_gdal_msg(e)})") from None
+            raise Co2SInputError(
+                f"{self.path}: read failed at rows {y0}-{y0 + h}, columns {x0}-{x0 + w} "
+                f"(truncated or corrupt? {_gdal_msg(e)})"
+            ) from None
         return self._to_rgb(data), valid
 
     def preview(self, max_side: int) -> np.ndarray:
@@ -174,7 +191,8 @@ def _check_block_size(path: Path, ds) -> None:
         raise Co2SInputError(
             f"{path}: one internal block is {bw}x{bh} pixels x {ds.count} band(s) = {need / 2**20:,.0f} MB, and every "
             f"read decodes a whole block (limit {MAX_BLOCK_BYTES >> 20} MB); if the file is intact convert it to a "
-            f"tiled GeoTIFF first: gdal_translate -co TILED=YES -co COMPRESS=DEFLATE in.tif out.tif")
+            f"tiled GeoTIFF first: gdal_translate -co TILED=YES -co COMPRESS=DEFLATE in.tif out.tif"
+        )
 
 
 def _gdal_msg(e: BaseException) -> str:
@@ -239,15 +257,32 @@ class GeoTiffSink(Sink):
     output file, after every temporary file was removed; a closed file is read back before it is renamed into
     place, since GDAL does not report every failure (see _check_complete)."""
 
-    def __init__(self, source: GeoTiffSource, paths: OutputPaths, palette: np.ndarray, classes: list[str],
-                 *, overviews: bool = True):
+    def __init__(
+        self,
+        source: GeoTiffSource,
+        paths: OutputPaths,
+        palette: np.ndarray,
+        classes: list[str],
+        *,
+        overviews: bool = True,
+    ):
         rio = _rasterio()
         self.source, self.paths, self.palette = source, paths, palette
         self.overviews = overviews
         self.height, self.width = source.height, source.width
-        base = dict(driver="GTiff", width=self.width, height=self.height, count=1, crs=source.crs,
-                    transform=source.transform, tiled=True, blockxsize=BLOCK, blockysize=BLOCK, compress="deflate",
-                    BIGTIFF="IF_SAFER")
+        base = dict(
+            driver="GTiff",
+            width=self.width,
+            height=self.height,
+            count=1,
+            crs=source.crs,
+            transform=source.transform,
+            tiled=True,
+            blockxsize=BLOCK,
+            blockysize=BLOCK,
+            compress="deflate",
+            BIGTIFF="IF_SAFER",
+        )
         self._temps: list[Path] = []
         self._datasets = {}
         final = paths.labels
@@ -318,7 +353,7 @@ class GeoTiffSink(Sink):
             if self._pending_y0 != self.height:
                 raise RuntimeError(f"only rows 0-{self._pending_y0} of {self.height} were written")
             factors = self._overview_factors() if self.overviews else []
-            for key, (ds, tmp, final) in self._datasets.items():
+            for key, (ds, tmp, _final) in self._datasets.items():
                 if factors:
                     self._build_overviews(key, ds, factors)
                 ds.close()
@@ -370,11 +405,14 @@ class GeoTiffSink(Sink):
             for level in (None, *range(levels)):
                 kw = {} if level is None else {"overview_level": level}
                 with rio.open(tmp, **kw) as r:
-                    if level is None and ((r.width, r.height, r.count) != (self.width, self.height, 1)
-                                          or len(r.overviews(1)) != levels):
-                        raise _IncompleteOutput(f"{r.width}x{r.height}x{r.count} with {len(r.overviews(1))} "
-                                                f"overview levels, expected {self.width}x{self.height}x1 "
-                                                f"with {levels}")
+                    if level is None and (
+                        (r.width, r.height, r.count) != (self.width, self.height, 1) or len(r.overviews(1)) != levels
+                    ):
+                        raise _IncompleteOutput(
+                            f"{r.width}x{r.height}x{r.count} with {len(r.overviews(1))} "
+                            f"overview levels, expected {self.width}x{self.height}x1 "
+                            f"with {levels}"
+                        )
                     bh, bw = r.block_shapes[0]
                     for by in range(-(-r.height // bh)):
                         for bx in range(-(-r.width // bw)):
@@ -398,8 +436,13 @@ class GeoTiffSink(Sink):
             elif isinstance(e, _IncompleteOutput):
                 err = Co2SOutputError(f"{final}: cannot write: GDAL could not complete the file ({e})")
             else:
-                err = output_error(final, OSError(None, e.strerror if isinstance(e, OSError) and e.strerror and
-                                                  e.errno is not None else _gdal_msg(e)))
+                err = output_error(
+                    final,
+                    OSError(
+                        None,
+                        e.strerror if isinstance(e, OSError) and e.strerror and e.errno is not None else _gdal_msg(e),
+                    ),
+                )
         finally:
             self.abort()
         return err

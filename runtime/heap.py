@@ -58,8 +58,11 @@ def limit_heap_retention() -> bool:
     with _heap_lock:
         if "tuned" not in _heap_state:
             env = "MALLOC_MMAP_THRESHOLD_" in os.environ or "MALLOC_TRIM_THRESHOLD_" in os.environ
-            _heap_state["tuned"] = not env and libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 and \
-                libc.mallopt(_M_TRIM_THRESHOLD, 2 * MMAP_THRESHOLD) == 1
+            _heap_state["tuned"] = (
+                not env
+                and libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
+                and libc.mallopt(_M_TRIM_THRESHOLD, 2 * MMAP_THRESHOLD) == 1
+            )
             log.debug("glibc malloc: mmap threshold %d (%s)", MMAP_THRESHOLD, _heap_state["tuned"])
         return _heap_state["tuned"]
 

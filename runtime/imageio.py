@@ -88,20 +88,25 @@ def select_bands(count: int, options: InputOptions, path: Path, what: str = "", 
     if options.bands is not None:
         bad = [b for b in options.bands if b > count]
         if bad:
-            raise Co2SInputError(f"{path}: --bands {','.join(map(str, options.bands))} asks for band {bad[0]}, "
-                                 f"but the image has {count} band(s)")
+            raise Co2SInputError(
+                f"{path}: --bands {','.join(map(str, options.bands))} asks for band {bad[0]}, "
+                f"but the image has {count} band(s)"
+            )
         bands = options.bands * 3 if len(options.bands) == 1 else options.bands
         return tuple(b - 1 for b in bands)
     if count == 3:
         return (0, 1, 2)
     hint = {1: "pass --bands 1 to use it as grey", 2: "pass --bands 1 to use the first band as grey"}.get(
-        count, "pass --bands R,G,B (e.g. --bands 1,2,3; for multispectral data often 3,2,1 or 4,3,2)")
+        count, "pass --bands R,G,B (e.g. --bands 1,2,3; for multispectral data often 3,2,1 or 4,3,2)"
+    )
     if np.dtype(dtype) != np.uint8 and options.stretch is None:
         hint += " and --stretch percentile:2,98 (the data is not 8-bit)"
     raise Co2SInputError(f"{path}: {count}-band {what}image, the model expects RGB; {hint}")
 
 
-def stretch_limits(samples: np.ndarray, stretch: Stretch, valid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def stretch_limits(
+    samples: np.ndarray, stretch: Stretch, valid: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-band (lo, hi) from `samples` [C, ...]; `valid` (same trailing shape) excludes nodata pixels."""
     c = samples.shape[0]
     flat = samples.reshape(c, -1).astype(np.float64)
@@ -127,8 +132,10 @@ def apply_stretch(pixels: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndar
 
 def needs_stretch_error(path: Path, dtype: np.dtype) -> Co2SInputError:
     bits = f"{np.dtype(dtype).itemsize * 8}-bit {np.dtype(dtype).name}"
-    return Co2SInputError(f"{path}: {bits} data, the model takes 8-bit; pass --stretch percentile:2,98 (per band), "
-                          f"--stretch minmax, or a fixed --stretch range:MIN,MAX (e.g. range:0,10000)")
+    return Co2SInputError(
+        f"{path}: {bits} data, the model takes 8-bit; pass --stretch percentile:2,98 (per band), "
+        f"--stretch minmax, or a fixed --stretch range:MIN,MAX (e.g. range:0,10000)"
+    )
 
 
 class RasterSource(ABC):
@@ -163,8 +170,8 @@ class ArraySource(RasterSource):
         self.height, self.width = rgb.shape[:2]
 
     def read(self, y0: int, x0: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray | None]:
-        v = None if self.valid is None else self.valid[y0:y0 + h, x0:x0 + w]
-        return self.rgb[y0:y0 + h, x0:x0 + w], v
+        v = None if self.valid is None else self.valid[y0 : y0 + h, x0 : x0 + w]
+        return self.rgb[y0 : y0 + h, x0 : x0 + w], v
 
 
 def _pillow_bands(img: Image.Image) -> tuple[Image.Image, np.ndarray]:
@@ -199,8 +206,10 @@ def open_pillow(path: Path, options: InputOptions) -> ArraySource:
     try:
         img = Image.open(path)
     except Image.DecompressionBombError as e:
-        raise Co2SInputError(f"{path}: refused as a decompression bomb ({e}); if the file is trusted pass a larger "
-                             f"--max-pixels, or convert it to a tiled GeoTIFF (processed in windows)") from None
+        raise Co2SInputError(
+            f"{path}: refused as a decompression bomb ({e}); if the file is trusted pass a larger "
+            f"--max-pixels, or convert it to a tiled GeoTIFF (processed in windows)"
+        ) from None
     except UnidentifiedImageError:
         raise Co2SInputError(f"{path}: {_unidentified_reason(path)}") from None
     except OSError as e:
@@ -215,7 +224,8 @@ def open_pillow(path: Path, options: InputOptions) -> ArraySource:
             raise Co2SInputError(
                 f"{path}: header declares {w}x{h} = {w * h / 1e6:.0f} MP, above the {options.max_pixels / 1e6:.0f} MP "
                 f"limit for images decoded whole (decompression-bomb guard); if the file is trusted pass "
-                f"--max-pixels {w * h}, or convert it to a tiled GeoTIFF to process it in windows")
+                f"--max-pixels {w * h}, or convert it to a tiled GeoTIFF to process it in windows"
+            )
         try:
             img.load()
             img, arr = _pillow_bands(img)
@@ -230,8 +240,18 @@ def open_pillow(path: Path, options: InputOptions) -> ArraySource:
 # broken field trips: the ones Pillow's own format sniffing treats as "not this format" (SyntaxError, IndexError,
 # TypeError, struct.error) plus ValueError (a TIFF header, found by benchmarks/fuzz) and their arithmetic/lookup
 # cousins. For the user each means the same thing: this file is damaged.
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, TypeError, IndexError, KeyError, EOFError, ZeroDivisionError,
-                  OverflowError, struct.error)
+_DECODE_ERRORS = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    TypeError,
+    IndexError,
+    KeyError,
+    EOFError,
+    ZeroDivisionError,
+    OverflowError,
+    struct.error,
+)
 
 
 def _describe(e: BaseException) -> str:
@@ -241,8 +261,15 @@ def _describe(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[:200]}" if text else type(e).__name__
 
 
-_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"),
-               (b"BM", "BMP"), (b"GIF8", "GIF"), (b"RIFF", "WebP"))
+_SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"BM", "BMP"),
+    (b"GIF8", "GIF"),
+    (b"RIFF", "WebP"),
+)
 
 
 def _unidentified_reason(path: Path) -> str:
@@ -299,6 +326,9 @@ def open_source(path: str | os.PathLike, options: InputOptions) -> RasterSource:
         return open_geotiff(path, options)
     src = open_pillow(path, options)
     if path.suffix.lower() in (".tif", ".tiff"):
-        log.warning("%s: read with Pillow because rasterio is not installed; any georeferencing is dropped "
-                    "(pip install 'co2s[geo]')", path)
+        log.warning(
+            "%s: read with Pillow because rasterio is not installed; any georeferencing is dropped "
+            "(pip install 'co2s[geo]')",
+            path,
+        )
     return src

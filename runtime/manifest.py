@@ -41,8 +41,13 @@ def load_schema() -> dict:
 
 # --------------------------------------------------------------------------------------- validation
 _JSON_TYPES = {
-    "object": dict, "array": list, "string": str, "boolean": bool, "null": type(None),
-    "integer": int, "number": (int, float),
+    "object": dict,
+    "array": list,
+    "string": str,
+    "boolean": bool,
+    "null": type(None),
+    "integer": int,
+    "number": (int, float),
 }
 
 
@@ -143,9 +148,13 @@ TENSORRT_SCHEMA = {
             "properties": {
                 "name": {"type": ["string", "null"]},
                 # "8.7", "87", "sm_87" or [8, 7] (\Z, not $: "87\n" would pass $ and then fail to parse)
-                "compute_capability": {"type": ["string", "array", "null"],
-                                       "pattern": r"^([sS][mM]_?)?([0-9]+[.][0-9]+|[0-9]{2,})\Z",
-                                       "minItems": 2, "maxItems": 2, "items": {"type": "integer", "minimum": 0}},
+                "compute_capability": {
+                    "type": ["string", "array", "null"],
+                    "pattern": r"^([sS][mM]_?)?([0-9]+[.][0-9]+|[0-9]{2,})\Z",
+                    "minItems": 2,
+                    "maxItems": 2,
+                    "items": {"type": "integer", "minimum": 0},
+                },
             },
         },
     },
@@ -191,11 +200,13 @@ def verify_artifacts(root: Path, data: dict) -> list[str]:
             if not p.is_file():
                 problems.append(f"artefact {_short(key)}: file {art['path']} is missing")
             elif p.stat().st_size != art["bytes"]:
-                problems.append(f"artefact {_short(key)}: {art['path']} is {p.stat().st_size} bytes, "
-                                f"manifest says {art['bytes']}")
+                problems.append(
+                    f"artefact {_short(key)}: {art['path']} is {p.stat().st_size} bytes, manifest says {art['bytes']}"
+                )
             elif sha256_file(p) != art["sha256"]:
-                problems.append(f"artefact {_short(key)}: {art['path']} sha256 does not match the manifest "
-                                f"(corrupt or replaced)")
+                problems.append(
+                    f"artefact {_short(key)}: {art['path']} sha256 does not match the manifest (corrupt or replaced)"
+                )
         except OSError as e:
             problems.append(f"artefact {_short(key)}: cannot read {_short(art['path'])} ({e.strerror or e})")
     return problems
@@ -239,8 +250,11 @@ class Manifest:
         return self._path(f"onnx_{precision}", f"no {precision} ONNX in this bundle")
 
     def engine_path(self, precision: str = "fp16") -> Path:
-        return self._path(f"engine_{precision}", f"no {precision} TensorRT engine in this bundle (build it with "
-                                                 f"`co2s-export --from-bundle {self.root} --engine {precision}`)")
+        return self._path(
+            f"engine_{precision}",
+            f"no {precision} TensorRT engine in this bundle (build it with "
+            f"`co2s-export --from-bundle {self.root} --engine {precision}`)",
+        )
 
     def engine_info(self, precision: str = "fp16") -> dict:
         self.engine_path(precision)

@@ -41,9 +41,11 @@ def output_paths(out_dir: Path, rel_stem: Path, *, geo: bool, overlay: bool, con
     """`<out>/<rel_stem>.labels.png|tif`, `.overlay.png`, `.confidence.png|tif`."""
     ext = ".tif" if geo else ".png"
     base = Path(out_dir) / rel_stem
-    return OutputPaths(base.with_name(base.name + ".labels" + ext),
-                       base.with_name(base.name + ".overlay.png") if overlay else None,
-                       base.with_name(base.name + ".confidence" + ext) if confidence else None)
+    return OutputPaths(
+        base.with_name(base.name + ".labels" + ext),
+        base.with_name(base.name + ".overlay.png") if overlay else None,
+        base.with_name(base.name + ".confidence" + ext) if confidence else None,
+    )
 
 
 def temp_path(final: Path) -> Path:
@@ -96,20 +98,21 @@ def palette_lut(palette: np.ndarray) -> np.ndarray:
     return lut
 
 
-def overlay_image(rgb: np.ndarray, labels: np.ndarray, palette: np.ndarray, alpha: float = OVERLAY_ALPHA,
-                  rows: int = 512) -> np.ndarray:
+def overlay_image(
+    rgb: np.ndarray, labels: np.ndarray, palette: np.ndarray, alpha: float = OVERLAY_ALPHA, rows: int = 512
+) -> np.ndarray:
     """Blend class colours over the image (8-bit fixed point, in row chunks so a large quick-look needs no
     float copies of the whole image); nodata pixels keep the image."""
     lut = palette_lut(palette).astype(np.uint16)
     a = int(round(alpha * 256))
     out = np.empty_like(rgb)
     for y in range(0, rgb.shape[0], rows):
-        lab = labels[y:y + rows]
-        px = rgb[y:y + rows].astype(np.uint16)
+        lab = labels[y : y + rows]
+        px = rgb[y : y + rows].astype(np.uint16)
         blend = ((px * (256 - a) + lut[lab] * a + 128) >> 8).astype(np.uint8)
         nod = lab == NODATA_LABEL
-        blend[nod] = rgb[y:y + rows][nod]
-        out[y:y + rows] = blend
+        blend[nod] = rgb[y : y + rows][nod]
+        out[y : y + rows] = blend
     return out
 
 
@@ -168,8 +171,9 @@ class PngSink(Sink):
                     save_labels_png(tmp, self.labels, self.palette)
                 elif final == self.paths.overlay:
                     rgb, _ = self.source.read(0, 0, self.source.height, self.source.width)
-                    Image.fromarray(overlay_image(rgb, self.labels, self.palette)).save(tmp, format="PNG",
-                                                                                        compress_level=1)
+                    Image.fromarray(overlay_image(rgb, self.labels, self.palette)).save(
+                        tmp, format="PNG", compress_level=1
+                    )
                 else:
                     save_confidence_png(tmp, self.confidence)
                 pairs.append((tmp, final))

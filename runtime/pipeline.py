@@ -30,9 +30,9 @@ import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 
@@ -112,7 +112,9 @@ class Progress:
 # --- inputs -----------------------------------------------------------------------------------------------------
 
 
-def collect_inputs(inputs: Iterable[str | os.PathLike], *, unique_outputs: bool = True) -> tuple[list[JobSpec], list[Path]]:
+def collect_inputs(
+    inputs: Iterable[str | os.PathLike], *, unique_outputs: bool = True
+) -> tuple[list[JobSpec], list[Path]]:
     """Files as given, folders walked (sorted) for image extensions; returns (jobs, ignored files in folders).
     A missing path is an error right away; two inputs with the same output name are too."""
     jobs: list[JobSpec] = []
@@ -137,8 +139,10 @@ def collect_inputs(inputs: Iterable[str | os.PathLike], *, unique_outputs: bool 
     seen: dict[Path, Path] = {}
     for j in jobs if unique_outputs else ():
         if j.rel_stem in seen:
-            raise Co2SInputError(f"{seen[j.rel_stem]} and {j.input} would write the same outputs "
-                                 f"({j.rel_stem}.labels.*); pass them in separate runs or rename one")
+            raise Co2SInputError(
+                f"{seen[j.rel_stem]} and {j.input} would write the same outputs "
+                f"({j.rel_stem}.labels.*); pass them in separate runs or rename one"
+            )
         seen[j.rel_stem] = j.input
     return jobs, ignored
 
@@ -201,23 +205,36 @@ _DONE = object()
 
 
 class InferencePipeline:
-    def __init__(self, bundle: Bundle, backend: Backend, out_dir: str | os.PathLike, options: InferOptions = InferOptions(),
-                 *, profiler: StageProfiler | None = None, progress: Progress | None = None):
+    def __init__(
+        self,
+        bundle: Bundle,
+        backend: Backend,
+        out_dir: str | os.PathLike,
+        options: InferOptions = InferOptions(),
+        *,
+        profiler: StageProfiler | None = None,
+        progress: Progress | None = None,
+    ):
         self.bundle, self.backend, self.options = bundle, backend, options
         self.out_dir = Path(out_dir)
         self.tile = bundle.tile
         self.overlap = options.overlap if options.overlap is not None else round(self.tile / 6)
         self.blend = bundle.has_probs if options.blend is None else options.blend
         if self.blend and "probs" not in backend.outputs:
-            raise Co2SInputError(f"bundle {bundle.root} has no 'probs' output: probability blending is not possible "
-                                 "(tiles are stitched by the most-central rule instead; drop --blend)")
+            raise Co2SInputError(
+                f"bundle {bundle.root} has no 'probs' output: probability blending is not possible "
+                "(tiles are stitched by the most-central rule instead; drop --blend)"
+            )
         bmax = backend.batch.max
         self.batch = min(options.batch or backend.batch.opt or 1, bmax)
         if options.batch and options.batch > bmax:
             log.warning("--batch %d is above what this model takes (%d); using %d", options.batch, bmax, bmax)
         # passed with every backend call (not set on the backend, which other runs may share)
-        self._needed = frozenset({"labels"} | ({"confidence"} if options.confidence or self.blend else set()) | (
-            {"probs"} if self.blend else set()))
+        self._needed = frozenset(
+            {"labels"}
+            | ({"confidence"} if options.confidence or self.blend else set())
+            | ({"probs"} if self.blend else set())
+        )
         self.profiler = profiler or StageProfiler(enabled=False)
         self.progress = progress or Progress()
         limit_heap_retention()
@@ -258,9 +275,13 @@ class InferencePipeline:
             self._jobs.put(job)
         n_readers = max(1, min(self.options.readers, len(todo))) if todo else 0
         self._readers_left = n_readers
-        threads = [threading.Thread(target=self._read_loop, name=f"co2s-read-{k}", daemon=True) for k in range(n_readers)]
-        threads += [threading.Thread(target=self._infer_loop, name="co2s-infer", daemon=True),
-                    threading.Thread(target=self._write_loop, name="co2s-write", daemon=True)]
+        threads = [
+            threading.Thread(target=self._read_loop, name=f"co2s-read-{k}", daemon=True) for k in range(n_readers)
+        ]
+        threads += [
+            threading.Thread(target=self._infer_loop, name="co2s-infer", daemon=True),
+            threading.Thread(target=self._write_loop, name="co2s-write", daemon=True),
+        ]
         if not todo:
             threads = []
         self.profiler.start()
@@ -282,11 +303,13 @@ class InferencePipeline:
             raise self._fatal
         for job in todo:  # never started: the run stopped first
             if job.index not in self._results_by_job:
-                self._results_by_job[job.index] = JobResult(job.spec.input, "skipped",
-                                                            f"not started, the run stopped {self._stop_reason}")
+                self._results_by_job[job.index] = JobResult(
+                    job.spec.input, "skipped", f"not started, the run stopped {self._stop_reason}"
+                )
         results = [self._results_by_job[i] for i in sorted(self._results_by_job)]
-        return RunSummary(results, time.perf_counter() - t0, list(ignored or []),
-                          self._stop_reason if self._stop.is_set() else None)
+        return RunSummary(
+            results, time.perf_counter() - t0, list(ignored or []), self._stop_reason if self._stop.is_set() else None
+        )
 
     # --- readers ----------------------------------------------------------------------------------------------
 
@@ -337,7 +360,7 @@ class InferencePipeline:
             self._tiles.put(_JobFailed(job, str(e)))
         except MemoryError:
             self._tiles.put(_JobFailed(job, f"{job.spec.input}: out of memory while reading"))
-        except Exception as e:  # noqa: BLE001 - one broken input must not stop the others
+        except Exception as e:
             log.debug("reader error", exc_info=True)
             self._tiles.put(_JobFailed(job, f"{job.spec.input}: unexpected {type(e).__name__}: {e}"))
 
@@ -428,8 +451,9 @@ class InferencePipeline:
             if job.failed:
                 continue
             if self._stop.is_set():  # queued tiles of a stopped run are dropped, not written
-                self._fail(job, f"{job.spec.input}: not finished, the run stopped {self._stop_reason}",
-                           status="skipped")
+                self._fail(
+                    job, f"{job.spec.input}: not finished, the run stopped {self._stop_reason}", status="skipped"
+                )
                 continue
             if isinstance(item, _JobFailed):
                 self._fail(job, item.message)
@@ -440,7 +464,7 @@ class InferencePipeline:
                 self._write_failed(job, output_error(e.filename or job.spec.input, e))
             except Co2SInputError as e:
                 self._write_failed(job, e)
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 log.debug("writer error", exc_info=True)
                 self._fail(job, f"{job.spec.input}: unexpected {type(e).__name__} while writing: {e}")
         # anything still open never got all its tiles (stopped early)
@@ -448,8 +472,9 @@ class InferencePipeline:
             left = list(self._open_jobs.values())
         for job in left:
             if not job.failed:
-                self._fail(job, f"{job.spec.input}: not finished, the run stopped {self._stop_reason}",
-                           status="skipped")
+                self._fail(
+                    job, f"{job.spec.input}: not finished, the run stopped {self._stop_reason}", status="skipped"
+                )
 
     def _write_failed(self, job: _Job, e: Co2SInputError) -> None:
         self._fail(job, str(e))
@@ -459,13 +484,19 @@ class InferencePipeline:
 
     def _make_sink(self, job: _Job) -> Sink:
         src = job.source
-        paths: OutputPaths = output_paths(self.out_dir, job.spec.rel_stem, geo=src.windowed,
-                                          overlay=self.options.overlay, confidence=self.options.confidence)
+        paths: OutputPaths = output_paths(
+            self.out_dir,
+            job.spec.rel_stem,
+            geo=src.windowed,
+            overlay=self.options.overlay,
+            confidence=self.options.confidence,
+        )
         if src.windowed:
             from .geotiff import GeoTiffSink
 
-            return GeoTiffSink(src, paths, self.bundle.palette, list(self.bundle.classes),
-                               overviews=self.options.overviews)
+            return GeoTiffSink(
+                src, paths, self.bundle.palette, list(self.bundle.classes), overviews=self.options.overviews
+            )
         return PngSink(src, paths, self.bundle.palette)
 
     def _write_tile(self, job: _Job, item: _TileResult) -> None:
@@ -482,15 +513,21 @@ class InferencePipeline:
                 prof.add("write", dt)
                 _job.write_in_stitch += dt  # not postprocess time
 
-            job.stitcher = Stitcher(job.grid, emit, blend=self.blend, num_classes=self.bundle.num_classes,
-                                    with_confidence=self.options.confidence)
+            job.stitcher = Stitcher(
+                job.grid,
+                emit,
+                blend=self.blend,
+                num_classes=self.bundle.num_classes,
+                with_confidence=self.options.confidence,
+            )
         t = time.perf_counter()
         o = item.outputs
         if o is None:
             job.stitcher.add(item.win, None, valid=item.valid)
         else:
-            job.stitcher.add(item.win, o["labels"], o.get("confidence"), o.get("probs") if self.blend else None,
-                             item.valid)
+            job.stitcher.add(
+                item.win, o["labels"], o.get("confidence"), o.get("probs") if self.blend else None, item.valid
+            )
         prof.add("postprocess", time.perf_counter() - t - job.write_in_stitch)
         job.write_in_stitch = 0.0
         w = item.win
@@ -502,8 +539,10 @@ class InferencePipeline:
             outputs = job.sink.commit()
             prof.add("write", time.perf_counter() - t)
             self._close(job)
-            self._finish(job.index, JobResult(job.spec.input, "ok", "", outputs, job.total, job.size,
-                                              time.perf_counter() - job.t0))
+            self._finish(
+                job.index,
+                JobResult(job.spec.input, "ok", "", outputs, job.total, job.size, time.perf_counter() - job.t0),
+            )
 
     def _fail(self, job: _Job, message: str, status: str = "failed") -> None:
         job.failed = True
@@ -512,8 +551,9 @@ class InferencePipeline:
         self._close(job)
         if job.total > job.done:
             self.progress.add_total(job.done - job.total)  # those tiles will never come
-        self._finish(job.index, JobResult(job.spec.input, status, message, [], job.done, job.size,
-                                          time.perf_counter() - job.t0))
+        self._finish(
+            job.index, JobResult(job.spec.input, status, message, [], job.done, job.size, time.perf_counter() - job.t0)
+        )
         if self.options.fail_fast and status == "failed":
             self._stop.set()
 
@@ -541,21 +581,37 @@ class InferencePipeline:
                 job.sink.abort()
 
 
-def run_inference(bundle: Bundle, backend: Backend, inputs: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
-                  options: InferOptions = InferOptions(), *, profiler: StageProfiler | None = None,
-                  progress: Progress | None = None) -> RunSummary:
+def run_inference(
+    bundle: Bundle,
+    backend: Backend,
+    inputs: Iterable[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    options: InferOptions = InferOptions(),
+    *,
+    profiler: StageProfiler | None = None,
+    progress: Progress | None = None,
+) -> RunSummary:
     """Library entry point: collect inputs, run the pipeline, return per-input results."""
     specs, ignored = collect_inputs(inputs)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    return InferencePipeline(bundle, backend, out_dir, options, profiler=profiler, progress=progress).run(specs, ignored)
+    return InferencePipeline(bundle, backend, out_dir, options, profiler=profiler, progress=progress).run(
+        specs, ignored
+    )
 
 
 ProgressFactory = Callable[[], Progress]
 
 
-def predict_array(backend: Backend, rgb: np.ndarray, *, overlap: int | None = None, blend: bool = False,
-                  num_classes: int | None = None, valid: np.ndarray | None = None,
-                  batch: int | None = None) -> dict[str, np.ndarray]:
+def predict_array(
+    backend: Backend,
+    rgb: np.ndarray,
+    *,
+    overlap: int | None = None,
+    blend: bool = False,
+    num_classes: int | None = None,
+    valid: np.ndarray | None = None,
+    batch: int | None = None,
+) -> dict[str, np.ndarray]:
     """Tiled inference on an in-memory uint8 RGB image (no threads, no files): {'labels', 'confidence'}.
     The same grid and stitcher as the pipeline, for library use and for checking the pipeline against."""
     h, w = rgb.shape[:2]
@@ -575,19 +631,24 @@ def predict_array(backend: Backend, rgb: np.ndarray, *, overlap: int | None = No
     B = min(batch or backend.batch.opt, backend.batch.max)
     wins = list(grid)
     for i in range(0, len(wins), B):
-        chunk = wins[i:i + B]
-        vals = [None if valid is None else valid[v.y0:v.y0 + v.h, v.x0:v.x0 + v.w] for v in chunk]
+        chunk = wins[i : i + B]
+        vals = [None if valid is None else valid[v.y0 : v.y0 + v.h, v.x0 : v.x0 + v.w] for v in chunk]
         run = [k for k, v in enumerate(vals) if v is None or v.any()]
         outs = {}
         if run:
-            tiles = np.stack([pad_to_tile(rgb[chunk[k].y0:chunk[k].y0 + chunk[k].h, chunk[k].x0:chunk[k].x0 + chunk[k].w], T)
-                              for k in run])
+            tiles = np.stack(
+                [
+                    pad_to_tile(rgb[chunk[k].y0 : chunk[k].y0 + chunk[k].h, chunk[k].x0 : chunk[k].x0 + chunk[k].w], T)
+                    for k in run
+                ]
+            )
             outs = backend.run(tiles, outputs=wanted)
         j = 0
         for k, win in enumerate(chunk):
             if k in run:
-                stitcher.add(win, outs["labels"][j], outs["confidence"][j],
-                             outs["probs"][j] if blend else None, vals[k])
+                stitcher.add(
+                    win, outs["labels"][j], outs["confidence"][j], outs["probs"][j] if blend else None, vals[k]
+                )
                 j += 1
             else:
                 stitcher.add(win, None, valid=vals[k])

@@ -23,9 +23,10 @@ import sys
 import threading
 import time
 from array import array
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -127,12 +128,28 @@ class StageProfiler:
 def stage_stats(values, source: str | None = None) -> dict:
     """count/total/mean/p50/p90/p99/max in milliseconds; None statistics when the stage never ran."""
     if len(values) == 0:
-        return {"count": 0, "total_ms": 0.0, "mean_ms": None, "p50_ms": None, "p90_ms": None, "p99_ms": None,
-                "max_ms": None, "source": source}
+        return {
+            "count": 0,
+            "total_ms": 0.0,
+            "mean_ms": None,
+            "p50_ms": None,
+            "p90_ms": None,
+            "p99_ms": None,
+            "max_ms": None,
+            "source": source,
+        }
     a = np.asarray(values, dtype=np.float64) * 1e3
     p = np.percentile(a, PERCENTILES)
-    return {"count": int(a.size), "total_ms": float(a.sum()), "mean_ms": float(a.mean()), "p50_ms": float(p[0]),
-            "p90_ms": float(p[1]), "p99_ms": float(p[2]), "max_ms": float(a.max()), "source": source}
+    return {
+        "count": int(a.size),
+        "total_ms": float(a.sum()),
+        "mean_ms": float(a.mean()),
+        "p50_ms": float(p[0]),
+        "p90_ms": float(p[1]),
+        "p99_ms": float(p[2]),
+        "max_ms": float(a.max()),
+        "source": source,
+    }
 
 
 # --- device and version stamps --------------------------------------------------------------------------------
@@ -177,8 +194,9 @@ def gpu_name() -> str | None:
     exe = shutil.which("nvidia-smi")
     if exe:
         try:
-            out = subprocess.run([exe, "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True,
-                                 timeout=10).stdout.strip()
+            out = subprocess.run(
+                [exe, "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, timeout=10
+            ).stdout.strip()
             if out:
                 return out.splitlines()[0]
         except (OSError, subprocess.SubprocessError):
@@ -277,9 +295,11 @@ def _header_lines(rep: dict) -> list[str]:
 
 
 def _summary_line(rep: dict) -> str:
-    return (f"{rep['tiles']} tiles, {rep['megapixels']:.1f} MP in {rep['wall_s']:.2f} s: "
-            f"{_fmt(rep['tiles_per_s'])} tiles/s, {_fmt(rep['megapixels_per_s'])} MP/s; "
-            f"peak host memory {_fmt(rep['peak_host_memory_mb'], 0)} MB")
+    return (
+        f"{rep['tiles']} tiles, {rep['megapixels']:.1f} MP in {rep['wall_s']:.2f} s: "
+        f"{_fmt(rep['tiles_per_s'])} tiles/s, {_fmt(rep['megapixels_per_s'])} MP/s; "
+        f"peak host memory {_fmt(rep['peak_host_memory_mb'], 0)} MB"
+    )
 
 
 _COLS = ("count", "mean_ms", "p50_ms", "p90_ms", "p99_ms", "max_ms")

@@ -15,8 +15,8 @@ memory whole; it emits finished row strips in order through a callback.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import numpy as np
 
@@ -33,13 +33,17 @@ def parse_overlap(value: str | float | int | None, tile: int) -> int:
     try:
         v = float(value)
     except (TypeError, ValueError):
-        raise Co2SInputError(f"--tile-overlap {value!r}: expected a fraction of the tile (0.25) or pixels (64)") from None
+        raise Co2SInputError(
+            f"--tile-overlap {value!r}: expected a fraction of the tile (0.25) or pixels (64)"
+        ) from None
     if not math.isfinite(v) or v < 0:
         raise Co2SInputError(f"--tile-overlap {value!r}: must be >= 0")
     px = int(round(v * tile)) if v < 1 else int(round(v))
     if px >= tile:
-        raise Co2SInputError(f"--tile-overlap {value!r} = {px} px leaves no stride on a {tile}-pixel tile; "
-                             f"use less than {tile} px (or a fraction below 1)")
+        raise Co2SInputError(
+            f"--tile-overlap {value!r} = {px} px leaves no stride on a {tile}-pixel tile; "
+            f"use less than {tile} px (or a fraction below 1)"
+        )
     return px
 
 
@@ -102,8 +106,9 @@ class TileGrid:
         t = self.tile
         for r, (y0, ky) in enumerate(zip(self.ys, self.keep_ys)):
             for c, (x0, kx) in enumerate(zip(self.xs, self.keep_xs)):
-                yield TileWindow(r * self.cols + c, r, c, y0, x0, min(t, self.height - y0), min(t, self.width - x0),
-                                 ky, kx)
+                yield TileWindow(
+                    r * self.cols + c, r, c, y0, x0, min(t, self.height - y0), min(t, self.width - x0), ky, kx
+                )
 
     def row_band(self, row: int) -> tuple[int, int]:
         """Image rows a grid row covers."""
@@ -136,8 +141,15 @@ class Stitcher:
     """Collects tile outputs (in grid order) and emits finished full-width row strips via `emit(y0, y1, labels,
     confidence)`. `valid` tile masks (False = nodata) turn pixels into NODATA_LABEL / confidence 0."""
 
-    def __init__(self, grid: TileGrid, emit: StripCallback, *, blend: bool = False, num_classes: int | None = None,
-                 with_confidence: bool = True):
+    def __init__(
+        self,
+        grid: TileGrid,
+        emit: StripCallback,
+        *,
+        blend: bool = False,
+        num_classes: int | None = None,
+        with_confidence: bool = True,
+    ):
         if blend and not num_classes:
             raise ValueError("blend stitching needs num_classes")
         self.grid, self.emit, self.blend = grid, emit, blend
@@ -156,22 +168,25 @@ class Stitcher:
             ky0, ky1 = g.keep_ys[row]
             self._band_y0 = ky0
             h = ky1 - ky0
-            self._band = {"labels": np.full((h, W), NODATA_LABEL, np.uint8),
-                          "valid": np.ones((h, W), bool)}
+            self._band = {"labels": np.full((h, W), NODATA_LABEL, np.uint8), "valid": np.ones((h, W), bool)}
             if self.with_confidence:
                 self._band["confidence"] = np.zeros((h, W), np.float32)
             return
         y0, y1 = g.row_band(row)
         h = y1 - y0
-        new = {"probs": np.zeros((self.num_classes, h, W), np.float32), "weight": np.zeros((h, W), np.float32),
-               "confidence": np.zeros((h, W), np.float32), "valid": np.ones((h, W), bool)}
+        new = {
+            "probs": np.zeros((self.num_classes, h, W), np.float32),
+            "weight": np.zeros((h, W), np.float32),
+            "confidence": np.zeros((h, W), np.float32),
+            "valid": np.ones((h, W), bool),
+        }
         if self._band:  # carry the rows the previous band shares with this one
             old_y0 = self._band_y0
             shared = old_y0 + self._band["weight"].shape[0] - y0
             if shared > 0:
                 off = y0 - old_y0
                 for k, arr in self._band.items():
-                    new[k][..., :shared, :] = arr[..., off:off + shared, :]
+                    new[k][..., :shared, :] = arr[..., off : off + shared, :]
         self._band, self._band_y0 = new, y0
 
     def _flush_blend(self, y_end: int) -> None:
@@ -191,8 +206,14 @@ class Stitcher:
             conf = np.where(valid, b["confidence"][:n] / safe, 0.0).astype(np.float32)
         self.emit(self._band_y0, y_end, labels, conf)
 
-    def add(self, win: TileWindow, labels: np.ndarray | None, confidence: np.ndarray | None = None,
-            probs: np.ndarray | None = None, valid: np.ndarray | None = None) -> None:
+    def add(
+        self,
+        win: TileWindow,
+        labels: np.ndarray | None,
+        confidence: np.ndarray | None = None,
+        probs: np.ndarray | None = None,
+        valid: np.ndarray | None = None,
+    ) -> None:
         """Outputs of one tile, each cropped or not to (h, w); `labels is None` marks a skipped all-nodata tile."""
         if win.index != self._next:
             raise RuntimeError(f"stitcher got tile {win.index}, expected {self._next} (tiles must arrive in order)")
@@ -216,11 +237,11 @@ class Stitcher:
                     b["confidence"][ys, xs] += confidence[:h, :w].astype(np.float32) * wt
             # Validity is a property of the input pixel, so the tile that keeps it centrally decides.
             (ky0, ky1), (kx0, kx1) = win.keep_y, win.keep_x
-            kv = b["valid"][ky0 - by0:ky1 - by0, kx0:kx1]
+            kv = b["valid"][ky0 - by0 : ky1 - by0, kx0:kx1]
             if labels is None:
                 kv[:] = False
             elif valid is not None:
-                kv[:] = valid[ky0 - win.y0:ky1 - win.y0, kx0 - win.x0:kx1 - win.x0]
+                kv[:] = valid[ky0 - win.y0 : ky1 - win.y0, kx0 - win.x0 : kx1 - win.x0]
         else:
             (ky0, ky1), (kx0, kx1) = win.keep_y, win.keep_x
             dst = (slice(ky0 - by0, ky1 - by0), slice(kx0, kx1))

@@ -20,19 +20,22 @@ def _machine() -> str:
                 break
     except OSError:
         pass
-    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+    )
 
 
 def _training(out: Path) -> tuple[str, list[dict]]:
     rows = list(csv.DictReader((out / "run" / "metrics.csv").open()))
-    students = [k[len("miou_"):] for k in rows[0] if k.startswith("miou_")]
+    students = [k[len("miou_") :] for k in rows[0] if k.startswith("miou_")]
     _plot_curve(rows, students, out / "training_curve.png")
     best = max(rows, key=lambda r: float(r.get("miou_fused") or 0))
-    lines = ["| iteration | " + " | ".join(f"mIoU {s}" for s in students) + " |",
-             "|---" * (len(students) + 1) + "|"]
+    lines = ["| iteration | " + " | ".join(f"mIoU {s}" for s in students) + " |", "|---" * (len(students) + 1) + "|"]
     for r in rows:
         mark = " (best)" if r is best else ""
-        lines.append(f"| {r['iteration']}{mark} | " + " | ".join(f"{float(r['miou_' + s]):.2f}" for s in students) + " |")
+        lines.append(
+            f"| {r['iteration']}{mark} | " + " | ".join(f"{float(r['miou_' + s]):.2f}" for s in students) + " |"
+        )
     return "\n".join(lines), rows
 
 
@@ -57,13 +60,18 @@ def _plot_curve(rows: list[dict], students: list[str], path: Path) -> None:
 
 def _parity(bundle: Path) -> str:
     m = json.loads((bundle / "co2s.json").read_text())
-    lines = ["| precision | reference | pixel agreement | threshold | mIoU delta | passed |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| precision | reference | pixel agreement | threshold | mIoU delta | passed |",
+        "|---|---|---|---|---|---|",
+    ]
     for p in ("fp32", "fp16", "int8"):
         r = m["parity"].get(p)
         if r:
             delta = r.get("miou_delta")
-            lines.append(f"| {p} | {r['reference']} | {100 * r['pixel_agreement']:.3f} % | {100 * r['threshold']:.2f} % | "
-                         f"{'' if delta is None else f'{delta:+.2f}'} | {'yes' if r['passed'] else 'NO'} |")
+            lines.append(
+                f"| {p} | {r['reference']} | {100 * r['pixel_agreement']:.3f} % | {100 * r['threshold']:.2f} % | "
+                f"{'' if delta is None else f'{delta:+.2f}'} | {'yes' if r['passed'] else 'NO'} |"
+            )
     sizes = {p: a.get("bytes") for p, a in m["artifacts"].items() if isinstance(a, dict)}
     size_txt = ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in sizes.items() if v)
     return "\n".join(lines) + (f"\n\nArtefacts: {size_txt}." if size_txt else "")
@@ -78,7 +86,9 @@ def main() -> None:
     train_table, _ = _training(out)
     bench_md = (out / "bench.md").read_text() if (out / "bench.md").exists() else "(no bench.md)"
     # The summary table only; per-stage tables stay in bench.md. Demote its title under this report's heading.
-    bench_md = bench_md.split("\n## ")[0].replace("# co2s-bench\n", f"Full report with per-stage timings: `{out}/bench.md`.\n")
+    bench_md = bench_md.split("\n## ")[0].replace(
+        "# co2s-bench\n", f"Full report with per-stage timings: `{out}/bench.md`.\n"
+    )
     profile_md = (out / "profile.md").read_text() if (out / "profile.md").exists() else "(no profile.md)"
     report = f"""# co2s demo report
 
@@ -106,8 +116,15 @@ Outputs: `scene.labels.png` (class index), `scene.overlay.png` (classes over the
 """
     (out / "report.md").write_text(report)
     print(f"report: {out / 'report.md'}")
-    for name in ("scene.png", "scene.labels.png", "scene.overlay.png", "scene.confidence.png", "training_curve.png",
-                 "bundle/co2s.json", "run/best.pt"):
+    for name in (
+        "scene.png",
+        "scene.labels.png",
+        "scene.overlay.png",
+        "scene.confidence.png",
+        "training_curve.png",
+        "bundle/co2s.json",
+        "run/best.pt",
+    ):
         print(f"  {out / name}{'' if (out / name).exists() else '  (missing)'}")
 
 

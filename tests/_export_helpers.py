@@ -51,11 +51,19 @@ def trained_tiny_checkpoint() -> Path:
             loss.backward()
             opt.step()
     path = workdir() / "tiny.pt"
-    save_checkpoint(path, {
-        "model_config": {"num_classes": NUM_CLASSES, "preset": "tiny", "students": ["clip", "dinov3"], "img_size": TILE},
-        "dataset": {"name": info.name, "classes": list(info.classes), "palette": [list(c) for c in info.palette]},
-        "model": model.eval().state_dict(),
-    })
+    save_checkpoint(
+        path,
+        {
+            "model_config": {
+                "num_classes": NUM_CLASSES,
+                "preset": "tiny",
+                "students": ["clip", "dinov3"],
+                "img_size": TILE,
+            },
+            "dataset": {"name": info.name, "classes": list(info.classes), "palette": [list(c) for c in info.palette]},
+            "model": model.eval().state_dict(),
+        },
+    )
     return path
 
 
@@ -65,8 +73,9 @@ def tiny_bundle() -> Path:
     from co2s.export.pipeline import ExportOptions, export_bundle
 
     out = workdir() / "bundle"
-    export_bundle(ExportOptions(out=out, checkpoint=trained_tiny_checkpoint(), calib_count=12, probs=True,
-                                log=lambda *_: None))
+    export_bundle(
+        ExportOptions(out=out, checkpoint=trained_tiny_checkpoint(), calib_count=12, probs=True, log=lambda *_: None)
+    )
     return out
 
 

@@ -16,7 +16,8 @@ def folder_dataset(root: Path, *, n: int = 3, label_value: int = 1, label_size=(
     for i in range(n):
         Image.fromarray(np.full((32, 32, 3), 40 * i, np.uint8)).save(root / "images" / f"{i}.png")
         Image.fromarray(np.full(label_size, label_value if i == n - 1 else 0, np.uint8)).save(
-            root / "labels" / f"{i}.png")
+            root / "labels" / f"{i}.png"
+        )
         lines.append(f"images/{i}.png labels/{i}.png")
     split = root / "splits" / "mer" / "1_8"
     split.mkdir(parents=True)

@@ -27,8 +27,9 @@ def reference_outputs(images: np.ndarray, num_classes: int, seed: int = 0) -> di
     return {"labels": p.argmax(-1).astype(np.uint8), "confidence": p.max(-1), "probs": np.moveaxis(p, -1, 1)}
 
 
-def make_onnx(path: Path, *, tile: int, num_classes: int, batch: int | str = "batch", probs: bool = False,
-              seed: int = 0) -> Path:
+def make_onnx(
+    path: Path, *, tile: int, num_classes: int, batch: int | str = "batch", probs: bool = False, seed: int = 0
+) -> Path:
     """uint8 NHWC images -> per-pixel linear classifier -> labels/confidence(/probs float16 NCHW)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -44,17 +45,27 @@ def make_onnx(path: Path, *, tile: int, num_classes: int, batch: int | str = "ba
         helper.make_node("Cast", ["idx"], ["labels"], to=TensorProto.UINT8),
         helper.make_node("ReduceMax", ["p"], ["confidence"], axes=[-1], keepdims=0),
     ]
-    outputs = [helper.make_tensor_value_info("labels", TensorProto.UINT8, [batch, tile, tile]),
-               helper.make_tensor_value_info("confidence", TensorProto.FLOAT, [batch, tile, tile])]
+    outputs = [
+        helper.make_tensor_value_info("labels", TensorProto.UINT8, [batch, tile, tile]),
+        helper.make_tensor_value_info("confidence", TensorProto.FLOAT, [batch, tile, tile]),
+    ]
     if probs:
-        nodes += [helper.make_node("Transpose", ["p"], ["pt"], perm=[0, 3, 1, 2]),
-                  helper.make_node("Cast", ["pt"], ["probs"], to=TensorProto.FLOAT16)]
+        nodes += [
+            helper.make_node("Transpose", ["p"], ["pt"], perm=[0, 3, 1, 2]),
+            helper.make_node("Cast", ["pt"], ["probs"], to=TensorProto.FLOAT16),
+        ]
         outputs.append(helper.make_tensor_value_info("probs", TensorProto.FLOAT16, [batch, num_classes, tile, tile]))
     graph = helper.make_graph(
-        nodes, "fake_co2s",
-        [helper.make_tensor_value_info("images", TensorProto.UINT8, [batch, tile, tile, 3])], outputs,
-        initializer=[numpy_helper.from_array(np.array(1 / 255, np.float32), "inv255"),
-                     numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")])
+        nodes,
+        "fake_co2s",
+        [helper.make_tensor_value_info("images", TensorProto.UINT8, [batch, tile, tile, 3])],
+        outputs,
+        initializer=[
+            numpy_helper.from_array(np.array(1 / 255, np.float32), "inv255"),
+            numpy_helper.from_array(w, "W"),
+            numpy_helper.from_array(b, "B"),
+        ],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
     model.ir_version = 8
     onnx.checker.check_model(model)
@@ -62,8 +73,16 @@ def make_onnx(path: Path, *, tile: int, num_classes: int, batch: int | str = "ba
     return path
 
 
-def make_bundle(root: Path, *, tile: int = 32, num_classes: int = 4, batch: tuple[int, int, int] = (1, 2, 4),
-                probs: bool = False, precisions: tuple[str, ...] = ("fp32",), seed: int = 0) -> Path:
+def make_bundle(
+    root: Path,
+    *,
+    tile: int = 32,
+    num_classes: int = 4,
+    batch: tuple[int, int, int] = (1, 2, 4),
+    probs: bool = False,
+    precisions: tuple[str, ...] = ("fp32",),
+    seed: int = 0,
+) -> Path:
     """A folder with fake ONNX models and a manifest that `runtime.manifest.load_manifest` accepts."""
     from co2s.runtime.manifest import artifact_record, write_manifest
 
@@ -76,17 +95,31 @@ def make_bundle(root: Path, *, tile: int = 32, num_classes: int = 4, batch: tupl
         name = f"model.{p}.onnx"
         make_onnx(root / name, tile=tile, num_classes=num_classes, batch=dim, probs=probs, seed=seed)
         artifacts[f"onnx_{p}"] = artifact_record(root, name, "onnx", precision=p)
-    outputs = [{"name": "labels", "dtype": "uint8", "shape": [dim, tile, tile]},
-               {"name": "confidence", "dtype": "float32", "shape": [dim, tile, tile]}]
+    outputs = [
+        {"name": "labels", "dtype": "uint8", "shape": [dim, tile, tile]},
+        {"name": "confidence", "dtype": "float32", "shape": [dim, tile, tile]},
+    ]
     if probs:
         outputs.append({"name": "probs", "dtype": "float16", "shape": [dim, num_classes, tile, tile], "layout": "NCHW"})
     rng = np.random.default_rng(1)
     data = {
-        "format": "co2s-bundle", "schema_version": 1, "created": "2026-01-01T00:00:00+00:00",
-        "model": {"preset": "fake", "students": ["fake"], "fusion": "mean", "num_classes": num_classes, "tile": tile,
-                  "untrained": True, "folded": []},
-        "dataset": {"name": "fake", "classes": [f"c{i}" for i in range(num_classes)],
-                    "palette": rng.integers(0, 256, (num_classes, 3)).tolist()},
+        "format": "co2s-bundle",
+        "schema_version": 1,
+        "created": "2026-01-01T00:00:00+00:00",
+        "model": {
+            "preset": "fake",
+            "students": ["fake"],
+            "fusion": "mean",
+            "num_classes": num_classes,
+            "tile": tile,
+            "untrained": True,
+            "folded": [],
+        },
+        "dataset": {
+            "name": "fake",
+            "classes": [f"c{i}" for i in range(num_classes)],
+            "palette": rng.integers(0, 256, (num_classes, 3)).tolist(),
+        },
         "input": {"name": "images", "dtype": "uint8", "shape": [dim, tile, tile, 3], "layout": "NHWC"},
         "outputs": outputs,
         "batch": {"dynamic": lo != hi, "min": lo, "opt": opt, "max": hi},
@@ -117,8 +150,9 @@ class FakeBackend(Backend):
     name = "fake"
     precision = "fp32"
 
-    def __init__(self, tile: int, num_classes: int = 4, batch: BatchSpec = BatchSpec(1, 2, 4), rule=None,
-                 probs: bool = True):
+    def __init__(
+        self, tile: int, num_classes: int = 4, batch: BatchSpec = BatchSpec(1, 2, 4), rule=None, probs: bool = True
+    ):
         self.tile, self.batch, self.num_classes = tile, batch, num_classes
         self.rule = rule or (lambda t: pixel_rule(t, num_classes))
         self.outputs = ("labels", "confidence") + (("probs",) if probs else ())
@@ -159,8 +193,13 @@ def png_bytes(w: int, h: int) -> bytes:
 
     def chunk(t, d):
         return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xFFFFFFFF)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b""))
+
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 16))
+        + chunk(b"IEND", b"")
+    )
 
 
 def truncated_png(path: Path) -> Path:

@@ -13,16 +13,44 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_runtime_matrix_quick(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    r = subprocess.run([sys.executable, str(ROOT / "benchmarks/runtime_matrix.py"), "--quick", "--batches", "1,2",
-                        "--iters", "2", "--warmup", "1", "--out-dir", str(tmp_path / "res"), "--work",
-                        str(tmp_path / "work")], env=env, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks/runtime_matrix.py"),
+            "--quick",
+            "--batches",
+            "1,2",
+            "--iters",
+            "2",
+            "--warmup",
+            "1",
+            "--out-dir",
+            str(tmp_path / "res"),
+            "--work",
+            str(tmp_path / "work"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     for ext in ("csv", "md", "json", "png"):
         assert (tmp_path / "res" / f"runtime_matrix.{ext}").is_file(), ext
     with open(tmp_path / "res/runtime_matrix.csv") as f:
         rows = list(csv.DictReader(f))
-    for col in ("backend", "precision", "batch", "tile", "p50_ms", "p99_ms", "speedup_vs_torch_fp32",
-                "agreement_vs_fp32", "gflops", "attainment"):
+    for col in (
+        "backend",
+        "precision",
+        "batch",
+        "tile",
+        "p50_ms",
+        "p99_ms",
+        "speedup_vs_torch_fp32",
+        "agreement_vs_fp32",
+        "gflops",
+        "attainment",
+    ):
         assert col in rows[0], col
     got = {(x["backend"], x["precision"], x["batch"]) for x in rows}
     for b in ("1", "2"):
@@ -38,10 +66,32 @@ def test_runtime_matrix_quick(tmp_path):
 def test_accuracy_quick(tmp_path):
     """benchmarks/accuracy.py --quick, cut down to one bundle: PyTorch rows per student + fused, ORT fp32/int8 rows."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    r = subprocess.run([sys.executable, str(ROOT / "benchmarks/accuracy.py"), "--quick", "--iters", "10",
-                        "--num-val", "4", "--calib-count", "4", "--models", "fused", "--precisions", "fp32", "int8",
-                        "--out-dir", str(tmp_path / "res"), "--work", str(tmp_path / "work")],
-                       env=env, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks/accuracy.py"),
+            "--quick",
+            "--iters",
+            "10",
+            "--num-val",
+            "4",
+            "--calib-count",
+            "4",
+            "--models",
+            "fused",
+            "--precisions",
+            "fp32",
+            "int8",
+            "--out-dir",
+            str(tmp_path / "res"),
+            "--work",
+            str(tmp_path / "work"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     for ext in ("csv", "md", "png"):
         assert (tmp_path / "res" / f"accuracy.{ext}").is_file(), ext
@@ -67,8 +117,13 @@ def test_soak_quick(tmp_path):
     bundle = make_bundle(tmp_path / "bundle", tile=64, num_classes=4, probs=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, str(ROOT / "benchmarks/soak.py"), "--quick", "--bundle", str(bundle), "--threads", "1"]
-    r = subprocess.run(cmd + ["--out-dir", str(tmp_path / "res"), "--work", str(tmp_path / "work")], env=env,
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        cmd + ["--out-dir", str(tmp_path / "res"), "--work", str(tmp_path / "work")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     for ext in ("csv", "md", "png"):
         assert (tmp_path / "res" / f"soak.{ext}").is_file(), ext
@@ -80,8 +135,13 @@ def test_soak_quick(tmp_path):
     assert "**PASS**" in md and "onnxruntime" in md and "cores" in md and "peak drift" in md
     assert "PASS" in r.stdout
 
-    leak = subprocess.run(cmd + ["--inject-leak-kb", "64", "--out-dir", str(tmp_path / "leak"), "--work",
-                                 str(tmp_path / "work")], env=env, capture_output=True, text=True, timeout=300)
+    leak = subprocess.run(
+        cmd + ["--inject-leak-kb", "64", "--out-dir", str(tmp_path / "leak"), "--work", str(tmp_path / "work")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert leak.returncode == 1, leak.stdout[-3000:] + leak.stderr[-3000:]
     assert "**FAIL**" in (tmp_path / "leak/soak.md").read_text()
 
@@ -89,15 +149,36 @@ def test_soak_quick(tmp_path):
 def test_train_compare_seeds_and_reuse(tmp_path):
     """benchmarks/train_compare.py with two seeds: mean ± std rows per method; a second run reuses finished runs."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, str(ROOT / "benchmarks/train_compare.py"), "--datasets", "synthetic", "--methods", "co2s",
-           "supervised", "--iters", "3", "--batch-size", "1", "--seeds", "0", "1", "--synthetic-split", "4,8",
-           "--out", str(tmp_path / "res"), "--work", str(tmp_path / "work"), "--no-progress"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "benchmarks/train_compare.py"),
+        "--datasets",
+        "synthetic",
+        "--methods",
+        "co2s",
+        "supervised",
+        "--iters",
+        "3",
+        "--batch-size",
+        "1",
+        "--seeds",
+        "0",
+        "1",
+        "--synthetic-split",
+        "4,8",
+        "--out",
+        str(tmp_path / "res"),
+        "--work",
+        str(tmp_path / "work"),
+        "--no-progress",
+    ]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     with open(tmp_path / "res/train_compare.csv") as f:
         rows = list(csv.DictReader(f))
     assert {(x["method"], x["seed"], x["prediction"]) for x in rows} == {
-        (m, s, p) for m in ("co2s", "supervised") for s in "01" for p in ("clip", "dinov3", "fused")}
+        (m, s, p) for m in ("co2s", "supervised") for s in "01" for p in ("clip", "dinov3", "fused")
+    }
     assert all(0 <= float(x["miou"]) <= 100 for x in rows)
     md = (tmp_path / "res/train_compare.md").read_text()
     assert "## synthetic 4+8 (3 iterations, batch 1)" in md and "| co2s | 0,1 | " in md and " ± " in md

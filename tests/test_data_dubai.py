@@ -53,7 +53,7 @@ def test_windows_cover_every_image_and_stay_inside(fake_root):
     for k, top, left in ds.windows:
         h, w = ds.sizes[k]
         assert 0 <= top <= h - 32 and 0 <= left <= w - 32  # last windows shifted back, not padded
-        covered[k][top:top + 32, left:left + 32] = True
+        covered[k][top : top + 32, left : left + 32] = True
     assert all(c.all() for c in covered.values())
     assert len(ds) == 3 * 3 + 3 * 3 + 2 * 4  # 70 and 71 -> 3 rows, 90 -> 3 cols; 64 -> 2, 100 -> 4
 
@@ -66,7 +66,7 @@ def test_patches_decode_labels_by_colour_and_match_the_source(fake_root):
         tile, _, mask_path = ds.pairs[k]
         image, label = ds[i]
         assert image.shape == (32, 32, 3) and label.shape == (32, 32)
-        np.testing.assert_array_equal(label, truth[(tile, mask_path.stem)][top:top + 32, left:left + 32])
+        np.testing.assert_array_equal(label, truth[(tile, mask_path.stem)][top : top + 32, left : left + 32])
     assert ds.names[0] == "Tile_1/image_part_001_y0_x0"
 
 
@@ -153,7 +153,7 @@ def test_real_patches_cover_images(real_root):
     for k, (h, w) in enumerate(ds.sizes):
         covered = np.zeros((h, w), bool)
         for _, top, left in (win for win in ds.windows if win[0] == k):
-            covered[top:top + 256, left:left + 256] = True
+            covered[top : top + 256, left : left + 256] = True
         assert covered.all()
 
 

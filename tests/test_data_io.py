@@ -32,8 +32,9 @@ def write_png16_rgb(path, array: np.ndarray) -> None:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
-                     + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    )
 
 
 # -------------------------------------------------------------------------------------------------- images
@@ -184,8 +185,9 @@ def test_unknown_colour_names_file_and_colour(tmp_path):
 
 
 def test_colour_masks_without_ignore_colours(tmp_path):
-    info = DatasetInfo("two", ("a", "b"), ((9, 9, 9), (8, 8, 8)), (("a",), ("b",)),
-                       label_colors=((10, 0, 0), (0, 10, 0)))
+    info = DatasetInfo(
+        "two", ("a", "b"), ((9, 9, 9), (8, 8, 8)), (("a",), ("b",)), label_colors=((10, 0, 0), (0, 10, 0))
+    )
     Image.fromarray(np.array([[[10, 0, 0], [0, 10, 0]]], np.uint8)).save(tmp_path / "m.png")
     assert read_label(tmp_path / "m.png", info).tolist() == [[0, 1]]
     Image.fromarray(np.zeros((1, 2, 3), np.uint8)).save(tmp_path / "black.png")

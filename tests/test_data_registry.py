@@ -12,30 +12,77 @@ from co2s.train.data import DatasetInfo, get_dataset_info, list_datasets, load_d
 # Spec 4.2: classes in order, reduce_zero_label, crop size, palette.
 SPEC = {
     "whdld": (
-        ["building", "road", "pavement", "vegetation", "bare soil", "water"], True, 256,
+        ["building", "road", "pavement", "vegetation", "bare soil", "water"],
+        True,
+        256,
         [(255, 0, 0), (255, 255, 0), (192, 192, 0), (0, 255, 0), (128, 128, 128), (0, 0, 255)],
     ),
     "loveda": (
-        ["background", "building", "road", "water", "barren", "forest", "agriculture"], True, 512,
+        ["background", "building", "road", "water", "barren", "forest", "agriculture"],
+        True,
+        512,
         [(255, 255, 255), (255, 0, 0), (255, 255, 0), (0, 0, 255), (159, 129, 183), (0, 255, 0), (255, 195, 128)],
     ),
     "potsdam": (
-        ["impervious_surface", "building", "low_vegetation", "tree", "car", "clutter"], True, 512,
+        ["impervious_surface", "building", "low_vegetation", "tree", "car", "clutter"],
+        True,
+        512,
         [(255, 255, 255), (0, 0, 255), (0, 255, 255), (0, 255, 0), (255, 255, 0), (255, 0, 0)],
     ),
     "gid": (
-        ["industrial_land", "urban_residential", "rural_residential", "traffic_land", "paddy_field",
-         "irrigated_land", "dry_cropland", "garden_plot", "arbor_woodland", "shrub_land", "natural_grassland",
-         "artificial_grassland", "river", "lake", "pond"], False, 512,
-        [(200, 0, 0), (250, 0, 150), (200, 150, 150), (250, 150, 150), (0, 200, 0), (150, 250, 0),
-         (150, 200, 150), (200, 0, 200), (150, 0, 250), (150, 150, 250), (250, 200, 0), (200, 200, 0),
-         (0, 0, 200), (0, 150, 200), (0, 200, 250)],
+        [
+            "industrial_land",
+            "urban_residential",
+            "rural_residential",
+            "traffic_land",
+            "paddy_field",
+            "irrigated_land",
+            "dry_cropland",
+            "garden_plot",
+            "arbor_woodland",
+            "shrub_land",
+            "natural_grassland",
+            "artificial_grassland",
+            "river",
+            "lake",
+            "pond",
+        ],
+        False,
+        512,
+        [
+            (200, 0, 0),
+            (250, 0, 150),
+            (200, 150, 150),
+            (250, 150, 150),
+            (0, 200, 0),
+            (150, 250, 0),
+            (150, 200, 150),
+            (200, 0, 200),
+            (150, 0, 250),
+            (150, 150, 250),
+            (250, 200, 0),
+            (200, 200, 0),
+            (0, 0, 200),
+            (0, 150, 200),
+            (0, 200, 250),
+        ],
     ),
 }
 MARS = (
-    ["Martian Soil", "Sands", "Gravel", "Bedrock", "Rocks", "Tracks", "Shadows", "Unknown", "Background"], False, 512,
-    [(128, 0, 0), (0, 128, 0), (128, 128, 0), (0, 0, 128), (128, 0, 128), (0, 128, 128), (128, 128, 128),
-     (64, 0, 0), (192, 0, 0)],
+    ["Martian Soil", "Sands", "Gravel", "Bedrock", "Rocks", "Tracks", "Shadows", "Unknown", "Background"],
+    False,
+    512,
+    [
+        (128, 0, 0),
+        (0, 128, 0),
+        (128, 128, 0),
+        (0, 0, 128),
+        (128, 0, 128),
+        (0, 128, 128),
+        (128, 128, 128),
+        (64, 0, 0),
+        (192, 0, 0),
+    ],
 )
 SPEC["mer"] = SPEC["msl"] = MARS
 
@@ -70,7 +117,14 @@ def test_benchmark_matches_spec(name):
 
 def test_concept_spot_checks():
     assert get_dataset_info("whdld").concepts[5] == (
-        "water", "lake", "river", "pond", "water body", "water surface", "reservoir")
+        "water",
+        "lake",
+        "river",
+        "pond",
+        "water body",
+        "water surface",
+        "reservoir",
+    )
     assert get_dataset_info("gid").concepts[3][-1] == "parking and driveway"
     assert get_dataset_info("msl").concepts == get_dataset_info("mer").concepts
 
@@ -78,8 +132,14 @@ def test_concept_spot_checks():
 def test_dubai_colours_follow_readme_table():
     info = get_dataset_info("dubai")
     assert info.classes == ("Building", "Land", "Road", "Vegetation", "Water", "Unlabeled")
-    assert info.label_colors == ((60, 16, 152), (132, 41, 246), (110, 193, 228), (254, 221, 58), (226, 169, 41),
-                                 (155, 155, 155))
+    assert info.label_colors == (
+        (60, 16, 152),
+        (132, 41, 246),
+        (110, 193, 228),
+        (254, 221, 58),
+        (226, 169, 41),
+        (155, 155, 155),
+    )
     assert info.ignore_colors == ((0, 0, 0),)
     assert info.palette == info.label_colors and info.crop_size == 256 and not info.reduce_zero_label
 
@@ -134,7 +194,8 @@ def test_yaml_round_trip(tmp_path):
 
 def test_yaml_defaults_and_colour_masks(tmp_path):
     text = GOOD_YAML.replace("crop_size: 256\n", "") + (
-        "label_colors: [[1, 1, 1], [2, 2, 2], [3, 3, 3]]\nignore_colors: [[0, 0, 0]]\n")
+        "label_colors: [[1, 1, 1], [2, 2, 2], [3, 3, 3]]\nignore_colors: [[0, 0, 0]]\n"
+    )
     info = load_dataset_yaml(write(tmp_path, text))
     assert info.crop_size == 512
     assert info.label_colors == ((1, 1, 1), (2, 2, 2), (3, 3, 3)) and info.ignore_colors == ((0, 0, 0),)

@@ -102,8 +102,7 @@ def test_splits_are_disjoint_and_unlabeled_has_no_labels():
 
 
 def test_build_splits_synthetic_ignores_root():
-    splits = build_splits("synthetic", "/does/not/matter", seed=2, size=40, num_labeled=2, num_unlabeled=3,
-                          num_val=1)
+    splits = build_splits("synthetic", "/does/not/matter", seed=2, size=40, num_labeled=2, num_unlabeled=3, num_val=1)
     assert [len(splits[k]) for k in ("labeled", "unlabeled", "val")] == [2, 3, 1]
     assert splits["labeled"][0][0].shape == (40, 40, 3)
     assert build_splits("synthetic", None)["val"][0][0].shape == (128, 128, 3)  # the dataset's crop size

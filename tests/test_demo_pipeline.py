@@ -16,16 +16,31 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_demo_chain_produces_every_artefact(tmp_path):
     out = tmp_path / "demo"
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "ITERS": "20", "SCENE": "384x512", "BENCH_ITERS": "2",
-           # 20 iterations leave near-uniform probabilities, where INT8 label flips are noise; the parity gate
-           # itself is tested in test_export_bundle.py.
-           "EXPORT_EXTRA": "--allow-degraded"}
-    r = subprocess.run(["bash", str(ROOT / "scripts/demo.sh"), str(out)], env=env, capture_output=True, text=True,
-                       timeout=1200)
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "ITERS": "20",
+        "SCENE": "384x512",
+        "BENCH_ITERS": "2",
+        # 20 iterations leave near-uniform probabilities, where INT8 label flips are noise; the parity gate
+        # itself is tested in test_export_bundle.py.
+        "EXPORT_EXTRA": "--allow-degraded",
+    }
+    r = subprocess.run(
+        ["bash", str(ROOT / "scripts/demo.sh"), str(out)], env=env, capture_output=True, text=True, timeout=1200
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    for name in ("run/best.pt", "bundle/co2s.json", "bundle/model.int8.onnx", "scene.labels.png",
-                 "scene.overlay.png", "scene.confidence.png", "bench.json", "training_curve.png", "report.md"):
+    for name in (
+        "run/best.pt",
+        "bundle/co2s.json",
+        "bundle/model.int8.onnx",
+        "scene.labels.png",
+        "scene.overlay.png",
+        "scene.confidence.png",
+        "bench.json",
+        "training_curve.png",
+        "report.md",
+    ):
         assert (out / name).is_file(), name
     labels = np.asarray(Image.open(out / "scene.labels.png"))
     assert labels.shape == (384, 512) and labels.max() < 5

@@ -44,8 +44,13 @@ def test_bundle_holds_every_precision_and_a_valid_manifest(bundle, manifest):
     data = manifest.data
     assert data["model"]["num_classes"] == NUM_CLASSES and data["model"]["tile"] == TILE
     assert data["dataset"]["name"] == "synthetic" and len(data["dataset"]["palette"]) == NUM_CLASSES
-    assert data["input"] == {"name": "images", "dtype": "uint8", "shape": [1, TILE, TILE, 3], "layout": "NHWC",
-                             "description": data["input"]["description"]}
+    assert data["input"] == {
+        "name": "images",
+        "dtype": "uint8",
+        "shape": [1, TILE, TILE, 3],
+        "layout": "NHWC",
+        "description": data["input"]["description"],
+    }
     assert [o["name"] for o in data["outputs"]] == ["labels", "confidence", "probs"]
     assert data["calibration"]["kind"] == "synthetic" and data["calibration"]["count"] == 12
     assert set(data["precisions"]) == {"fp32", "fp16", "int8"}
@@ -54,7 +59,9 @@ def test_bundle_holds_every_precision_and_a_valid_manifest(bundle, manifest):
 
 
 def test_manifest_validates_with_jsonschema(manifest):
-    jsonschema = pytest.importorskip("jsonschema", reason="jsonschema is a dev-only cross-check of the built-in validator")
+    jsonschema = pytest.importorskip(
+        "jsonschema", reason="jsonschema is a dev-only cross-check of the built-in validator"
+    )
     jsonschema.validate(manifest.data, load_schema())
 
 
@@ -85,8 +92,12 @@ def test_graphs_pass_checker_and_tensorrt_audit(bundle):
         assert not {"Range", "Tile", "If", "Loop"} & set(report.op_counts), (p, report.op_counts)
     m = onnx.load(str(bundle / "model.fp32.onnx"))
     types = {v.name: v.type.tensor_type.elem_type for v in list(m.graph.input) + list(m.graph.output)}
-    assert types == {"images": onnx.TensorProto.UINT8, "labels": onnx.TensorProto.UINT8,
-                     "confidence": onnx.TensorProto.FLOAT, "probs": onnx.TensorProto.FLOAT16}
+    assert types == {
+        "images": onnx.TensorProto.UINT8,
+        "labels": onnx.TensorProto.UINT8,
+        "confidence": onnx.TensorProto.FLOAT,
+        "probs": onnx.TensorProto.FLOAT16,
+    }
 
 
 def test_int8_is_explicit_symmetric_qdq(bundle):
@@ -152,8 +163,25 @@ def test_engine_without_gpu_exits_2_and_leaves_a_complete_onnx_bundle(cli, tmp_p
     """Also the planning path: --untrained at a given preset/size."""
     monkeypatch.setenv("CO2S_FORCE_NO_GPU", "1")
     out = tmp_path / "plan"
-    code, err = cli(["--untrained", "--preset", "tiny", "--num-classes", "4", "--tile", "64", "--precisions", "fp32",
-                      "--engine", "fp16", "--calib-count", "2", "--out", out])
+    code, err = cli(
+        [
+            "--untrained",
+            "--preset",
+            "tiny",
+            "--num-classes",
+            "4",
+            "--tile",
+            "64",
+            "--precisions",
+            "fp32",
+            "--engine",
+            "fp16",
+            "--calib-count",
+            "2",
+            "--out",
+            out,
+        ]
+    )
     assert code == 2, err
     last = err.strip().splitlines()[-1]
     assert last.startswith("TensorRT engines are built on the target GPU")
@@ -180,8 +208,17 @@ def test_dynamic_batch_max_confidence_single_student(tmp_path):
     from co2s.export.pipeline import ExportOptions, export_bundle
 
     out = tmp_path / "dyn"
-    export_bundle(ExportOptions(out=out, checkpoint=trained_tiny_checkpoint(), fusion="max-confidence",
-                                batch=(1, 2, 4), precisions=("fp32",), calib_count=3, log=lambda *_: None))
+    export_bundle(
+        ExportOptions(
+            out=out,
+            checkpoint=trained_tiny_checkpoint(),
+            fusion="max-confidence",
+            batch=(1, 2, 4),
+            precisions=("fp32",),
+            calib_count=3,
+            log=lambda *_: None,
+        )
+    )
     m = load_manifest(out)
     assert m.batch == {"dynamic": True, "min": 1, "opt": 2, "max": 4} and m.input["shape"][0] == "batch"
     images = np.stack([np.full((TILE, TILE, 3), v, np.uint8) for v in (0, 128, 255)])
@@ -189,8 +226,16 @@ def test_dynamic_batch_max_confidence_single_student(tmp_path):
     assert outs["labels"].shape == (3, TILE, TILE) and outs["labels"].dtype == np.uint8
 
     out1 = tmp_path / "dino"
-    export_bundle(ExportOptions(out=out1, checkpoint=trained_tiny_checkpoint(), students="dinov3",
-                                precisions=("fp32",), calib_count=2, log=lambda *_: None))
+    export_bundle(
+        ExportOptions(
+            out=out1,
+            checkpoint=trained_tiny_checkpoint(),
+            students="dinov3",
+            precisions=("fp32",),
+            calib_count=2,
+            log=lambda *_: None,
+        )
+    )
     m1 = load_manifest(out1)
     assert m1.data["model"]["students"] == ["dinov3"] and m1.data["parity"]["fp32"]["passed"]
     assert list(m1.data["normalization"]["students"]) == ["dinov3"]

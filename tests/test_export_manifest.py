@@ -9,22 +9,44 @@ import sys
 
 import pytest
 
-from co2s.runtime.manifest import MANIFEST_NAME, ManifestError, artifact_record, load_manifest, load_schema, schema_errors
+from co2s.runtime.manifest import (
+    MANIFEST_NAME,
+    ManifestError,
+    artifact_record,
+    load_manifest,
+    load_schema,
+    schema_errors,
+)
 
 
 def _minimal(tmp_path) -> dict:
     (tmp_path / "model.fp32.onnx").write_bytes(b"onnx bytes")
     return {
-        "format": "co2s-bundle", "schema_version": 1, "created": "2026-01-01T00:00:00+00:00",
-        "model": {"preset": "tiny", "students": ["clip"], "fusion": "mean", "num_classes": 2, "tile": 64,
-                  "untrained": True, "checkpoint": None, "folded": []},
+        "format": "co2s-bundle",
+        "schema_version": 1,
+        "created": "2026-01-01T00:00:00+00:00",
+        "model": {
+            "preset": "tiny",
+            "students": ["clip"],
+            "fusion": "mean",
+            "num_classes": 2,
+            "tile": 64,
+            "untrained": True,
+            "checkpoint": None,
+            "folded": [],
+        },
         "dataset": {"name": "x", "classes": ["a", "b"], "palette": [[0, 0, 0], [255, 255, 255]]},
         "input": {"name": "images", "dtype": "uint8", "shape": [1, 64, 64, 3]},
-        "outputs": [{"name": "labels", "dtype": "uint8", "shape": [1, 64, 64]},
-                    {"name": "confidence", "dtype": "float32", "shape": [1, 64, 64]}],
+        "outputs": [
+            {"name": "labels", "dtype": "uint8", "shape": [1, 64, 64]},
+            {"name": "confidence", "dtype": "float32", "shape": [1, 64, 64]},
+        ],
         "batch": {"dynamic": False, "min": 1, "opt": 1, "max": 1},
-        "normalization": {"in_graph": True, "input_range": [0, 255],
-                          "students": {"clip": {"mean": [0.5] * 3, "std": [0.25] * 3}}},
+        "normalization": {
+            "in_graph": True,
+            "input_range": [0, 255],
+            "students": {"clip": {"mean": [0.5] * 3, "std": [0.25] * 3}},
+        },
         "artifacts": {"onnx_fp32": artifact_record(tmp_path, "model.fp32.onnx", "onnx", precision="fp32")},
         "precisions": {"fp32": {}},
         "parity": {"images": 0, "thresholds": {}, "degraded_allowed": False},
@@ -49,16 +71,21 @@ def test_load_manifest_roundtrip_and_errors(tmp_path):
         load_manifest(tmp_path / "nowhere")
 
 
-@pytest.mark.parametrize("mutate, where", [
-    (lambda d: d["model"].update(fusion="vote"), "model.fusion"),
-    (lambda d: d.pop("dataset"), "dataset"),
-    (lambda d: d["dataset"]["palette"].append([1, 2]), "palette"),
-    (lambda d: d["artifacts"]["onnx_fp32"].update(path="/abs/model.onnx"), "path"),
-    (lambda d: d["model"].update(extra=1), "extra"),
-    (lambda d: d["batch"].update(min=0), "batch.min"),
-])
+@pytest.mark.parametrize(
+    "mutate, where",
+    [
+        (lambda d: d["model"].update(fusion="vote"), "model.fusion"),
+        (lambda d: d.pop("dataset"), "dataset"),
+        (lambda d: d["dataset"]["palette"].append([1, 2]), "palette"),
+        (lambda d: d["artifacts"]["onnx_fp32"].update(path="/abs/model.onnx"), "path"),
+        (lambda d: d["model"].update(extra=1), "extra"),
+        (lambda d: d["batch"].update(min=0), "batch.min"),
+    ],
+)
 def test_validator_agrees_with_jsonschema(tmp_path, mutate, where):
-    jsonschema = pytest.importorskip("jsonschema", reason="jsonschema is a dev-only cross-check of the built-in validator")
+    jsonschema = pytest.importorskip(
+        "jsonschema", reason="jsonschema is a dev-only cross-check of the built-in validator"
+    )
     good = _minimal(tmp_path)
     assert schema_errors(good) == []
     jsonschema.validate(good, load_schema())

@@ -35,14 +35,24 @@ class _Toy(nn.Module):
 @pytest.fixture(scope="module")
 def toy_onnx(tmp_path_factory):
     path = tmp_path_factory.mktemp("toy") / "toy.onnx"
-    torch.onnx.export(_Toy().eval(), (torch.randn(2, 8, 16),), str(path), dynamo=True, opset_version=19,
-                      input_names=["x"], output_names=["y"], verbose=False)
+    torch.onnx.export(
+        _Toy().eval(),
+        (torch.randn(2, 8, 16),),
+        str(path),
+        dynamo=True,
+        opset_version=19,
+        input_names=["x"],
+        output_names=["y"],
+        verbose=False,
+    )
     return onnx.load(str(path))
 
 
 def _type_of(model, name):
-    vis = {v.name: v.type.tensor_type.elem_type for v in list(model.graph.value_info) + list(model.graph.input)
-           + list(model.graph.output)}
+    vis = {
+        v.name: v.type.tensor_type.elem_type
+        for v in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output)
+    }
     vis.update({t.name: t.data_type for t in model.graph.initializer})
     return vis.get(name)
 
@@ -64,8 +74,11 @@ def test_fp16_graph_is_typed_and_close(toy_onnx):
     for n in fp16.graph.node:
         if n.op_type in ("LayerNormalization", "Softmax"):
             assert _type_of(fp16, n.input[0]) == TensorProto.FLOAT, n.op_type
-    assert any(_type_of(fp16, n.output[0]) == TensorProto.FLOAT16 for n in fp16.graph.node if n.op_type == "Gemm"
-               or n.op_type == "MatMul")
+    assert any(
+        _type_of(fp16, n.output[0]) == TensorProto.FLOAT16
+        for n in fp16.graph.node
+        if n.op_type == "Gemm" or n.op_type == "MatMul"
+    )
     # graph I/O keep their declared float32 type
     assert fp16.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT
     assert fp16.graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT

@@ -9,8 +9,12 @@ import pytest
 
 from co2s.export.tensorrt_build import has_nvidia_gpu
 
-trt = pytest.importorskip("tensorrt", reason="TensorRT is not installed: engines are built on the target GPU (co2s[gpu])")
-pytestmark = pytest.mark.skipif(not has_nvidia_gpu(), reason="no NVIDIA GPU: TensorRT engines are built on the target device")
+trt = pytest.importorskip(
+    "tensorrt", reason="TensorRT is not installed: engines are built on the target GPU (co2s[gpu])"
+)
+pytestmark = pytest.mark.skipif(
+    not has_nvidia_gpu(), reason="no NVIDIA GPU: TensorRT engines are built on the target device"
+)
 
 
 def _run_engine(path, images: np.ndarray) -> dict[str, np.ndarray]:
@@ -35,8 +39,9 @@ def _run_engine(path, images: np.ndarray) -> dict[str, np.ndarray]:
         for k in range(engine.num_io_tensors):
             name = engine.get_tensor_name(k)
             if engine.get_tensor_mode(name) == trt.TensorIOMode.OUTPUT:
-                bufs[name] = torch.empty(tuple(ctx.get_tensor_shape(name)), dtype=dtypes[engine.get_tensor_dtype(name)],
-                                         device="cuda")
+                bufs[name] = torch.empty(
+                    tuple(ctx.get_tensor_shape(name)), dtype=dtypes[engine.get_tensor_dtype(name)], device="cuda"
+                )
         for name, t in bufs.items():
             ctx.set_tensor_address(name, t.data_ptr())
         assert ctx.execute_async_v3(stream.cuda_stream)

@@ -44,8 +44,10 @@ except ImportError:  # GeoTIFF cases need the [geo] extra
 needs_rasterio = pytest.mark.skipif(rasterio is None, reason="GeoTIFF reading needs rasterio (pip install 'co2s[geo]')")
 # Pillow decodes these whole; GeoTIFF goes through GDAL when rasterio is installed (as .tif).
 SUFFIXES = (".png", ".tif")
-OPTION_SETS = (InputOptions(max_pixels=4_000_000),
-               InputOptions(bands=(1,), stretch=Stretch("percentile", 2.0, 98.0), nodata=0.0, max_pixels=4_000_000))
+OPTION_SETS = (
+    InputOptions(max_pixels=4_000_000),
+    InputOptions(bands=(1,), stretch=Stretch("percentile", 2.0, 98.0), nodata=0.0, max_pixels=4_000_000),
+)
 
 
 # Pillow warns about odd TIFF tags and GDAL logs every bad header; neither is a failure here.
@@ -65,8 +67,16 @@ def geotiff_bytes(data: np.ndarray, **kw) -> bytes:
     from rasterio.crs import CRS
     from rasterio.transform import from_origin
 
-    profile = dict(driver="GTiff", count=data.shape[0], height=data.shape[1], width=data.shape[2], dtype=data.dtype,
-                   crs=CRS.from_epsg(32640), transform=from_origin(300000.0, 2800000.0, 0.5, 0.5), **kw)
+    profile = dict(
+        driver="GTiff",
+        count=data.shape[0],
+        height=data.shape[1],
+        width=data.shape[2],
+        dtype=data.dtype,
+        crs=CRS.from_epsg(32640),
+        transform=from_origin(300000.0, 2800000.0, 0.5, 0.5),
+        **kw,
+    )
     with MemoryFile() as mem:
         with mem.open(**profile) as ds:
             ds.write(data)
@@ -111,12 +121,17 @@ def assert_reads_or_input_error(data: bytes) -> None:
 def _seed_images() -> dict[str, bytes]:
     rng = np.random.default_rng(3)
     rgb = rng.integers(0, 256, (9, 11, 3), dtype=np.uint8)
-    seeds = {"png": encode(rgb, "PNG"), "png16": encode(rgb[..., 0].astype(np.uint16) * 257, "PNG"),
-             "jpeg": encode(rgb, "JPEG", quality=60), "tiff": encode(rgb, "TIFF"),
-             "tiff_deflate": encode(rgb, "TIFF", compression="tiff_deflate")}
+    seeds = {
+        "png": encode(rgb, "PNG"),
+        "png16": encode(rgb[..., 0].astype(np.uint16) * 257, "PNG"),
+        "jpeg": encode(rgb, "JPEG", quality=60),
+        "tiff": encode(rgb, "TIFF"),
+        "tiff_deflate": encode(rgb, "TIFF", compression="tiff_deflate"),
+    }
     if rasterio is not None:
-        seeds["geotiff_tiled"] = geotiff_bytes(np.moveaxis(rgb, 2, 0).copy(), tiled=True, blockxsize=16,
-                                               blockysize=16, compress="deflate")
+        seeds["geotiff_tiled"] = geotiff_bytes(
+            np.moveaxis(rgb, 2, 0).copy(), tiled=True, blockxsize=16, blockysize=16, compress="deflate"
+        )
         seeds["geotiff_u16_nodata"] = geotiff_bytes(rng.integers(0, 5000, (4, 7, 5), dtype=np.uint16), nodata=0)
     return seeds
 
@@ -124,8 +139,11 @@ def _seed_images() -> dict[str, bytes]:
 SEEDS = _seed_images()
 
 # One edit of a valid file: overwrite a byte, insert bytes, delete a run, or truncate.
-edit = st.tuples(st.sampled_from(["set", "insert", "delete", "truncate"]), st.floats(0, 1, exclude_max=True),
-                 st.binary(min_size=1, max_size=4))
+edit = st.tuples(
+    st.sampled_from(["set", "insert", "delete", "truncate"]),
+    st.floats(0, 1, exclude_max=True),
+    st.binary(min_size=1, max_size=4),
+)
 
 
 def apply_edits(data: bytes, edits) -> bytes:
@@ -135,11 +153,11 @@ def apply_edits(data: bytes, edits) -> bytes:
             break
         i = int(where * len(buf))
         if op == "set":
-            buf[i:i + len(payload)] = payload[: len(buf) - i]
+            buf[i : i + len(payload)] = payload[: len(buf) - i]
         elif op == "insert":
             buf[i:i] = payload
         elif op == "delete":
-            del buf[i:i + payload[0] % 16 + 1]
+            del buf[i : i + payload[0] % 16 + 1]
         else:
             del buf[i:]
     return bytes(buf)
@@ -152,16 +170,33 @@ def test_mutated_images_read_or_raise_input_error(name, edits):
 
 
 @FAST
-@given(head=st.sampled_from([b"", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*", b"BM", b"GIF89a",
-                             b"RIFF\x00\x00\x00\x00WEBP", b"II+\x00"]),
-       tail=st.binary(max_size=300))
+@given(
+    head=st.sampled_from(
+        [
+            b"",
+            b"\x89PNG\r\n\x1a\n",
+            b"\xff\xd8\xff",
+            b"II*\x00",
+            b"MM\x00*",
+            b"BM",
+            b"GIF89a",
+            b"RIFF\x00\x00\x00\x00WEBP",
+            b"II+\x00",
+        ]
+    ),
+    tail=st.binary(max_size=300),
+)
 def test_arbitrary_bytes_behind_a_signature_read_or_raise_input_error(head, tail):
     assert_reads_or_input_error(head + tail)
 
 
 @FAST
-@given(h=st.integers(1, 40), w=st.integers(1, 40), fmt=st.sampled_from(["PNG", "BMP", "TIFF", "WEBP"]),
-       seed=st.integers(0, 2**16))
+@given(
+    h=st.integers(1, 40),
+    w=st.integers(1, 40),
+    fmt=st.sampled_from(["PNG", "BMP", "TIFF", "WEBP"]),
+    seed=st.integers(0, 2**16),
+)
 def test_valid_lossless_images_round_trip(h, w, fmt, seed):
     rgb = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
     kw = {"lossless": True} if fmt == "WEBP" else {}
@@ -217,8 +252,11 @@ def test_sixteen_bit_geotiff_with_fixed_stretch_matches_the_formula(h, w, hi, se
 # ----------------------------------------------------------------------------------------- image regressions
 def tiff_bytes(entries: list[tuple[int, int, int]], data: bytes = b"\x00" * 16) -> bytes:
     """Little-endian TIFF with one IFD of (tag, type, value) entries (count 1) and `data` behind it."""
-    ifd = struct.pack("<H", len(entries)) + b"".join(
-        struct.pack("<HHII", tag, typ, 1, value) for tag, typ, value in sorted(entries)) + b"\x00\x00\x00\x00"
+    ifd = (
+        struct.pack("<H", len(entries))
+        + b"".join(struct.pack("<HHII", tag, typ, 1, value) for tag, typ, value in sorted(entries))
+        + b"\x00\x00\x00\x00"
+    )
     return b"II*\x00" + struct.pack("<I", 8) + ifd + data
 
 
@@ -226,8 +264,9 @@ def test_regression_tiff_tile_offsets_without_tile_size_is_input_error(tmp_path)
     """fuzz image crash: TileOffsets but no TileWidth/TileLength made Pillow's Image.open raise ValueError
     ("Invalid tile dimensions"), which escaped the reader as an unexpected error."""
     data_at = 8 + 2 + 8 * 12 + 4
-    raw = tiff_bytes([(256, 4, 4), (257, 4, 4), (258, 3, 8), (259, 3, 1), (262, 3, 1), (277, 3, 1),
-                      (324, 4, data_at), (325, 4, 16)])
+    raw = tiff_bytes(
+        [(256, 4, 4), (257, 4, 4), (258, 3, 8), (259, 3, 1), (262, 3, 1), (277, 3, 1), (324, 4, data_at), (325, 4, 16)]
+    )
     with pytest.raises(ValueError, match="Invalid tile dimensions"):  # the root cause, straight from Pillow
         Image.open(io.BytesIO(raw))
     path = tmp_path / "tiles.png"  # .png: read by Pillow whatever the content
@@ -246,7 +285,7 @@ def test_regression_geotiff_corrupt_block_while_sampling_stretch_is_input_error(
         off = int(ds.get_tag_item("BLOCK_OFFSET_0_0", "TIFF", bidx=1))
         size = int(ds.get_tag_item("BLOCK_SIZE_0_0", "TIFF", bidx=1))
     bad = bytearray(good)
-    bad[off + 2:off + size] = b"\xff" * (size - 2)  # keep the zlib header, break the stream
+    bad[off + 2 : off + size] = b"\xff" * (size - 2)  # keep the zlib header, break the stream
     path = tmp_path / "damaged.tif"
     path.write_bytes(bytes(bad))
     with pytest.raises(Co2SInputError, match=r"damaged\.tif: read failed while sampling the whole scene"):
@@ -292,8 +331,8 @@ def test_tiles_cover_every_pixel_and_stay_in_bounds(h, w, tile, frac):
         assert t.index == i and t.h == min(tile, h - t.y0) and t.w == min(tile, w - t.x0)
         assert 0 <= t.y0 < h and 0 <= t.x0 < w and t.y0 + t.h <= h and t.x0 + t.w <= w
         assert t.y0 <= t.keep_y[0] < t.keep_y[1] <= t.y0 + t.h and t.x0 <= t.keep_x[0] < t.keep_x[1] <= t.x0 + t.w
-        cover[t.y0:t.y0 + t.h, t.x0:t.x0 + t.w] += 1
-        keep[t.keep_y[0]:t.keep_y[1], t.keep_x[0]:t.keep_x[1]] += 1
+        cover[t.y0 : t.y0 + t.h, t.x0 : t.x0 + t.w] += 1
+        keep[t.keep_y[0] : t.keep_y[1], t.keep_x[0] : t.keep_x[1]] += 1
     assert cover.min() >= 1, "a pixel no tile covers"
     assert (keep == 1).all(), "keep boxes must partition the scene"
     for starts in (g.ys, g.xs):  # evenly spaced within the stride, the last flush with the end
@@ -307,24 +346,35 @@ def run_stitcher(g: TileGrid, *, blend: bool, probs_vec: np.ndarray, conf: float
     """Feed constant tile outputs (every `nodata_every`-th tile all nodata) and collect the emitted strips."""
     strips = []
     c = len(probs_vec)
-    st_ = Stitcher(g, lambda y0, y1, lab, cf: strips.append((y0, y1, lab.copy(), cf.copy())), blend=blend,
-                   num_classes=c)
+    st_ = Stitcher(
+        g, lambda y0, y1, lab, cf: strips.append((y0, y1, lab.copy(), cf.copy())), blend=blend, num_classes=c
+    )
     label = int(np.argmax(probs_vec))
     t = g.tile
     for win in g:
         if nodata_every and win.index % nodata_every == 0:
             st_.add(win, None, None, None, np.zeros((t, t), bool))
             continue
-        st_.add(win, np.full((t, t), label, np.uint8), np.full((t, t), conf, np.float32),
-                np.broadcast_to(probs_vec[:, None, None], (c, t, t)).astype(np.float16))
+        st_.add(
+            win,
+            np.full((t, t), label, np.uint8),
+            np.full((t, t), conf, np.float32),
+            np.broadcast_to(probs_vec[:, None, None], (c, t, t)).astype(np.float16),
+        )
     assert st_.done
     return strips
 
 
 @settings(max_examples=60, deadline=None)
-@given(h=st.integers(1, 150), w=st.integers(1, 150), tile=st.integers(16, 64), blend=st.booleans(),
-       raw=st.lists(st.floats(0.01, 1.0), min_size=2, max_size=6), conf=st.floats(0.0, 1.0),
-       frac=st.floats(0, 1, exclude_max=True))
+@given(
+    h=st.integers(1, 150),
+    w=st.integers(1, 150),
+    tile=st.integers(16, 64),
+    blend=st.booleans(),
+    raw=st.lists(st.floats(0.01, 1.0), min_size=2, max_size=6),
+    conf=st.floats(0.0, 1.0),
+    frac=st.floats(0, 1, exclude_max=True),
+)
 @example(h=1, w=3000, tile=16, blend=True, raw=[0.2, 0.8], conf=0.5, frac=0.3).via("huge aspect")
 @example(h=2000, w=1, tile=16, blend=False, raw=[0.8, 0.2], conf=1.0, frac=0.9).via("huge aspect, tall")
 def test_stitching_constant_outputs_gives_the_constant(h, w, tile, blend, raw, conf, frac):
@@ -341,8 +391,9 @@ def test_stitching_constant_outputs_gives_the_constant(h, w, tile, blend, raw, c
 
 
 @settings(max_examples=40, deadline=None)
-@given(h=st.integers(1, 120), w=st.integers(1, 120), tile=st.integers(16, 48), blend=st.booleans(),
-       every=st.integers(1, 3))
+@given(
+    h=st.integers(1, 120), w=st.integers(1, 120), tile=st.integers(16, 48), blend=st.booleans(), every=st.integers(1, 3)
+)
 def test_all_nodata_tiles_become_nodata_and_the_rest_stay_constant(h, w, tile, blend, every):
     g = TileGrid(h, w, tile, tile // 4)
     strips = run_stitcher(g, blend=blend, probs_vec=np.array([0.1, 0.9], np.float32), conf=0.75, nodata_every=every)
@@ -351,7 +402,7 @@ def test_all_nodata_tiles_become_nodata_and_the_rest_stay_constant(h, w, tile, b
     keep = np.zeros((h, w), bool)  # pixels kept by a skipped tile must be nodata
     for win in g:
         if win.index % every == 0:
-            keep[win.keep_y[0]:win.keep_y[1], win.keep_x[0]:win.keep_x[1]] = True
+            keep[win.keep_y[0] : win.keep_y[1], win.keep_x[0] : win.keep_x[1]] = True
     assert (labels[keep] == NODATA_LABEL).all() and (labels[~keep] == 1).all()
 
 
@@ -365,8 +416,12 @@ def test_pad_to_tile_keeps_the_window_and_fills_the_tile(h, w, c, extra):
 
 
 @settings(max_examples=100, deadline=None)
-@given(value=st.one_of(st.none(), st.text(max_size=12), st.floats(allow_nan=True, allow_infinity=True),
-                       st.integers(-10, 10**6)), tile=st.integers(16, 512))
+@given(
+    value=st.one_of(
+        st.none(), st.text(max_size=12), st.floats(allow_nan=True, allow_infinity=True), st.integers(-10, 10**6)
+    ),
+    tile=st.integers(16, 512),
+)
 def test_parse_overlap_returns_a_usable_overlap_or_input_error(value, tile):
     try:
         px = parse_overlap(value, tile)
@@ -413,7 +468,8 @@ def test_valid_manifest_seed_loads(tmp_path):
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=10),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-    max_leaves=12)
+    max_leaves=12,
+)
 
 
 @FAST
@@ -543,4 +599,3 @@ def test_manifest_messages_shorten_huge_values(tmp_path):
     with pytest.raises(ManifestError) as e:
         load_bundle(root)
     assert "format: expected 'co2s-bundle'" in str(e.value) and len(str(e.value)) < 1000
-

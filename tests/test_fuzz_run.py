@@ -53,18 +53,37 @@ def test_seed_corpus_is_small_and_covers_every_reader():
 
 
 def test_summary_parser_reads_libfuzzer_final_stats():
-    log = ("#1024\tpulse  cov: 10 ft: 20 corp: 3/10b exec/s: 0 rss: 60Mb\n"
-           "#5000\tDONE   cov: 181 ft: 462 corp: 67/40Kb lim: 1500 exec/s: 2881 rss: 66Mb\n"
-           "Done 5000 runs in 2 second(s)\nstat::number_of_executed_units: 5000\nstat::new_units_added:          12\n"
-           "stat::peak_rss_mb:              66\n")
-    assert fuzz_runtime.summarize(log) == {"execs": 5000, "cov": 181, "ft": 462, "corpus": 67, "new_units": 12,
-                                           "peak_rss_mb": 66}
+    log = (
+        "#1024\tpulse  cov: 10 ft: 20 corp: 3/10b exec/s: 0 rss: 60Mb\n"
+        "#5000\tDONE   cov: 181 ft: 462 corp: 67/40Kb lim: 1500 exec/s: 2881 rss: 66Mb\n"
+        "Done 5000 runs in 2 second(s)\nstat::number_of_executed_units: 5000\nstat::new_units_added:          12\n"
+        "stat::peak_rss_mb:              66\n"
+    )
+    assert fuzz_runtime.summarize(log) == {
+        "execs": 5000,
+        "cov": 181,
+        "ft": 462,
+        "corpus": 67,
+        "new_units": 12,
+        "peak_rss_mb": 66,
+    }
 
 
 def _run(target: str, tmp_path: Path, seconds: int) -> subprocess.CompletedProcess:
     # a subprocess: libFuzzer owns the process (signals, exit) and must not run inside pytest
-    cmd = [sys.executable, str(FUZZ / "fuzz_runtime.py"), target, "--seconds", str(seconds), "--timeout", "20",
-           "--artifacts", str(tmp_path / "artifacts"), "--work", str(tmp_path / "work")]
+    cmd = [
+        sys.executable,
+        str(FUZZ / "fuzz_runtime.py"),
+        target,
+        "--seconds",
+        str(seconds),
+        "--timeout",
+        "20",
+        "--artifacts",
+        str(tmp_path / "artifacts"),
+        "--work",
+        str(tmp_path / "work"),
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 180)
 
 

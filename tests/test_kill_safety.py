@@ -29,8 +29,28 @@ from co2s.train.checkpoint import load_checkpoint
 BIN = Path(sys.executable).parent
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2"}
 # two tiny students on 64 px synthetic scenes, one image per batch: ~1 s per iteration on a 2-core CPU
-TRAIN = ["--dataset", "synthetic", "--preset", "tiny", "--crop", "64", "--image-size", "64", "--num-labeled", "2",
-         "--num-unlabeled", "2", "--num-val", "1", "--batch-size", "1", "--workers", "0", "--device", "cpu"]
+TRAIN = [
+    "--dataset",
+    "synthetic",
+    "--preset",
+    "tiny",
+    "--crop",
+    "64",
+    "--image-size",
+    "64",
+    "--num-labeled",
+    "2",
+    "--num-unlabeled",
+    "2",
+    "--num-val",
+    "1",
+    "--batch-size",
+    "1",
+    "--workers",
+    "0",
+    "--device",
+    "cpu",
+]
 
 
 def _driver(tmp_path: Path, name: str, body: str) -> Path:
@@ -71,7 +91,7 @@ def _assert_clean_metrics(out: Path, iterations: list[int]) -> list[str]:
     for line in lines[1:]:
         assert len(line.split(",")) == len(header), f"garbled row: {line!r}"
     for r in rows:
-        for k, v in r.items():
+        for _k, v in r.items():
             float(v)  # raises on a cut-off / garbled cell
     return lines
 
@@ -113,7 +133,10 @@ def test_train_killed_mid_epoch_resumes_from_last_checkpoint(tmp_path):
 
 def test_train_killed_while_writing_last_pt(tmp_path):
     out = tmp_path / "run"
-    driver = _driver(tmp_path, "train_kill_in_save", """
+    driver = _driver(
+        tmp_path,
+        "train_kill_in_save",
+        """
         import io, os, signal, sys
         import torch
 
@@ -135,7 +158,8 @@ def test_train_killed_while_writing_last_pt(tmp_path):
         sys.argv = ["co2s-train", *sys.argv[1:]]
         from co2s.train.cli import main
         main()
-    """)
+    """,
+    )
     res = _run([sys.executable, driver, *TRAIN, "--iters", "2", "--eval-every", "1", "--out", out])
     assert res.returncode == -signal.SIGKILL, res.stderr[-3000:]
 
@@ -162,8 +186,19 @@ def test_train_killed_while_writing_last_pt(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------------- export
-EXPORT = ["--untrained", "--preset", "tiny", "--num-classes", "5", "--tile", "64", "--precisions", "fp32",
-          "--calib-count", "1"]
+EXPORT = [
+    "--untrained",
+    "--preset",
+    "tiny",
+    "--num-classes",
+    "5",
+    "--tile",
+    "64",
+    "--precisions",
+    "fp32",
+    "--calib-count",
+    "1",
+]
 EXPORT_KILL = """
     import os, signal, sys
     import co2s.export.onnx_export as onnx_export
@@ -232,7 +267,10 @@ def test_export_killed_between_the_renames_of_force_keeps_the_previous_bundle(tm
 
     out = make_bundle(tmp_path / "bundles" / "b", tile=32)
     before = _tree(out)
-    driver = _driver(tmp_path, "commit_kill", """
+    driver = _driver(
+        tmp_path,
+        "commit_kill",
+        """
         import os, signal, sys
         from pathlib import Path
         from co2s.export.bundle import AtomicBundle
@@ -250,7 +288,8 @@ def test_export_killed_between_the_renames_of_force_keeps_the_previous_bundle(tm
         with AtomicBundle(Path(sys.argv[1]), force=True) as tmp:
             (tmp / "co2s.json").write_text("{}")
             os.replace = replace
-    """)
+    """,
+    )
     res = _run([sys.executable, driver, out])
     assert res.returncode == -signal.SIGKILL, res.stderr[-3000:]
     assert not out.exists()  # the kill landed in the window
@@ -288,7 +327,10 @@ def test_infer_killed_partway_then_skip_existing_finishes_the_same_set(tmp_path)
     inputs = _images(tmp_path / "in")
     out = tmp_path / "out"
     # rename number 8 into the output folder = after 2 inputs x 3 files and 1 file of the third input
-    driver = _driver(tmp_path, "infer_kill", """
+    driver = _driver(
+        tmp_path,
+        "infer_kill",
+        """
         import os, signal, sys
         from pathlib import Path
 
@@ -307,7 +349,8 @@ def test_infer_killed_partway_then_skip_existing_finishes_the_same_set(tmp_path)
         os.replace = replace
         from co2s.runtime.cli import infer_main
         infer_main(sys.argv[1:])
-    """)
+    """,
+    )
     res = _run([sys.executable, driver, bundle, tmp_path / "in", "--out", out, "-q", "--readers", "1"])
     assert res.returncode == -signal.SIGKILL, res.stderr[-3000:]
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from co2s.train.model import build_co2s, build_student, co2s_from_state, student_names
 from co2s.errors import Co2SInputError
+from co2s.train.model import build_co2s, build_student, co2s_from_state, student_names
 
 N = 5
 
@@ -36,7 +36,7 @@ def test_students_and_fused_prediction_shapes(tiny, size):
 
 
 def test_freeze_rule_leaves_attention_head_and_queries_trainable(tiny):
-    for name, student in tiny.students.items():
+    for _name, student in tiny.students.items():
         for pname, p in student.backbone.named_parameters():
             assert p.requires_grad == ("attn" in pname), pname
         assert all(p.requires_grad for p in student.head.parameters())

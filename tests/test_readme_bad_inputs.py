@@ -63,8 +63,23 @@ CLIS = {"co2s-train": train, "co2s-export": export, "co2s-infer": infer, "co2s-b
 
 # ------------------------------------------------------------------------------------------------ inputs
 def fit_args(root: Path, out: Path) -> list:
-    return ["fit", "--dataset", "mer", "--data-root", root, "--out", out, "--preset", "tiny", "--iters", "1",
-            "--crop", "64", "--batch-size", "1"]
+    return [
+        "fit",
+        "--dataset",
+        "mer",
+        "--data-root",
+        root,
+        "--out",
+        out,
+        "--preset",
+        "tiny",
+        "--iters",
+        "1",
+        "--crop",
+        "64",
+        "--batch-size",
+        "1",
+    ]
 
 
 def one_image(tmp: Path, name="scene.png", write=None) -> Path:
@@ -93,75 +108,132 @@ def mixed_folder(tmp: Path) -> list:
 # (CLI, what was wrong) -> tmp_path -> argv. The keys are the README table's first two columns, verbatim.
 CASES = {
     # co2s-train
-    ("co2s-train", "`--data-root` does not exist"):
-        lambda t: ["fit", "--dataset", "mer", "--data-root", t / "nowhere", "--out", t / "run"],
-    ("co2s-train", "a split file lists an image that is not there"):
-        lambda t: fit_args(folder_dataset(t / "d", labeled_lines=["images/0.png labels/0.png", "images/gone.png labels/gone.png"]), t / "run"),
-    ("co2s-train", "a label value outside the class range (not 255)"):
-        lambda t: fit_args(folder_dataset(t / "d", label_value=12), t / "run"),
-    ("co2s-train", "image and label of different sizes"):
-        lambda t: fit_args(folder_dataset(t / "d", label_size=(32, 40)), t / "run"),
-    ("co2s-train", "an empty labelled split"):
-        lambda t: fit_args(folder_dataset(t / "d", labeled_lines=[]), t / "run"),
-    ("co2s-train", "an unknown dataset name"):
-        lambda t: ["fit", "--dataset", "atlantis", "--out", t / "run"],
-    ("co2s-train", "`--crop` not a multiple of 16"):
-        lambda t: fit_args(folder_dataset(t / "d"), t / "run") + ["--crop", "100"],
-    ("co2s-train", "`--resume` with no `last.pt` in `--out`"):
-        lambda t: fit_args(folder_dataset(t / "d"), t / "run") + ["--resume"],
-    ("co2s-train", "`--clip-weights` file missing"):
-        lambda t: fit_args(folder_dataset(t / "d"), t / "run") + ["--preset", "paper", "--clip-weights",
-                                                             t / "ViT-B-16.pt"],
-    ("co2s-train", "`evaluate` a checkpoint of another class count"):
-        lambda t: ["evaluate", trained_tiny_checkpoint(), "--dataset", "mer", "--data-root", folder_dataset(t / "d")],
-    ("co2s-train", "`evaluate` a file that is not a checkpoint"):
-        lambda t: ["evaluate", one_image(t, "model.pt", lambda p: p.write_text("hello")), "--dataset", "synthetic"],
+    ("co2s-train", "`--data-root` does not exist"): lambda t: [
+        "fit",
+        "--dataset",
+        "mer",
+        "--data-root",
+        t / "nowhere",
+        "--out",
+        t / "run",
+    ],
+    ("co2s-train", "a split file lists an image that is not there"): lambda t: fit_args(
+        folder_dataset(t / "d", labeled_lines=["images/0.png labels/0.png", "images/gone.png labels/gone.png"]),
+        t / "run",
+    ),
+    ("co2s-train", "a label value outside the class range (not 255)"): lambda t: fit_args(
+        folder_dataset(t / "d", label_value=12), t / "run"
+    ),
+    ("co2s-train", "image and label of different sizes"): lambda t: fit_args(
+        folder_dataset(t / "d", label_size=(32, 40)), t / "run"
+    ),
+    ("co2s-train", "an empty labelled split"): lambda t: fit_args(folder_dataset(t / "d", labeled_lines=[]), t / "run"),
+    ("co2s-train", "an unknown dataset name"): lambda t: ["fit", "--dataset", "atlantis", "--out", t / "run"],
+    ("co2s-train", "`--crop` not a multiple of 16"): lambda t: (
+        fit_args(folder_dataset(t / "d"), t / "run") + ["--crop", "100"]
+    ),
+    ("co2s-train", "`--resume` with no `last.pt` in `--out`"): lambda t: (
+        fit_args(folder_dataset(t / "d"), t / "run") + ["--resume"]
+    ),
+    ("co2s-train", "`--clip-weights` file missing"): lambda t: (
+        fit_args(folder_dataset(t / "d"), t / "run") + ["--preset", "paper", "--clip-weights", t / "ViT-B-16.pt"]
+    ),
+    ("co2s-train", "`evaluate` a checkpoint of another class count"): lambda t: [
+        "evaluate",
+        trained_tiny_checkpoint(),
+        "--dataset",
+        "mer",
+        "--data-root",
+        folder_dataset(t / "d"),
+    ],
+    ("co2s-train", "`evaluate` a file that is not a checkpoint"): lambda t: [
+        "evaluate",
+        one_image(t, "model.pt", lambda p: p.write_text("hello")),
+        "--dataset",
+        "synthetic",
+    ],
     # co2s-export
-    ("co2s-export", "`--checkpoint` missing"):
-        lambda t: ["--checkpoint", t / "nope.pt", "--out", t / "b"],
-    ("co2s-export", "`--checkpoint` is not a checkpoint"):
-        lambda t: ["--checkpoint", one_image(t, "bad.pt", lambda p: p.write_bytes(b"not a checkpoint")),
-                   "--out", t / "b"],
-    ("co2s-export", "`--dataset` with another class count than the checkpoint"):
-        lambda t: ["--checkpoint", trained_tiny_checkpoint(), "--dataset", "potsdam", "--out", t / "b"],
-    ("co2s-export", "`--tile` not a multiple of 16"):
-        lambda t: ["--checkpoint", trained_tiny_checkpoint(), "--tile", "100", "--out", t / "b"],
-    ("co2s-export", "`--calib-data` folder without images"):
-        lambda t: ["--checkpoint", trained_tiny_checkpoint(), "--calib-data", (t / "calib").mkdir() or t / "calib",
-                   "--out", t / "b"],
-    ("co2s-export", "`--out` exists and is not empty, no `--force`"):
-        lambda t: ["--checkpoint", trained_tiny_checkpoint(), "--out", one_image(t, "keep.txt", lambda p: p.write_text("user data")).parent],
-    ("co2s-export", "`--engine fp8`"):
-        lambda t: ["--checkpoint", trained_tiny_checkpoint(), "--engine", "fp8", "--out", t / "b"],
+    ("co2s-export", "`--checkpoint` missing"): lambda t: ["--checkpoint", t / "nope.pt", "--out", t / "b"],
+    ("co2s-export", "`--checkpoint` is not a checkpoint"): lambda t: [
+        "--checkpoint",
+        one_image(t, "bad.pt", lambda p: p.write_bytes(b"not a checkpoint")),
+        "--out",
+        t / "b",
+    ],
+    ("co2s-export", "`--dataset` with another class count than the checkpoint"): lambda t: [
+        "--checkpoint",
+        trained_tiny_checkpoint(),
+        "--dataset",
+        "potsdam",
+        "--out",
+        t / "b",
+    ],
+    ("co2s-export", "`--tile` not a multiple of 16"): lambda t: [
+        "--checkpoint",
+        trained_tiny_checkpoint(),
+        "--tile",
+        "100",
+        "--out",
+        t / "b",
+    ],
+    ("co2s-export", "`--calib-data` folder without images"): lambda t: [
+        "--checkpoint",
+        trained_tiny_checkpoint(),
+        "--calib-data",
+        (t / "calib").mkdir() or t / "calib",
+        "--out",
+        t / "b",
+    ],
+    ("co2s-export", "`--out` exists and is not empty, no `--force`"): lambda t: [
+        "--checkpoint",
+        trained_tiny_checkpoint(),
+        "--out",
+        one_image(t, "keep.txt", lambda p: p.write_text("user data")).parent,
+    ],
+    ("co2s-export", "`--engine fp8`"): lambda t: [
+        "--checkpoint",
+        trained_tiny_checkpoint(),
+        "--engine",
+        "fp8",
+        "--out",
+        t / "b",
+    ],
     # co2s-infer
-    ("co2s-infer", "an input that does not exist"):
-        lambda t: [small_bundle(t), t / "nope.png", "--out", t / "out"],
-    ("co2s-infer", "a text file named `.png`"):
-        lambda t: infer_one(t, lambda p: p.write_text("hello, I am a text file")),
-    ("co2s-infer", "an empty (0-byte) file"):
-        lambda t: infer_one(t, lambda p: p.write_bytes(b"")),
-    ("co2s-infer", "a truncated PNG"):
-        lambda t: infer_one(t, truncated_png),
-    ("co2s-infer", "a PNG header claiming 60000 × 60000 pixels"):
-        lambda t: infer_one(t, lambda p: p.write_bytes(png_bytes(60000, 60000))),
-    ("co2s-infer", "a 1-band image"):
-        lambda t: infer_one(t, lambda p: Image.fromarray(rgb()[..., 0]).save(p)),
-    ("co2s-infer", "a 16-bit image without `--stretch`"):
-        lambda t: infer_one(t, lambda p: Image.fromarray(rgb()[..., 0].astype(np.uint16) * 200).save(p),
-                            ["--bands", "1"]),
-    ("co2s-infer", "`--tile-overlap` ≥ half the tile"):
-        lambda t: infer_one(t, extra=["--tile-overlap", "64"]),
-    ("co2s-infer", "a folder with some bad files"):
-        mixed_folder,
-    ("co2s-infer", "a bundle whose model file is missing"):
-        lambda t: [damaged_bundle(t / "bundle", "missing"), one_image(t), "--out", t / "out"],
-    ("co2s-infer", "a bundle whose model file was altered"):
-        lambda t: [damaged_bundle(t / "bundle", "checksum"), one_image(t), "--out", t / "out"],
-    ("co2s-infer", "a bundle folder without a manifest"):
-        lambda t: [(t / "empty").mkdir() or t / "empty", one_image(t), "--out", t / "out"],
+    ("co2s-infer", "an input that does not exist"): lambda t: [small_bundle(t), t / "nope.png", "--out", t / "out"],
+    ("co2s-infer", "a text file named `.png`"): lambda t: infer_one(
+        t, lambda p: p.write_text("hello, I am a text file")
+    ),
+    ("co2s-infer", "an empty (0-byte) file"): lambda t: infer_one(t, lambda p: p.write_bytes(b"")),
+    ("co2s-infer", "a truncated PNG"): lambda t: infer_one(t, truncated_png),
+    ("co2s-infer", "a PNG header claiming 60000 × 60000 pixels"): lambda t: infer_one(
+        t, lambda p: p.write_bytes(png_bytes(60000, 60000))
+    ),
+    ("co2s-infer", "a 1-band image"): lambda t: infer_one(t, lambda p: Image.fromarray(rgb()[..., 0]).save(p)),
+    ("co2s-infer", "a 16-bit image without `--stretch`"): lambda t: infer_one(
+        t, lambda p: Image.fromarray(rgb()[..., 0].astype(np.uint16) * 200).save(p), ["--bands", "1"]
+    ),
+    ("co2s-infer", "`--tile-overlap` ≥ half the tile"): lambda t: infer_one(t, extra=["--tile-overlap", "64"]),
+    ("co2s-infer", "a folder with some bad files"): mixed_folder,
+    ("co2s-infer", "a bundle whose model file is missing"): lambda t: [
+        damaged_bundle(t / "bundle", "missing"),
+        one_image(t),
+        "--out",
+        t / "out",
+    ],
+    ("co2s-infer", "a bundle whose model file was altered"): lambda t: [
+        damaged_bundle(t / "bundle", "checksum"),
+        one_image(t),
+        "--out",
+        t / "out",
+    ],
+    ("co2s-infer", "a bundle folder without a manifest"): lambda t: [
+        (t / "empty").mkdir() or t / "empty",
+        one_image(t),
+        "--out",
+        t / "out",
+    ],
     # co2s-bench
-    ("co2s-bench", "a bundle folder without a manifest"):
-        lambda t: [(t / "empty").mkdir() or t / "empty"],
+    ("co2s-bench", "a bundle folder without a manifest"): lambda t: [(t / "empty").mkdir() or t / "empty"],
 }
 
 
@@ -192,7 +264,9 @@ def message_pattern(cell: str) -> re.Pattern:
 
 
 def test_every_row_has_a_case_and_every_case_a_row():
-    assert START in README.read_text() and END in README.read_text(), f"{README}: the bad-input table markers are missing"
+    assert START in README.read_text() and END in README.read_text(), (
+        f"{README}: the bad-input table markers are missing"
+    )
     keys = {(cli, what) for cli, what, _, _ in table_rows()}
     assert keys - set(CASES) == set(), "rows without a case"
     assert set(CASES) - keys == set(), "cases without a README row"
@@ -215,6 +289,9 @@ def test_fault_table_names_tests_that_exist():
     cited = set(re.findall(r"`(test_\w+)`", text))
     assert len(cited) >= 10, f"{README}: the faults table cites {len(cited)} tests"
     here = Path(__file__).parent
-    defined = {m for f in ("test_resource_faults.py", "test_kill_safety.py")
-               for m in re.findall(r"^def (test_\w+)", (here / f).read_text(), re.M)}
+    defined = {
+        m
+        for f in ("test_resource_faults.py", "test_kill_safety.py")
+        for m in re.findall(r"^def (test_\w+)", (here / f).read_text(), re.M)
+    }
     assert cited - defined == set(), "README cites tests that do not exist"

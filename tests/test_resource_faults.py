@@ -26,10 +26,41 @@ from co2s.runtime.cli import bench_main, infer_main
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 DISK_FULL = "the disk is full (no space left on device)"
-TRAIN = ["--dataset", "synthetic", "--preset", "tiny", "--crop", "64", "--image-size", "64", "--num-labeled", "2",
-         "--num-unlabeled", "2", "--num-val", "1", "--batch-size", "1", "--workers", "0", "--device", "cpu"]
-EXPORT = ["--untrained", "--preset", "tiny", "--num-classes", "5", "--tile", "64", "--precisions", "fp32",
-          "--calib-count", "1"]
+TRAIN = [
+    "--dataset",
+    "synthetic",
+    "--preset",
+    "tiny",
+    "--crop",
+    "64",
+    "--image-size",
+    "64",
+    "--num-labeled",
+    "2",
+    "--num-unlabeled",
+    "2",
+    "--num-val",
+    "1",
+    "--batch-size",
+    "1",
+    "--workers",
+    "0",
+    "--device",
+    "cpu",
+]
+EXPORT = [
+    "--untrained",
+    "--preset",
+    "tiny",
+    "--num-classes",
+    "5",
+    "--tile",
+    "64",
+    "--precisions",
+    "fp32",
+    "--calib-count",
+    "1",
+]
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -66,8 +97,11 @@ def _error_line(err: str) -> str:
 
 
 def _digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _hidden(folder: Path) -> list[str]:
@@ -105,6 +139,7 @@ def deny_writes(monkeypatch, folder: Path, err: int) -> None:
             if _under(path, folder) and not (name == "mkdir" and Path(path).absolute() == folder):
                 refuse(path)
             return real[name](path, *a, **k)
+
         return f
 
     def two_paths(name):
@@ -112,6 +147,7 @@ def deny_writes(monkeypatch, folder: Path, err: int) -> None:
             if _under(src, folder) or _under(dst, folder):
                 refuse(dst)
             return real[name](src, dst, *a, **k)
+
         return f
 
     def py_open(file, mode="r", *a, **k):
@@ -146,6 +182,7 @@ def locked(request, tmp_path, monkeypatch):
 def _never(what):
     def f(*a, **k):
         raise AssertionError(f"{what} started although the output folder cannot be written")
+
     return f
 
 
@@ -245,7 +282,9 @@ def test_infer_disk_full_while_writing_outputs(bundle, tmp_path, monkeypatch, ca
     # the first full-disk failure ends the run: every later output would fail the same way
     assert "0 ok, 1 failed, 1 skipped" in err and "Traceback" not in err
     failed = [ln.strip() for ln in err.split("failed:", 1)[1].strip().splitlines()]
-    assert failed in ([f"{out / n}.labels.png: cannot write: {DISK_FULL}"] for n in "ab"), failed  # whichever came first
+    assert failed in ([f"{out / n}.labels.png: cannot write: {DISK_FULL}"] for n in "ab"), (
+        failed
+    )  # whichever came first
     assert "stopped because the output disk is full: 1 input(s) not processed" in err, err
     assert _digest(out) == before  # a's earlier outputs untouched, nothing for b
     assert _hidden(out) == []  # no temporary files
@@ -300,8 +339,10 @@ def test_bench_report_folder_not_writable(locked, bundle, monkeypatch, capsys):
 def _snapshot(root: Path) -> dict[str, tuple]:
     """Every entry (the folder included) with size and modification time: creating or deleting even a temporary
     file inside changes the folder's mtime."""
-    return {str(p.relative_to(root)): (p.stat().st_size if p.is_file() else -1, p.stat().st_mtime_ns)
-            for p in [root, *sorted(root.rglob("*"))]}
+    return {
+        str(p.relative_to(root)): (p.stat().st_size if p.is_file() else -1, p.stat().st_mtime_ns)
+        for p in [root, *sorted(root.rglob("*"))]
+    }
 
 
 def test_infer_and_bench_run_from_a_read_only_bundle(tmp_path, monkeypatch, capsys):
@@ -317,8 +358,22 @@ def test_infer_and_bench_run_from_a_read_only_bundle(tmp_path, monkeypatch, caps
         assert code == 0, err
         assert "2 ok, 0 failed" in err
         assert len(list((tmp_path / "out").glob("*.labels.png"))) == 2
-        code, out, err = _exit(lambda: bench_main([str(root), "--precision", "all", "--iters", "2", "--warmup", "1",
-                                                   "--json", str(tmp_path / "bench.json")]), capsys)
+        code, out, err = _exit(
+            lambda: bench_main(
+                [
+                    str(root),
+                    "--precision",
+                    "all",
+                    "--iters",
+                    "2",
+                    "--warmup",
+                    "1",
+                    "--json",
+                    str(tmp_path / "bench.json"),
+                ]
+            ),
+            capsys,
+        )
         assert code == 0, err
         assert "fp32" in out and "fp16" in out and (tmp_path / "bench.json").is_file()
         monkeypatch.undo()
@@ -339,8 +394,17 @@ def _geotiffs(folder: Path, names=("a", "b")) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for i, n in enumerate(names):
         data = np.random.default_rng(i).integers(0, 256, (3, 300, 280), dtype=np.uint8)
-        with rio.open(folder / f"{n}.tif", "w", driver="GTiff", width=280, height=300, count=3, dtype="uint8",
-                      crs="EPSG:32640", transform=from_origin(300000.0, 2800000.0, 0.5, 0.5)) as ds:
+        with rio.open(
+            folder / f"{n}.tif",
+            "w",
+            driver="GTiff",
+            width=280,
+            height=300,
+            count=3,
+            dtype="uint8",
+            crs="EPSG:32640",
+            transform=from_origin(300000.0, 2800000.0, 0.5, 0.5),
+        ) as ds:
             ds.write(data)
 
 
@@ -352,8 +416,9 @@ def _full_file_system(monkeypatch, folder: Path) -> None:
         st = real(path)
         if not _under(path, folder):
             return st
-        return os.statvfs_result((st.f_bsize, st.f_frsize, st.f_blocks, 0, 0, st.f_files, st.f_ffree, st.f_favail,
-                                  st.f_flag, st.f_namemax))
+        return os.statvfs_result(
+            (st.f_bsize, st.f_frsize, st.f_blocks, 0, 0, st.f_files, st.f_ffree, st.f_favail, st.f_flag, st.f_namemax)
+        )
 
     monkeypatch.setattr(os, "statvfs", statvfs)
 
@@ -419,7 +484,9 @@ def test_infer_disk_full_while_writing_geotiff_outputs(where, bundle, tmp_path, 
     # the first full-disk failure ends the run: every later output would fail the same way
     assert "0 ok, 1 failed, 1 skipped" in err and "Traceback" not in err
     failed = [ln.strip() for ln in err.split("failed:", 1)[1].strip().splitlines()]
-    assert failed in ([f"{out / n}.labels.tif: cannot write: {DISK_FULL}"] for n in "ab"), failed  # whichever came first
+    assert failed in ([f"{out / n}.labels.tif: cannot write: {DISK_FULL}"] for n in "ab"), (
+        failed
+    )  # whichever came first
     assert "stopped because the output disk is full: 1 input(s) not processed" in err, err
     assert _digest(out) == before  # a's earlier outputs untouched, nothing for b
     assert _hidden(out) == []  # no temporary files
@@ -586,8 +653,9 @@ def test_export_disk_full_while_updating_the_manifest(tmp_path, monkeypatch, cap
     monkeypatch.setattr(json, "dump", disk_full)
     code, _, err = export(["--from-bundle", b, "--engine", "fp16"], capsys)
     assert code == 1
-    assert _error_line(err) == (f"error: {b / 'co2s.json'}: cannot update the manifest: {DISK_FULL}; "
-                                f"the bundle is unchanged")
+    assert _error_line(err) == (
+        f"error: {b / 'co2s.json'}: cannot update the manifest: {DISK_FULL}; the bundle is unchanged"
+    )
     assert _digest(b) == before and _hidden(b) == []  # the new engine and cache were taken back out
     monkeypatch.undo()
     load_manifest(b)  # still verifies
@@ -605,8 +673,9 @@ def test_engine_build_killed_while_replacing_is_repaired_by_the_next_run(tmp_pat
     before = _digest(b)
     # what a rebuild killed between renaming the new engine in and rewriting the manifest leaves: the new engine
     # under the final name, the previous one kept aside, the builder's temporary timing cache
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True, check=True).stdout.strip()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     engine = b / "model.fp16.engine"
     os.link(engine, b / f".model.fp16.engine.{dead}.0badc0de.old")
     engine.unlink()

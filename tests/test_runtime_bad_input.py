@@ -37,8 +37,11 @@ CASES = {
     "bomb": (lambda p: p.write_bytes(png_bytes(60000, 60000)), "decompression"),
     "grey": (lambda p: Image.fromarray(rgb()[..., 0]).save(p), r"1-band image.*--bands 1"),
     "grey_alpha": (lambda p: Image.fromarray(rgb()[..., :2], "LA").save(p), r"2-band image.*--bands"),
-    "rgba": (lambda p: Image.fromarray(np.dstack([rgb(), rgb()[..., :1]]), "RGBA").save(p), r"4-band image.*--bands R,G,B"),
-    "sixteen_bit": (lambda p: Image.fromarray((rgb()[..., 0].astype(np.uint16) * 200)).save(p), r"--stretch"),
+    "rgba": (
+        lambda p: Image.fromarray(np.dstack([rgb(), rgb()[..., :1]]), "RGBA").save(p),
+        r"4-band image.*--bands R,G,B",
+    ),
+    "sixteen_bit": (lambda p: Image.fromarray(rgb()[..., 0].astype(np.uint16) * 200).save(p), r"--stretch"),
 }
 
 
@@ -61,14 +64,17 @@ def test_bad_file_alone_fails_cleanly(case, bundle, tmp_path, capsys):
 def test_band_and_stretch_choices_make_those_files_work(bundle, tmp_path, capsys):
     Image.fromarray(rgb()[..., 0]).save(tmp_path / "grey.png")
     Image.fromarray(np.dstack([rgb(), rgb()[..., :1]]), "RGBA").save(tmp_path / "rgba.png")
-    code, err = infer([bundle, tmp_path / "grey.png", tmp_path / "rgba.png", "--out", tmp_path / "o1", "--bands", "1"],
-                      capsys)
+    code, err = infer(
+        [bundle, tmp_path / "grey.png", tmp_path / "rgba.png", "--out", tmp_path / "o1", "--bands", "1"], capsys
+    )
     assert code == 0, err
     code, err = infer([bundle, tmp_path / "rgba.png", "--out", tmp_path / "o2", "--bands", "3,2,1"], capsys)
     assert code == 0, err
-    Image.fromarray((rgb()[..., 0].astype(np.uint16) * 200)).save(tmp_path / "deep.png")
-    code, err = infer([bundle, tmp_path / "deep.png", "--out", tmp_path / "o3", "--bands", "1", "--stretch",
-                       "percentile:2,98"], capsys)
+    Image.fromarray(rgb()[..., 0].astype(np.uint16) * 200).save(tmp_path / "deep.png")
+    code, err = infer(
+        [bundle, tmp_path / "deep.png", "--out", tmp_path / "o3", "--bands", "1", "--stretch", "percentile:2,98"],
+        capsys,
+    )
     assert code == 0, err
     assert (tmp_path / "o3" / "deep.labels.png").is_file()
 
@@ -98,7 +104,8 @@ def test_folder_run_reports_and_skips_bad_files(bundle, tmp_path, capsys):
         assert name in failed_block
     assert "ignored 1 file" in err
     assert outputs(tmp_path / "out") == sorted(
-        f"{s}.{k}.png" for s in ("a_good", "d_good") for k in ("confidence", "labels", "overlay"))
+        f"{s}.{k}.png" for s in ("a_good", "d_good") for k in ("confidence", "labels", "overlay")
+    )
 
 
 def test_fail_fast_stops_at_the_first_bad_file(bundle, tmp_path, capsys):

@@ -25,8 +25,18 @@ def bundle(tmp_path_factory):
 
 def write_tif(path, data: np.ndarray, *, nodata=None, tiled=True, **kw):
     """data: [bands, H, W]."""
-    profile = dict(driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0], dtype=data.dtype,
-                   crs=CRS_UTM40N, transform=TRANSFORM, nodata=nodata, tiled=tiled, **kw)
+    profile = dict(
+        driver="GTiff",
+        width=data.shape[2],
+        height=data.shape[1],
+        count=data.shape[0],
+        dtype=data.dtype,
+        crs=CRS_UTM40N,
+        transform=TRANSFORM,
+        nodata=nodata,
+        tiled=tiled,
+        **kw,
+    )
     if tiled:
         profile.update(blockxsize=64, blockysize=64)
     with rasterio.open(path, "w", **profile) as ds:
@@ -100,8 +110,10 @@ def test_band_choice_and_16_bit_stretch(bundle, tmp_path, capsys):
     assert code == 1 and "ms.tif" in err and "--bands" in err and "--stretch" in err
     code, err = infer([bundle, tmp_path / "ms.tif", "--out", tmp_path / "o1", "--bands", "3,2,1"], capsys)
     assert code == 1 and "16-bit" in err and "--stretch" in err
-    code, err = infer([bundle, tmp_path / "ms.tif", "--out", tmp_path / "o2", "--bands", "3,2,1", "--stretch",
-                       "percentile:2,98"], capsys)
+    code, err = infer(
+        [bundle, tmp_path / "ms.tif", "--out", tmp_path / "o2", "--bands", "3,2,1", "--stretch", "percentile:2,98"],
+        capsys,
+    )
     assert code == 0, err
     with rasterio.open(tmp_path / "o2" / "ms.labels.tif") as ds:
         assert ds.crs == CRS_UTM40N and ds.read(1).shape == (80, 90)
@@ -134,8 +146,15 @@ def test_damaged_scene_fails_without_outputs(bundle, tmp_path, capsys):
     write_tif(tmp_path / "src.tif", scene(256, 256), tiled=True, compress="deflate")
     import rasterio.shutil
 
-    rasterio.shutil.copy(tmp_path / "src.tif", tmp_path / "cut.tif", driver="GTiff", tiled=True, blockxsize=64,
-                         blockysize=64, compress="deflate")
+    rasterio.shutil.copy(
+        tmp_path / "src.tif",
+        tmp_path / "cut.tif",
+        driver="GTiff",
+        tiled=True,
+        blockxsize=64,
+        blockysize=64,
+        compress="deflate",
+    )
     raw = (tmp_path / "cut.tif").read_bytes()
     (tmp_path / "cut.tif").write_bytes(raw[: int(len(raw) * 0.6)])
     code, err = infer([bundle, tmp_path / "cut.tif", "--out", tmp_path / "out"], capsys)

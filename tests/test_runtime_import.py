@@ -27,8 +27,9 @@ BLOCKER = textwrap.dedent("""
 
 
 def _run(code: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", BLOCKER + textwrap.dedent(code)], capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", BLOCKER + textwrap.dedent(code)], capture_output=True, text=True, timeout=300
+    )
 
 
 def test_every_runtime_module_imports_without_torch():
@@ -52,7 +53,7 @@ def test_cli_runs_inference_without_torch(tmp_path):
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (50, 70, 3), dtype=np.uint8)).save(tmp_path / "a.png")
     r = _run(f"""
         from co2s.runtime.cli import infer_main, bench_main
-        for main, args in ((infer_main, [{str(bundle)!r}, {str(tmp_path / 'a.png')!r}, "--out", {str(tmp_path / 'out')!r}, "-q"]),
+        for main, args in ((infer_main, [{str(bundle)!r}, {str(tmp_path / "a.png")!r}, "--out", {str(tmp_path / "out")!r}, "-q"]),
                            (bench_main, [{str(bundle)!r}, "--iters", "2", "--warmup", "1"])):
             try:
                 main(args)

@@ -76,8 +76,9 @@ def test_checksum_mismatch_and_missing_file_name_the_file(tmp_path):
 
 
 def test_model_that_does_not_match_the_manifest_is_refused(tmp_path):
-    from co2s.runtime.manifest import artifact_record, read_manifest_json, write_manifest
     from runtime_fakes import make_onnx
+
+    from co2s.runtime.manifest import artifact_record, read_manifest_json, write_manifest
 
     root = make_bundle(tmp_path / "b", tile=32)
     make_onnx(root / "model.fp32.onnx", tile=64, num_classes=4)  # another tile size
@@ -90,8 +91,19 @@ def test_model_that_does_not_match_the_manifest_is_refused(tmp_path):
 
 # --- the real exporter's bundle ---------------------------------------------------------------------------------
 
-EXPORT_ARGS = ["--untrained", "--preset", "tiny", "--num-classes", "5", "--tile", "128", "--precisions", "fp32,int8",
-               "--calib-count", "8"]
+EXPORT_ARGS = [
+    "--untrained",
+    "--preset",
+    "tiny",
+    "--num-classes",
+    "5",
+    "--tile",
+    "128",
+    "--precisions",
+    "fp32,int8",
+    "--calib-count",
+    "8",
+]
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +128,9 @@ def test_ort_backend_reproduces_the_export(exported_bundle):
     assert b.tile == 128 and b.num_classes == 5 and b.precisions() == ["fp32", "int8"]
     tiles = _tiles(3, 128, seed=7)
     be = open_backend(b, "ort-cpu", "fp32")
-    got = {k: np.concatenate([be.run(tiles[i:i + 1])[k] for i in range(len(tiles))]) for k in ("labels", "confidence")}
+    got = {
+        k: np.concatenate([be.run(tiles[i : i + 1])[k] for i in range(len(tiles))]) for k in ("labels", "confidence")
+    }
     exp = run_onnx(b.onnx("fp32").path, tiles)
     assert np.array_equal(got["labels"], exp["labels"])
     np.testing.assert_array_equal(got["confidence"], exp["confidence"])

@@ -14,9 +14,25 @@ from co2s.runtime.cli import bench_main, infer_main
 from co2s.runtime.profiler import STAGES, StageProfiler, render_markdown, render_table
 
 STAT_FIELDS = {"count", "total_ms", "mean_ms", "p50_ms", "p90_ms", "p99_ms", "max_ms", "source"}
-TOP_FIELDS = {"schema", "created", "device", "backend", "precision", "versions", "tile", "batch", "warmup_batches",
-              "batches", "tiles", "megapixels", "wall_s", "tiles_per_s", "megapixels_per_s", "peak_host_memory_mb",
-              "stages"}
+TOP_FIELDS = {
+    "schema",
+    "created",
+    "device",
+    "backend",
+    "precision",
+    "versions",
+    "tile",
+    "batch",
+    "warmup_batches",
+    "batches",
+    "tiles",
+    "megapixels",
+    "wall_s",
+    "tiles_per_s",
+    "megapixels_per_s",
+    "peak_host_memory_mb",
+    "stages",
+}
 
 
 def check_report(rep: dict) -> None:
@@ -46,14 +62,27 @@ def test_stage_statistics_and_warmup_exclusion():
     check_report(rep)
     c = rep["stages"]["compute"]
     assert c["count"] == 100 and c["max_ms"] == pytest.approx(100)
-    assert c["p50_ms"] == pytest.approx(50.5) and c["p90_ms"] == pytest.approx(90.1) and c["p99_ms"] == pytest.approx(99.01)
+    assert (
+        c["p50_ms"] == pytest.approx(50.5)
+        and c["p90_ms"] == pytest.approx(90.1)
+        and c["p99_ms"] == pytest.approx(99.01)
+    )
     assert rep["stages"]["h2d"]["count"] == 0 and rep["stages"]["h2d"]["p50_ms"] is None
     assert rep["tiles"] == 100 and rep["megapixels"] == pytest.approx(26.2144)
     assert rep["tiles_per_s"] > 0 and rep["megapixels_per_s"] > 0
     table, md = render_table(rep), render_markdown(rep)
     for stage in STAGES:
         assert stage in table and f"| {stage} |" in md
-    for word in ("p50", "p90", "p99", "max", "tiles/s", "MP/s", "peak host memory", "AMD" if "AMD" in rep["device"]["cpu"] else ""):
+    for word in (
+        "p50",
+        "p90",
+        "p99",
+        "max",
+        "tiles/s",
+        "MP/s",
+        "peak host memory",
+        "AMD" if "AMD" in rep["device"]["cpu"] else "",
+    ):
         assert word in table and word in md
 
 
@@ -78,8 +107,23 @@ def test_infer_profile_writes_json_and_markdown(tmp_path, capsys):
 def test_bench_cli_reports_every_precision_and_batch(tmp_path, capsys):
     bundle = make_bundle(tmp_path / "b", tile=32, precisions=("fp32", "int8"))
     with pytest.raises(SystemExit) as e:
-        bench_main([str(bundle), "--precision", "all", "--batch", "1,4", "--iters", "5", "--warmup", "2",
-                    "--json", str(tmp_path / "bench.json"), "--markdown", str(tmp_path / "bench.md")])
+        bench_main(
+            [
+                str(bundle),
+                "--precision",
+                "all",
+                "--batch",
+                "1,4",
+                "--iters",
+                "5",
+                "--warmup",
+                "2",
+                "--json",
+                str(tmp_path / "bench.json"),
+                "--markdown",
+                str(tmp_path / "bench.md"),
+            ]
+        )
     assert e.value.code == 0
     out = capsys.readouterr().out
     assert "p99 ms" in out and "int8" in out

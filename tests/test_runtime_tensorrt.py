@@ -20,8 +20,17 @@ from co2s.runtime.manifest import artifact_record, read_manifest_json, write_man
 
 
 def _art(version="10.3.0", cc=(8, 7), vc=False, hw=None, name="Orin"):
-    return Artefact("engine", "fp16", Path("model.fp16.engine"), None, trt_version=version, device_name=name,
-                    compute_capability=cc, version_compatible=vc, hardware_compatibility=hw)
+    return Artefact(
+        "engine",
+        "fp16",
+        Path("model.fp16.engine"),
+        None,
+        trt_version=version,
+        device_name=name,
+        compute_capability=cc,
+        version_compatible=vc,
+        hardware_compatibility=hw,
+    )
 
 
 def test_engine_compatibility_rules():
@@ -40,8 +49,12 @@ def bundle_with_engine(root: Path, *, version="10.3.0", cc="8.7", device="Orin")
     (root / "model.fp16.engine").write_bytes(b"\x00plan-bytes-only-a-GPU-can-read" * 10)
     _, data = read_manifest_json(root)
     data["artifacts"]["engine_fp16"] = artifact_record(
-        root, "model.fp16.engine", "engine", precision="fp16",
-        tensorrt={"version": version, "strongly_typed": True, "device": {"name": device, "compute_capability": cc}})
+        root,
+        "model.fp16.engine",
+        "engine",
+        precision="fp16",
+        tensorrt={"version": version, "strongly_typed": True, "device": {"name": device, "compute_capability": cc}},
+    )
     write_manifest(root, data)
     return root
 
@@ -90,8 +103,9 @@ def test_engine_checksum_is_verified_before_deserialising(tmp_path, monkeypatch)
 
 def test_without_tensorrt_the_backend_says_what_to_install(tmp_path):
     try:
-        import tensorrt  # noqa: F401
         import pycuda.driver  # noqa: F401
+        import tensorrt  # noqa: F401
+
         pytest.skip("tensorrt and pycuda are installed here; this checks the message on machines without them")
     except ImportError:
         pass
@@ -124,7 +138,9 @@ def build_engine_bundle(root: Path, *, batch=(1, 2, 4), tile=32, probs=True) -> 
     builder = trt.Builder(logger)
     network = builder.create_network(0)
     parser = trt.OnnxParser(network, logger)
-    assert parser.parse((root / "model.fp32.onnx").read_bytes()), [parser.get_error(i) for i in range(parser.num_errors)]
+    assert parser.parse((root / "model.fp32.onnx").read_bytes()), [
+        parser.get_error(i) for i in range(parser.num_errors)
+    ]
     config = builder.create_builder_config()
     profile = builder.create_optimization_profile()
     lo, opt, hi = batch
@@ -138,9 +154,16 @@ def build_engine_bundle(root: Path, *, batch=(1, 2, 4), tile=32, probs=True) -> 
     d = cuda.Device(0)
     _, data = read_manifest_json(root)
     data["artifacts"]["engine_fp32"] = artifact_record(
-        root, "model.fp32.engine", "engine", precision="fp32",
-        tensorrt={"version": trt.__version__, "device": {"name": d.name(), "compute_capability": "%d.%d" % d.compute_capability()},
-                  "profile": {"min": lo, "opt": opt, "max": hi}})
+        root,
+        "model.fp32.engine",
+        "engine",
+        precision="fp32",
+        tensorrt={
+            "version": trt.__version__,
+            "device": {"name": d.name(), "compute_capability": "{}.{}".format(*d.compute_capability())},
+            "profile": {"min": lo, "opt": opt, "max": hi},
+        },
+    )
     write_manifest(root, data)
     return root
 
@@ -156,10 +179,10 @@ def test_tensorrt_matches_onnxruntime(tmp_path, cuda_graph):
 
     prof = StageProfiler()
     x = np.random.default_rng(0).integers(0, 256, (7, 32, 32, 3), dtype=np.uint8)
-    pend = [be.submit(x[i:i + 3], prof) for i in range(0, 7, 3)]  # 3 batches queued on 2 slots
+    pend = [be.submit(x[i : i + 3], prof) for i in range(0, 7, 3)]  # 3 batches queued on 2 slots
     got = [p.result() for p in pend]
     for i, g in zip(range(0, 7, 3), got):
-        r = ref.run(x[i:i + 3])
+        r = ref.run(x[i : i + 3])
         assert np.mean(g["labels"] == r["labels"]) > 0.999
         np.testing.assert_allclose(g["confidence"], r["confidence"], atol=1e-3)
     rep = prof.report()
@@ -278,15 +301,23 @@ class _Fakes:
                 return Ctx()
 
         def htod(dst, src, stream):
-            dst.buf[:src.nbytes] = np.ascontiguousarray(src).view(np.uint8).ravel()
+            dst.buf[: src.nbytes] = np.ascontiguousarray(src).view(np.uint8).ravel()
 
         def dtoh(dst, src, stream):
-            dst.view(np.uint8).reshape(-1)[:] = src.buf[:dst.nbytes]
+            dst.view(np.uint8).reshape(-1)[:] = src.buf[: dst.nbytes]
 
         self.cuda = types.SimpleNamespace(
-            init=lambda: None, Device=Device, Context=types.SimpleNamespace(pop=lambda: None), Stream=Stream,
-            Event=Event, pagelocked_empty=lambda shape, dtype: np.zeros(shape, dtype), mem_alloc=Mem,
-            memcpy_htod_async=htod, memcpy_dtoh_async=dtoh, Error=RuntimeError)
+            init=lambda: None,
+            Device=Device,
+            Context=types.SimpleNamespace(pop=lambda: None),
+            Stream=Stream,
+            Event=Event,
+            pagelocked_empty=lambda shape, dtype: np.zeros(shape, dtype),
+            mem_alloc=Mem,
+            memcpy_htod_async=htod,
+            memcpy_dtoh_async=dtoh,
+            Error=RuntimeError,
+        )
 
         outs = {"labels": np.uint8, "confidence": np.float16, "probs": np.float16}
 
@@ -366,8 +397,12 @@ class _Fakes:
                 return Engine()
 
         self.trt = types.SimpleNamespace(
-            __version__=version, Logger=type("L", (), {"WARNING": 2, "__init__": lambda s, lvl: None}),
-            Runtime=Runtime, TensorIOMode=types.SimpleNamespace(INPUT="in", OUTPUT="out"), nptype=lambda d: d)
+            __version__=version,
+            Logger=type("L", (), {"WARNING": 2, "__init__": lambda s, lvl: None}),
+            Runtime=Runtime,
+            TensorIOMode=types.SimpleNamespace(INPUT="in", OUTPUT="out"),
+            nptype=lambda d: d,
+        )
 
 
 @pytest.mark.parametrize("cuda_graph", [False, True])
@@ -387,9 +422,9 @@ def test_tensorrt_orchestration_with_stand_in_modules(tmp_path, monkeypatch, cud
     assert (be.name, be.batch.max, be.in_flight) == ("tensorrt", 4, 2)
     prof = StageProfiler()
     x = np.random.default_rng(0).integers(0, 256, (9, 32, 32, 3), dtype=np.uint8)
-    pend = [be.submit(x[i:i + 3], prof) for i in range(0, 9, 3)]  # third batch reuses slot 0
+    pend = [be.submit(x[i : i + 3], prof) for i in range(0, 9, 3)]  # third batch reuses slot 0
     for i, p in zip(range(0, 9, 3), pend):
-        got, want = p.result(), pixel_rule(x[i:i + 3], 4)
+        got, want = p.result(), pixel_rule(x[i : i + 3], 4)
         assert np.array_equal(got["labels"], want["labels"])
         np.testing.assert_allclose(got["confidence"].astype(np.float32), want["confidence"], atol=1e-3)
     rep = prof.report()

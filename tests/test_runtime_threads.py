@@ -43,8 +43,11 @@ def _tiny_switch_interval():
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
-    return load_bundle(make_bundle(tmp_path_factory.mktemp("threads") / "b", tile=TILE, num_classes=N_CLASSES,
-                                   batch=(1, 2, 4), probs=True))
+    return load_bundle(
+        make_bundle(
+            tmp_path_factory.mktemp("threads") / "b", tile=TILE, num_classes=N_CLASSES, batch=(1, 2, 4), probs=True
+        )
+    )
 
 
 def _rgb(h, w, seed):
@@ -82,8 +85,12 @@ def assert_same(got: dict, want: dict, where: str) -> None:
         if k == "labels":
             assert np.array_equal(got[k], want[k]), f"{where}: labels differ"
         else:
-            np.testing.assert_allclose(np.asarray(got[k], np.float32), np.asarray(want[k], np.float32),
-                                       atol=1e-6, err_msg=f"{where}: {k} differs")
+            np.testing.assert_allclose(
+                np.asarray(got[k], np.float32),
+                np.asarray(want[k], np.float32),
+                atol=1e-6,
+                err_msg=f"{where}: {k} differs",
+            )
 
 
 # --- the backend itself ----------------------------------------------------------------------------------------------
@@ -149,8 +156,9 @@ def test_pipelines_and_predict_array_share_one_backend(bundle, tmp_path):
         pa = predict_array(be, arrays[s], blend=blend, num_classes=N_CLASSES, batch=1 + s % 4)
         out = tmp_path / f"out_{tag}_{s}"
         prof = StageProfiler()
-        pipe = InferencePipeline(bundle, be, out, InferOptions(blend=blend, overlay=False, readers=2, batch=1 + s % 4),
-                                 profiler=prof)
+        pipe = InferencePipeline(
+            bundle, be, out, InferOptions(blend=blend, overlay=False, readers=2, batch=1 + s % 4), profiler=prof
+        )
         summary = pipe.run(collect_inputs(inputs[s])[0])
         assert [r.status for r in summary.results] == ["ok"] * len(inputs[s]), summary.results
         return pa, _read_outputs(out, inputs[s]), prof.report()["tiles"]

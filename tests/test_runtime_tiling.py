@@ -13,8 +13,7 @@ from runtime_fakes import FakeBackend, centrality, centrality_rule, pixel_rule
 from co2s.errors import Co2SInputError
 from co2s.runtime.bundle import BatchSpec
 from co2s.runtime.pipeline import InferencePipeline, InferOptions, collect_inputs, predict_array
-from co2s.runtime.tiling import (NODATA_LABEL, TileGrid, axis_keep_bounds, axis_starts, pad_to_tile,
-                                 parse_overlap)
+from co2s.runtime.tiling import NODATA_LABEL, TileGrid, axis_keep_bounds, axis_starts, pad_to_tile, parse_overlap
 
 SETTINGS = settings(max_examples=40, deadline=None)
 
@@ -53,8 +52,14 @@ def _whole(rgb: np.ndarray, n: int) -> dict:
     return {"labels": out["labels"][0], "confidence": out["confidence"][0]}
 
 
-@given(h=st.integers(1, 150), w=st.integers(1, 150), tile=st.sampled_from([16, 32]), frac=st.floats(0, 0.75),
-       blend=st.booleans(), seed=st.integers(0, 2**16))
+@given(
+    h=st.integers(1, 150),
+    w=st.integers(1, 150),
+    tile=st.sampled_from([16, 32]),
+    frac=st.floats(0, 0.75),
+    blend=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
 @SETTINGS
 def test_tiled_equals_whole_image_no_seams(h, w, tile, frac, blend, seed):
     n = 5
@@ -89,8 +94,8 @@ def test_each_pixel_comes_from_its_most_central_tile(h, w, frac):
     best = np.full((h, w), -1.0, np.float32)
     c = centrality(tile)
     for win in TileGrid(h, w, tile, overlap):
-        region = best[win.y0:win.y0 + win.h, win.x0:win.x0 + win.w]
-        np.maximum(region, c[:win.h, :win.w], out=region)
+        region = best[win.y0 : win.y0 + win.h, win.x0 : win.x0 + win.w]
+        np.maximum(region, c[: win.h, : win.w], out=region)
     assert np.array_equal(got, best)
 
 
@@ -169,7 +174,8 @@ def test_backend_failure_stops_the_run_without_hanging_or_partial_files(tmp_path
     (tmp_path / "in").mkdir()
     for i in range(4):
         Image.fromarray(np.random.default_rng(i).integers(0, 256, (90, 90, 3), dtype=np.uint8)).save(
-            tmp_path / "in" / f"{i}.png")
+            tmp_path / "in" / f"{i}.png"
+        )
     bundle = load_bundle(make_bundle(tmp_path / "b", tile=tile))
     pipe = InferencePipeline(bundle, FakeBackend(tile, 4, rule=flaky, probs=False), tmp_path / "out", InferOptions())
     with pytest.raises(RuntimeError, match="device lost"):

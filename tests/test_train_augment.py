@@ -76,8 +76,12 @@ def test_strong_photometric_is_per_sample_and_in_range():
     for i in range(6):  # a sample's result does not depend on its batch mates (DDP shards batches)
         single = A.strong_photometric(x[i : i + 1], {k: v[i : i + 1] for k, v in params.items()})
         assert torch.allclose(single, batched[i : i + 1], atol=1e-6)
-    off = {**params, "jitter": torch.zeros(6, dtype=torch.bool), "gray": torch.zeros(6, dtype=torch.bool),
-           "blur": torch.zeros(6, dtype=torch.bool)}
+    off = {
+        **params,
+        "jitter": torch.zeros(6, dtype=torch.bool),
+        "gray": torch.zeros(6, dtype=torch.bool),
+        "blur": torch.zeros(6, dtype=torch.bool),
+    }
     assert torch.equal(A.strong_photometric(x, off), x)
 
 

@@ -66,13 +66,15 @@ def test_sliding_window_equals_whole_image_for_a_pixelwise_model(hw):
 
 
 class _ToyVal:
-    class info:  # noqa: N801  (a stand-in for DatasetInfo)
+    class info:
         classes = ("c0", "c1", "c2")
 
     def __init__(self):
         rng = np.random.default_rng(0)
-        self.items = [(rng.integers(0, 255, (70, 90, 3), dtype=np.uint8),
-                       rng.integers(0, 3, (70, 90), dtype=np.uint8)) for _ in range(3)]
+        self.items = [
+            (rng.integers(0, 255, (70, 90, 3), dtype=np.uint8), rng.integers(0, 3, (70, 90), dtype=np.uint8))
+            for _ in range(3)
+        ]
 
     def __len__(self):
         return len(self.items)

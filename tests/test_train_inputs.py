@@ -23,13 +23,19 @@ def test_good_folder_dataset_trains(tmp_path):
     assert (tmp_path / "out" / "last.pt").is_file()
 
 
-@pytest.mark.parametrize("problem,kw,names", [
-    ("missing file", dict(labeled_lines=["images/0.png labels/0.png", "images/gone.png labels/gone.png"]),
-     ["labeled.txt", "gone.png"]),
-    ("label out of range", dict(label_value=12), ["2.png", "label value 12"]),
-    ("size mismatch", dict(label_size=(32, 40)), ["2.png", "same size"]),
-    ("empty labelled split", dict(labeled_lines=[]), ["labeled.txt", "no samples"]),
-])
+@pytest.mark.parametrize(
+    "problem,kw,names",
+    [
+        (
+            "missing file",
+            dict(labeled_lines=["images/0.png labels/0.png", "images/gone.png labels/gone.png"]),
+            ["labeled.txt", "gone.png"],
+        ),
+        ("label out of range", dict(label_value=12), ["2.png", "label value 12"]),
+        ("size mismatch", dict(label_size=(32, 40)), ["2.png", "same size"]),
+        ("empty labelled split", dict(labeled_lines=[]), ["labeled.txt", "no samples"]),
+    ],
+)
 def test_bad_dataset_stops_before_training(tmp_path, problem, kw, names):
     root = folder_dataset(tmp_path / "data", **kw)
     with pytest.raises(Co2SInputError) as e:
@@ -47,8 +53,10 @@ def test_missing_data_root_is_named(tmp_path):
 @pytest.fixture(scope="module")
 def synthetic_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("synthetic_run")
-    fit(TrainConfig(dataset="synthetic", out=str(out), num_labeled=1, num_unlabeled=1, num_val=1, **SMALL),
-        progress=False)
+    fit(
+        TrainConfig(dataset="synthetic", out=str(out), num_labeled=1, num_unlabeled=1, num_val=1, **SMALL),
+        progress=False,
+    )
     return out
 
 
@@ -56,8 +64,11 @@ def test_resume_with_a_checkpoint_from_another_dataset(tmp_path, synthetic_run):
     root = folder_dataset(tmp_path / "data")
     # mer has 9 classes, the synthetic run 5: the class count is checked first
     with pytest.raises(Co2SInputError, match=r"last\.pt: field model_config\.num_classes is 5, expected 9"):
-        fit(TrainConfig(dataset="mer", data_root=str(root), out=str(synthetic_run), **SMALL), resume=True,
-            progress=False)
+        fit(
+            TrainConfig(dataset="mer", data_root=str(root), out=str(synthetic_run), **SMALL),
+            resume=True,
+            progress=False,
+        )
 
 
 def test_resume_without_a_checkpoint(tmp_path):
@@ -71,6 +82,7 @@ def test_evaluate_with_a_checkpoint_from_another_dataset(tmp_path, synthetic_run
     # same class count, other dataset name: a YAML dataset with five classes
     yaml_file = tmp_path / "five.yaml"
     yaml_file.write_text(
-        "name: five\nclasses: [a, b, c, d, e]\nconcepts: {}\npalette: [[0,0,0],[1,1,1],[2,2,2],[3,3,3],[4,4,4]]\n")
+        "name: five\nclasses: [a, b, c, d, e]\nconcepts: {}\npalette: [[0,0,0],[1,1,1],[2,2,2],[3,3,3],[4,4,4]]\n"
+    )
     with pytest.raises(Co2SInputError, match="dataset.name is 'synthetic', expected 'five'"):
         evaluate_checkpoint(str(synthetic_run / "best.pt"), str(yaml_file), data_root=str(tmp_path))

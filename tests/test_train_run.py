@@ -21,8 +21,18 @@ from co2s.train.model import co2s_from_state
 from co2s.train.trainer import fit
 
 # 2 labelled / 4 unlabelled / 1 val scenes of 64 px, 64 px crops: a run costs well under a second per iteration.
-SMALL = dict(dataset="synthetic", preset="tiny", crop=64, image_size=64, num_labeled=2, num_unlabeled=4, num_val=1,
-             batch_size=2, workers=0, log_every=1)
+SMALL = dict(
+    dataset="synthetic",
+    preset="tiny",
+    crop=64,
+    image_size=64,
+    num_labeled=2,
+    num_unlabeled=4,
+    num_val=1,
+    batch_size=2,
+    workers=0,
+    log_every=1,
+)
 
 
 def _cfg(out: Path, **kw) -> TrainConfig:
@@ -86,8 +96,9 @@ def _free_port() -> int:
 def _ddp_worker(rank: int, world: int, port: int, cfg: TrainConfig) -> None:
     import os
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
-                      WORLD_SIZE=str(world))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world)
+    )
     torch.set_num_threads(1)
     fit(cfg, progress=False, device="cpu")
 
@@ -108,8 +119,7 @@ def test_two_process_gloo_ddp_matches_one_process(tmp_path):
     weights_a = {k: v for k, v in a["model"].items() if not k.endswith("head.head.bias")}
     weights_b = {k: v for k, v in b["model"].items() if not k.endswith("head.head.bias")}
     _assert_same_state(weights_a, weights_b, atol=1e-4)
-    assert float(_metrics(single)[-1]["miou_fused"]) == pytest.approx(float(_metrics(ddp)[-1]["miou_fused"]),
-                                                                      abs=1e-6)
+    assert float(_metrics(single)[-1]["miou_fused"]) == pytest.approx(float(_metrics(ddp)[-1]["miou_fused"]), abs=1e-6)
 
 
 @pytest.mark.parametrize("method", ["supervised", "unimatch-clip", "homogeneous"])
@@ -123,8 +133,26 @@ def test_baseline_methods_run(tmp_path, method):
 
 def test_cli_fit_then_evaluate(tmp_path):
     out = tmp_path / "cli"
-    args = ["--dataset", "synthetic", "--preset", "tiny", "--iters", "1", "--out", str(out), "--crop", "64",
-            "--image-size", "64", "--num-labeled", "2", "--num-unlabeled", "2", "--num-val", "1"]
+    args = [
+        "--dataset",
+        "synthetic",
+        "--preset",
+        "tiny",
+        "--iters",
+        "1",
+        "--out",
+        str(out),
+        "--crop",
+        "64",
+        "--image-size",
+        "64",
+        "--num-labeled",
+        "2",
+        "--num-unlabeled",
+        "2",
+        "--num-val",
+        "1",
+    ]
     res = CliRunner().invoke(cli, args)  # no subcommand: `fit` is the default
     assert res.exit_code == 0, res.output
     assert "best fused val mIoU" in res.output
@@ -141,12 +169,15 @@ def test_cli_reports_bad_checkpoint_with_exit_code_2(tmp_path):
     assert "missing.pt" in proc.stderr and "Traceback" not in proc.stderr
 
 
-@pytest.mark.parametrize("dataset,split,unlabeled,iters,per_epoch", [
-    ("whdld", "1_8", 3891, 38_880, 486),
-    ("loveda", "1_40", 3677, 73_600, 920),
-    ("potsdam", "1_8", 4309, 86_240, 1078),
-    ("mer", "1_8", 745, 28_050, 187),
-])
+@pytest.mark.parametrize(
+    "dataset,split,unlabeled,iters,per_epoch",
+    [
+        ("whdld", "1_8", 3891, 38_880, 486),
+        ("loveda", "1_40", 3677, 73_600, 920),
+        ("potsdam", "1_8", 4309, 86_240, 1078),
+        ("mer", "1_8", 745, 28_050, 187),
+    ],
+)
 def test_paper_schedule_matches_spec_table(dataset, split, unlabeled, iters, per_epoch):
     s = paper_schedule(dataset, unlabeled, 512)
     assert (s.iters, s.eval_every, s.batch_size) == (iters, per_epoch, 2 if dataset == "whdld" else 1)

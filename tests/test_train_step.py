@@ -50,8 +50,7 @@ def test_one_iteration_every_term_finite_and_gradients_reach_exactly_the_trainab
             assert math.isfinite(value) and value > 0, (student, term, value)
     params = dict(model.named_parameters())
     trainable = {n for n, p in params.items() if p.requires_grad}
-    assert any(".backbone." in n for n in trainable) and all(
-        "attn" in n for n in trainable if ".backbone." in n)
+    assert any(".backbone." in n for n in trainable) and all("attn" in n for n in trainable if ".backbone." in n)
     reached = {n for n, g in grads.items() if g is not None and g.abs().sum() > 0}
     assert reached == trainable
     assert all(grads[n] is None for n in params if n not in trainable)
@@ -74,16 +73,22 @@ def test_sta_grad_off_is_a_constant_and_on_trains_both_learners(batch):
             continue
         assert torch.equal(g, detached[name]), name  # the reference's L_sta changes nothing
     for student in ("clip", "dinov3"):  # each student is the learner somewhere, so each gets L_sta gradient
-        changed = [n for n, g in without.items()
-                   if g is not None and n.startswith(f"students.{student}.") and not torch.equal(g, trained[n])]
+        changed = [
+            n
+            for n, g in without.items()
+            if g is not None and n.startswith(f"students.{student}.") and not torch.equal(g, trained[n])
+        ]
         assert changed, student
 
 
-@pytest.mark.parametrize("students,semi,stability", [
-    (("clip", "dinov3"), False, False),  # supervised
-    (("dinov3",), True, False),  # UniMatch, one student
-    (("dinov3", "dinov3"), True, True),  # homogeneous pair
-])
+@pytest.mark.parametrize(
+    "students,semi,stability",
+    [
+        (("clip", "dinov3"), False, False),  # supervised
+        (("dinov3",), True, False),  # UniMatch, one student
+        (("dinov3", "dinov3"), True, True),  # homogeneous pair
+    ],
+)
 def test_baselines_share_the_step(batch, students, semi, stability):
     model = _model(students)
     loss, logs, grads = _grads(model, batch, StepOptions(semi=semi, stability=stability, tau=0.0), 0.5)

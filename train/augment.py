@@ -88,8 +88,10 @@ def sample_photometric(rng: np.random.Generator) -> dict[str, np.ndarray]:
         "jitter": np.array(rng.random() < 0.8),
         "order": rng.permutation(len(JITTER_OPS)),
         "factors": np.array(
-            [rng.uniform(1 - JITTER[k], 1 + JITTER[k]) if k != "hue" else rng.uniform(-JITTER[k], JITTER[k])
-             for k in JITTER_OPS],
+            [
+                rng.uniform(1 - JITTER[k], 1 + JITTER[k]) if k != "hue" else rng.uniform(-JITTER[k], JITTER[k])
+                for k in JITTER_OPS
+            ],
             dtype=np.float32,
         ),
         "gray": np.array(rng.random() < 0.2),
@@ -117,7 +119,7 @@ def strong_photometric(images: torch.Tensor, params: dict[str, torch.Tensor]) ->
 
 
 def _gray(x: torch.Tensor) -> torch.Tensor:
-    return (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
+    return 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
 
 
 def _blend(x: torch.Tensor, other: torch.Tensor, f: torch.Tensor) -> torch.Tensor:

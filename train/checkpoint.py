@@ -26,8 +26,11 @@ _REQUIRED = ("model_config", "dataset", "model")
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
-    atomic_write(path, lambda f: torch.save({"format": FORMAT, "version": VERSION, **payload}, f),
-                 what="cannot write the checkpoint")
+    atomic_write(
+        path,
+        lambda f: torch.save({"format": FORMAT, "version": VERSION, **payload}, f),
+        what="cannot write the checkpoint",
+    )
 
 
 def load_checkpoint(path: str | os.PathLike, *, num_classes: int | None = None, dataset: str | None = None) -> dict:
@@ -37,7 +40,7 @@ def load_checkpoint(path: str | os.PathLike, *, num_classes: int | None = None, 
         raise Co2SInputError(f"{path}: checkpoint file not found")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # truncated or not a torch file
+    except Exception as e:  # noqa: BLE001 - truncated or not a torch file
         raise Co2SInputError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise Co2SInputError(f"{path}: not a co2s checkpoint (field 'format' should be {FORMAT!r})")

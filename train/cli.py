@@ -40,8 +40,9 @@ def prototypes(dataset: str, preset: str, clip_weights: str | None, out: str, te
     from .prototypes import save_prototypes, text_prototypes
 
     info = get_dataset_info(dataset)
-    protos = text_prototypes(info.concepts, clip=get_preset(preset).backbones["clip"], weights=clip_weights,
-                             template=template)
+    protos = text_prototypes(
+        info.concepts, clip=get_preset(preset).backbones["clip"], weights=clip_weights, template=template
+    )
     save_prototypes(out, protos, info.classes)
     click.echo(f"wrote {out}: {protos.shape[0]} classes x {protos.shape[1]} dims")
 
@@ -65,21 +66,22 @@ def info(preset: str, num_classes: int, tile: int | None, timed: bool) -> None:
     from .backbones import build_backbone
 
     text_dim = build_backbone(p.backbones["clip"], img_size=tile).text_dim
-    model = build_co2s(num_classes, preset=preset, img_size=tile,
-                       prototypes=np.random.default_rng(0).standard_normal((num_classes, text_dim)).astype(np.float32))
+    model = build_co2s(
+        num_classes,
+        preset=preset,
+        img_size=tile,
+        prototypes=np.random.default_rng(0).standard_normal((num_classes, text_dim)).astype(np.float32),
+    )
     model.eval()
     x = torch.rand(1, 3, tile, tile)
     click.echo(f"preset {preset}, {num_classes} classes, tile {tile}")
     for name, student in model.students.items():
         parts = {"backbone": student.backbone, "head": student.head, "guidance": student.guidance}
-        line = ", ".join(
-            f"{k} {sum(q.numel() for q in m.parameters()) / 1e6:.3f} M" for k, m in parts.items()
-        )
+        line = ", ".join(f"{k} {sum(q.numel() for q in m.parameters()) / 1e6:.3f} M" for k, m in parts.items())
         total = sum(q.numel() for q in student.parameters())
         trainable = sum(q.numel() for q in student.parameters() if q.requires_grad)
         bb_trainable = sum(q.numel() for q in student.backbone.parameters() if q.requires_grad)
-        msg = (f"  {name}: {total:,} parameters ({line}); trainable {trainable:,} "
-               f"(backbone attention {bb_trainable:,})")
+        msg = f"  {name}: {total:,} parameters ({line}); trainable {trainable:,} (backbone attention {bb_trainable:,})"
         if timed:
             with torch.no_grad():
                 student(x)  # warm-up
@@ -94,10 +96,18 @@ def info(preset: str, num_classes: int, tile: int | None, timed: bool) -> None:
 @click.option("--data-root", type=click.Path(file_okay=False), help="dataset folder (dubai: default shared data)")
 @click.option("--split", default="1_8", show_default=True, help="labelled fraction, as the reference names it")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="run folder")
-@click.option("--preset", default="paper", show_default=True,
-              help="paper (ViT-B/16 pair, spec schedule) or tiny (small students, CPU)")
-@click.option("--method", default="co2s", show_default=True,
-              type=click.Choice(["co2s", "supervised", "unimatch-clip", "unimatch-dinov3", "homogeneous"]))
+@click.option(
+    "--preset",
+    default="paper",
+    show_default=True,
+    help="paper (ViT-B/16 pair, spec schedule) or tiny (small students, CPU)",
+)
+@click.option(
+    "--method",
+    default="co2s",
+    show_default=True,
+    type=click.Choice(["co2s", "supervised", "unimatch-clip", "unimatch-dinov3", "homogeneous"]),
+)
 @click.option("--iters", type=int, help="total iterations (default: from the preset)")
 @click.option("--batch-size", type=int, help="images per process for each of labelled / unlabelled")
 @click.option("--eval-every", type=int, help="iterations between val evaluations (and last.pt)")
@@ -105,51 +115,115 @@ def info(preset: str, num_classes: int, tile: int | None, timed: bool) -> None:
 @click.option("--seed", default=0, show_default=True)
 @click.option("--lr", default=1e-4, show_default=True, help="base lr (head x10)")
 @click.option("--backbone-lr-mult", type=float, help="backbone lr multiplier (default: paper 0.01, tiny 1)")
-@click.option("--sta-grad/--no-sta-grad", default=True, show_default=True,
-              help="L_sta trains the learning student (off: the reference's detached term)")
+@click.option(
+    "--sta-grad/--no-sta-grad",
+    default=True,
+    show_default=True,
+    help="L_sta trains the learning student (off: the reference's detached term)",
+)
 @click.option("--amp", type=click.Choice(["bf16", "fp16"]), help="mixed precision on CUDA")
 @click.option("--clip-weights", type=click.Path(dir_okay=False), help="CLIP checkpoint")
 @click.option("--dinov3-weights", type=click.Path(dir_okay=False), help="DINOv3 checkpoint")
-@click.option("--prototypes", "prototypes_file", type=click.Path(dir_okay=False),
-              help=".npy from `co2s-train prototypes` (default: computed from the CLIP weights)")
+@click.option(
+    "--prototypes",
+    "prototypes_file",
+    type=click.Path(dir_okay=False),
+    help=".npy from `co2s-train prototypes` (default: computed from the CLIP weights)",
+)
 @click.option("--num-labeled", type=int, help="synthetic: labelled scenes")
 @click.option("--num-unlabeled", type=int, help="synthetic: unlabelled scenes")
 @click.option("--num-val", type=int, help="synthetic: val scenes")
 @click.option("--image-size", type=int, help="synthetic: scene size; dubai: patch size")
 @click.option("--workers", type=int, help="data-loading processes (default: from the preset)")
-@click.option("--fusion", default="mean", show_default=True, type=click.Choice(["mean", "max-confidence"]),
-              help="how the fused prediction (and best.pt) is scored")
+@click.option(
+    "--fusion",
+    default="mean",
+    show_default=True,
+    type=click.Choice(["mean", "max-confidence"]),
+    help="how the fused prediction (and best.pt) is scored",
+)
 @click.option("--resume", is_flag=True, help="continue from OUT/last.pt (same data order, schedule and RNG)")
 @click.option("--stop-after", type=int, help="end this invocation after N iterations (saves last.pt)")
 @click.option("--device", help="cpu or cuda (default: cuda when available)")
-def fit(dataset, data_root, split, out, preset, method, iters, batch_size, eval_every, crop, seed, lr,
-        backbone_lr_mult, sta_grad,
-        amp, clip_weights, dinov3_weights, prototypes_file, num_labeled, num_unlabeled, num_val, image_size,
-        workers, fusion, resume, stop_after, device) -> None:
+def fit(
+    dataset,
+    data_root,
+    split,
+    out,
+    preset,
+    method,
+    iters,
+    batch_size,
+    eval_every,
+    crop,
+    seed,
+    lr,
+    backbone_lr_mult,
+    sta_grad,
+    amp,
+    clip_weights,
+    dinov3_weights,
+    prototypes_file,
+    num_labeled,
+    num_unlabeled,
+    num_val,
+    image_size,
+    workers,
+    fusion,
+    resume,
+    stop_after,
+    device,
+) -> None:
     """Train a Co2S pair (or a baseline) semi-supervised; works under torchrun."""
     from .config import TrainConfig
     from .trainer import fit as run_fit
 
     cfg = TrainConfig(
-        dataset=dataset, out=out, data_root=data_root, split=split, preset=preset, method=method, iters=iters,
-        batch_size=batch_size, eval_every=eval_every, crop=crop, seed=seed, lr=lr, backbone_lr_mult=backbone_lr_mult,
-        sta_grad=sta_grad, amp=amp,
-        clip_weights=clip_weights, dinov3_weights=dinov3_weights, prototypes=prototypes_file,
-        num_labeled=num_labeled, num_unlabeled=num_unlabeled, num_val=num_val, image_size=image_size,
-        workers=workers, fusion=fusion,
+        dataset=dataset,
+        out=out,
+        data_root=data_root,
+        split=split,
+        preset=preset,
+        method=method,
+        iters=iters,
+        batch_size=batch_size,
+        eval_every=eval_every,
+        crop=crop,
+        seed=seed,
+        lr=lr,
+        backbone_lr_mult=backbone_lr_mult,
+        sta_grad=sta_grad,
+        amp=amp,
+        clip_weights=clip_weights,
+        dinov3_weights=dinov3_weights,
+        prototypes=prototypes_file,
+        num_labeled=num_labeled,
+        num_unlabeled=num_unlabeled,
+        num_val=num_val,
+        image_size=image_size,
+        workers=workers,
+        fusion=fusion,
     )
     result = run_fit(cfg, resume=resume, stop_after=stop_after, device=device)
     if int(os.environ.get("RANK", "0")) == 0:
-        click.echo(f"done at iteration {result['iteration']}: best fused val mIoU {result['best_miou']:.2f} "
-                   f"(iteration {result['best_iteration']}); checkpoints in {out}")
+        click.echo(
+            f"done at iteration {result['iteration']}: best fused val mIoU {result['best_miou']:.2f} "
+            f"(iteration {result['best_iteration']}); checkpoints in {out}"
+        )
 
 
 @cli.command()
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
 @click.option("--dataset", required=True, help="the dataset the checkpoint was trained for (or its YAML)")
 @click.option("--data-root", type=click.Path(file_okay=False))
-@click.option("--split", "part", default="val", show_default=True, type=click.Choice(["val", "labeled"]),
-              help="which part to score")
+@click.option(
+    "--split",
+    "part",
+    default="val",
+    show_default=True,
+    type=click.Choice(["val", "labeled"]),
+    help="which part to score",
+)
 @click.option("--ratio", help="labelled fraction selecting the labeled part (default: the training run's)")
 @click.option("--fusion", default="mean", show_default=True, type=click.Choice(["mean", "max-confidence"]))
 @click.option("--num-val", type=int, help="synthetic: val scenes (default: the training run's)")
@@ -161,8 +235,15 @@ def evaluate(checkpoint, dataset, data_root, part, ratio, fusion, num_val, image
     from .trainer import evaluate_checkpoint
 
     given = {"split": ratio, "num_val": num_val, "image_size": image_size, "seed": seed}
-    result = evaluate_checkpoint(checkpoint, dataset, data_root=data_root, part=part, fusion=fusion, device=device,
-                                 **{k: v for k, v in given.items() if v is not None})
+    result = evaluate_checkpoint(
+        checkpoint,
+        dataset,
+        data_root=data_root,
+        part=part,
+        fusion=fusion,
+        device=device,
+        **{k: v for k, v in given.items() if v is not None},
+    )
     if int(os.environ.get("RANK", "0")) == 0:
         click.echo(result.table())
 

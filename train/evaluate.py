@@ -60,8 +60,9 @@ def window_starts(size: int, window: int, stride: int) -> list[int]:
 
 
 @torch.no_grad()
-def sliding_window_logits(model: Co2S, image: torch.Tensor, window: int, stride: int | None = None,
-                          window_batch: int = 8) -> dict[str, torch.Tensor]:
+def sliding_window_logits(
+    model: Co2S, image: torch.Tensor, window: int, stride: int | None = None, window_batch: int = 8
+) -> dict[str, torch.Tensor]:
     """Averaged logits [1, N, H, W] of every student for one image [1, 3, H, W] in [0, 1].
 
     Images smaller than the window are zero-padded right/bottom and the logits cropped back.
@@ -106,8 +107,18 @@ class EvalResult:
 
 
 @torch.no_grad()
-def evaluate(model: Co2S, dataset, *, window: int, fusion: str = "mean", device: str | torch.device = "cpu",
-             rank: int = 0, world: int = 1, progress: bool = False, amp_dtype: torch.dtype | None = None) -> EvalResult:
+def evaluate(
+    model: Co2S,
+    dataset,
+    *,
+    window: int,
+    fusion: str = "mean",
+    device: str | torch.device = "cpu",
+    rank: int = 0,
+    world: int = 1,
+    progress: bool = False,
+    amp_dtype: torch.dtype | None = None,
+) -> EvalResult:
     """mIoU of every student and of the fused prediction over `dataset` (items (image uint8 HxWx3, label HxW)).
 
     Under torchrun each rank takes every world-th image (no padding duplicates) and the counts are all-reduced.
@@ -124,8 +135,10 @@ def evaluate(model: Co2S, dataset, *, window: int, fusion: str = "mean", device:
         with torch.autocast(torch.device(device).type, dtype=amp_dtype, enabled=amp_dtype is not None):
             logits = sliding_window_logits(model, img, window)
         if tuple(target.shape) != tuple(img.shape[-2:]):  # predictions are scored at label resolution
-            logits = {n: F.interpolate(v, size=tuple(target.shape), mode="bilinear", align_corners=True)
-                      for n, v in logits.items()}
+            logits = {
+                n: F.interpolate(v, size=tuple(target.shape), mode="bilinear", align_corners=True)
+                for n, v in logits.items()
+            }
         preds = {n: v.argmax(1)[0] for n, v in logits.items()}
         preds[FUSED] = fuse_probabilities(list(logits.values()), fusion).argmax(1)[0]  # one student: itself
         for name, pred in preds.items():

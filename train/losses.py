@@ -40,9 +40,7 @@ def valid_count(mask: torch.Tensor) -> torch.Tensor:
     return (mask != IGNORE).sum().float()
 
 
-def stability_masks(
-    conf_a: torch.Tensor, conf_b: torch.Tensor, tau: float
-) -> tuple[torch.Tensor, torch.Tensor]:
+def stability_masks(conf_a: torch.Tensor, conf_b: torch.Tensor, tau: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-pixel arbitration of spec 3.4: (where a learns from b, where b learns from a).
 
     A student learns from its partner where the partner is confident (>= tau) and at least as confident as itself.

@@ -48,8 +48,19 @@ class IterationBatches(torch.utils.data.Dataset):
     Images are uint8 [b, 3, crop, crop]; the step converts them on the device.
     """
 
-    def __init__(self, labeled, unlabeled, *, crop: int, batch_size: int, seed: int, total: int,
-                 rank: int = 0, world: int = 1, semi: bool = True):
+    def __init__(
+        self,
+        labeled,
+        unlabeled,
+        *,
+        crop: int,
+        batch_size: int,
+        seed: int,
+        total: int,
+        rank: int = 0,
+        world: int = 1,
+        semi: bool = True,
+    ):
         self.labeled, self.unlabeled = labeled, unlabeled
         self.crop, self.batch_size, self.seed, self.total = crop, batch_size, seed, total
         self.rank, self.world, self.semi = rank, world, semi
@@ -83,4 +94,4 @@ class IterationBatches(torch.utils.data.Dataset):
 def photometric_params(batch: dict[str, torch.Tensor], view: str) -> dict[str, torch.Tensor]:
     """The parameters of strong view `view` ('s1', 's2', 'o1', 'o2') from a collated batch."""
     prefix = f"photo_{view}."
-    return {k[len(prefix):]: v for k, v in batch.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in batch.items() if k.startswith(prefix)}

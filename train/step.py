@@ -46,8 +46,13 @@ class TrainForward(nn.Module):
         self.student = student
         self.stream = stream  # decorrelates the dropout masks of different students
 
-    def forward(self, images: torch.Tensor, fp_slice: slice | None = None, fp_seeds: torch.Tensor | None = None,
-                fp_rate: float = 0.5) -> torch.Tensor:
+    def forward(
+        self,
+        images: torch.Tensor,
+        fp_slice: slice | None = None,
+        fp_seeds: torch.Tensor | None = None,
+        fp_rate: float = 0.5,
+    ) -> torch.Tensor:
         feats = self.student.features(images)
         if fp_slice is not None:
             keep = _channel_keep(feats, fp_seeds.tolist(), fp_rate, self.stream)
@@ -103,10 +108,16 @@ def train_step(
     u, u_ign, o, o_ign = _to01(batch["u"]), batch["u_ignore"], _to01(batch["o"]), batch["o_ignore"]
     box1, box2 = batch["box1"].bool(), batch["box2"].bool()
     # Strong views: photometric jitter of each image, then the partner's strong view pasted inside the CutMix box.
-    s1 = cutmix(strong_photometric(u, photometric_params(batch, "s1")),
-                strong_photometric(o, photometric_params(batch, "o1")), box1)
-    s2 = cutmix(strong_photometric(u, photometric_params(batch, "s2")),
-                strong_photometric(o, photometric_params(batch, "o2")), box2)
+    s1 = cutmix(
+        strong_photometric(u, photometric_params(batch, "s1")),
+        strong_photometric(o, photometric_params(batch, "o1")),
+        box1,
+    )
+    s2 = cutmix(
+        strong_photometric(u, photometric_params(batch, "s2")),
+        strong_photometric(o, photometric_params(batch, "o2")),
+        box2,
+    )
 
     ign1, ign2 = cutmix(u_ign, o_ign, box1), cutmix(u_ign, o_ign, box2)  # padding follows the pasted pixels
     out = {}
@@ -115,15 +126,24 @@ def train_step(
         logits = fwd(torch.cat([x, u, s1, s2]), slice(b, 2 * b), batch["fp_seed"], opts.fp_rate)
         l_x, l_w, l_s1, l_s2, l_fp = logits.float().split(b)
         conf_w, label_w = torch.softmax(l_w.detach(), dim=1).max(dim=1)
-        out[name] = dict(x=l_x, w=l_w, s1=l_s1, s2=l_s2, fp=l_fp, conf_w=conf_w, label_w=label_w,
-                         t1=[*mixed_targets((label_w, conf_w), (label_o, conf_o), box1), ign1],
-                         t2=[*mixed_targets((label_w, conf_w), (label_o, conf_o), box2), ign2])
+        out[name] = dict(
+            x=l_x,
+            w=l_w,
+            s1=l_s1,
+            s2=l_s2,
+            fp=l_fp,
+            conf_w=conf_w,
+            label_w=label_w,
+            t1=[*mixed_targets((label_w, conf_w), (label_o, conf_o), box1), ign1],
+            t2=[*mixed_targets((label_w, conf_w), (label_o, conf_o), box2), ign2],
+        )
 
     n_x, n_s1, n_s2, n_u = reduce_counts(torch.stack([valid_count(m) for m in (y, ign1, ign2, u_ign)]))
     sta = {}
     if opts.stability and len(out) == 2:
-        sta = stability_losses({n: o_["w"] for n, o_ in out.items()}, u_ign != 255, opts.tau, opts.sta_grad,
-                               reduce_counts)
+        sta = stability_losses(
+            {n: o_["w"] for n, o_ in out.items()}, u_ign != 255, opts.tau, opts.sta_grad, reduce_counts
+        )
 
     total, logs = 0.0, {"w_sta": sta_weight}
     for name, o_ in out.items():
@@ -143,14 +163,20 @@ def train_step(
     return total, logs
 
 
-def mixed_targets(weak: tuple[torch.Tensor, ...], partner: tuple[torch.Tensor, ...], box: torch.Tensor
-                  ) -> list[torch.Tensor]:
+def mixed_targets(
+    weak: tuple[torch.Tensor, ...], partner: tuple[torch.Tensor, ...], box: torch.Tensor
+) -> list[torch.Tensor]:
     """Targets of a CutMixed strong view: inside the box the partner's (label, confidence), else the weak view's."""
     return [cutmix(w, p, box) for w, p in zip(weak, partner)]
 
 
-def stability_losses(weak_logits: dict[str, torch.Tensor], valid: torch.Tensor, tau: float, sta_grad: bool,
-                     reduce_counts: CountReducer = lambda c: c) -> dict[str, torch.Tensor]:
+def stability_losses(
+    weak_logits: dict[str, torch.Tensor],
+    valid: torch.Tensor,
+    tau: float,
+    sta_grad: bool,
+    reduce_counts: CountReducer = lambda c: c,
+) -> dict[str, torch.Tensor]:
     """L_sta of each of two students on the weak view (spec 3.4), teacher side detached.
 
     `valid` excludes padded pixels (a co2s choice: padding carries no prediction worth agreeing on). With

@@ -138,8 +138,12 @@ def class_prototypes(cfg: TrainConfig, info) -> np.ndarray | None:
 
 
 def model_config(cfg: TrainConfig, num_classes: int) -> dict:
-    return {"num_classes": num_classes, "preset": cfg.preset, "students": list(cfg.method_spec.students),
-            "img_size": cfg.crop}
+    return {
+        "num_classes": num_classes,
+        "preset": cfg.preset,
+        "students": list(cfg.method_spec.students),
+        "img_size": cfg.crop,
+    }
 
 
 def build_optimizer(model: Co2S, cfg: TrainConfig) -> torch.optim.AdamW:
@@ -150,8 +154,9 @@ def build_optimizer(model: Co2S, cfg: TrainConfig) -> torch.optim.AdamW:
         for part, mult in mults.items():
             params = [p for p in getattr(student, part).parameters() if p.requires_grad]
             if params:
-                groups.append({"params": params, "lr": cfg.lr * mult, "initial_lr": cfg.lr * mult,
-                               "name": f"{name}.{part}"})
+                groups.append(
+                    {"params": params, "lr": cfg.lr * mult, "initial_lr": cfg.lr * mult, "name": f"{name}.{part}"}
+                )
     return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
@@ -216,26 +221,38 @@ def _check_out(out: Path, d: Dist) -> None:
         else:
             stale = remove_stale_temps(out)
             if stale:
-                print(f"removed {len(stale)} temporary file(s) left by an interrupted run in {out}: "
-                      + ", ".join(p.name for p in stale))
+                print(
+                    f"removed {len(stale)} temporary file(s) left by an interrupted run in {out}: "
+                    + ", ".join(p.name for p in stale)
+                )
     _broadcast_error(d, error)
 
 
 def _resume_config(cfg: TrainConfig, ckpt: dict, path: Path) -> TrainConfig:
     """The checkpoint's run settings win (same schedule, data order, seed); report what the command line changed."""
     saved = TrainConfig.from_dict(ckpt["train_config"])
-    differs = [k for k, v in cfg.to_dict().items() if v is not None and k not in ("out", "workers", "log_every")
-               and saved.to_dict().get(k) != v]
+    differs = [
+        k
+        for k, v in cfg.to_dict().items()
+        if v is not None and k not in ("out", "workers", "log_every") and saved.to_dict().get(k) != v
+    ]
     if differs:
         shown = ", ".join(f"{k}={saved.to_dict()[k]!r}" for k in differs)
         print(f"resume: keeping the settings stored in {path}: {shown}")
-    return replace(saved, out=cfg.out, workers=cfg.workers if cfg.workers is not None else saved.workers,
-                   log_every=cfg.log_every)
+    return replace(
+        saved, out=cfg.out, workers=cfg.workers if cfg.workers is not None else saved.workers, log_every=cfg.log_every
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- the run
-def fit(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = None, progress: bool = True,
-        device: str | None = None) -> dict:
+def fit(
+    cfg: TrainConfig,
+    *,
+    resume: bool = False,
+    stop_after: int | None = None,
+    progress: bool = True,
+    device: str | None = None,
+) -> dict:
     """Train; returns {"iteration", "best_miou", "best_iteration", "last": {name: mIoU}}.
 
     `stop_after`: end this invocation after that many iterations (saving last.pt), e.g. for time-sliced jobs.
@@ -258,9 +275,15 @@ def fit(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = None
     method = cfg.method_spec
 
     torch.manual_seed(cfg.seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
-    model = build_co2s(info.num_classes, preset=cfg.preset, students=method.students,
-                       prototypes=class_prototypes(cfg, info), clip_weights=cfg.clip_weights,
-                       dinov3_weights=cfg.dinov3_weights, img_size=cfg.crop).to(d.device)
+    model = build_co2s(
+        info.num_classes,
+        preset=cfg.preset,
+        students=method.students,
+        prototypes=class_prototypes(cfg, info),
+        clip_weights=cfg.clip_weights,
+        dinov3_weights=cfg.dinov3_weights,
+        img_size=cfg.crop,
+    ).to(d.device)
     optimizer = build_optimizer(model, cfg)
     use_cuda = d.device.type == "cuda"
     amp_dtype = AMP_DTYPES.get(cfg.amp) if use_cuda else None
@@ -281,10 +304,14 @@ def fit(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = None
     forwards: dict[str, nn.Module] = {}
     for i, (name, student) in enumerate(model.students.items()):
         fwd = TrainForward(student, stream=i)
-        forwards[name] = nn.parallel.DistributedDataParallel(
-            fwd, device_ids=[d.device.index] if use_cuda else None) if d.enabled else fwd
-    opts = StepOptions(semi=method.semi, stability=method.stability, sta_grad=cfg.sta_grad, tau=cfg.tau,
-                       fp_rate=cfg.fp_rate)
+        forwards[name] = (
+            nn.parallel.DistributedDataParallel(fwd, device_ids=[d.device.index] if use_cuda else None)
+            if d.enabled
+            else fwd
+        )
+    opts = StepOptions(
+        semi=method.semi, stability=method.stability, sta_grad=cfg.sta_grad, tau=cfg.tau, fp_rate=cfg.fp_rate
+    )
 
     def reduce_counts(c: torch.Tensor) -> torch.Tensor:
         if not d.enabled:
@@ -294,10 +321,20 @@ def fit(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = None
         return c / d.world  # DDP averages gradients over ranks; this makes the average the global-batch loss
 
     end = cfg.iters if stop_after is None else min(cfg.iters, start + stop_after)
-    batches = IterationBatches(splits["labeled"], splits["unlabeled"], crop=cfg.crop, batch_size=cfg.batch_size,
-                               seed=cfg.seed, total=cfg.iters, rank=d.rank, world=d.world, semi=method.semi)
-    loader = torch.utils.data.DataLoader(batches, batch_size=None, sampler=range(start, end),
-                                         num_workers=cfg.workers, pin_memory=use_cuda)
+    batches = IterationBatches(
+        splits["labeled"],
+        splits["unlabeled"],
+        crop=cfg.crop,
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        total=cfg.iters,
+        rank=d.rank,
+        world=d.world,
+        semi=method.semi,
+    )
+    loader = torch.utils.data.DataLoader(
+        batches, batch_size=None, sampler=range(start, end), num_workers=cfg.workers, pin_memory=use_cuda
+    )
     if d.is_main:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
@@ -321,17 +358,31 @@ def fit(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = None
 
     def evaluate_and_save(done: int, lr: float, train_logs: dict[str, list[float]]) -> None:
         nonlocal last_eval
-        result = evaluate(model, splits["val"], window=cfg.crop, fusion=cfg.fusion, device=d.device, rank=d.rank,
-                          world=d.world, amp_dtype=amp_dtype)
+        result = evaluate(
+            model,
+            splits["val"],
+            window=cfg.crop,
+            fusion=cfg.fusion,
+            device=d.device,
+            rank=d.rank,
+            world=d.world,
+            amp_dtype=amp_dtype,
+        )
         model.train()
         last_eval = result.miou
         improved = last_eval[FUSED] > best["best_miou"]
         if improved:
             best.update(best_miou=last_eval[FUSED], best_iteration=done)
         log.scalars({f"miou_{k}": v for k, v in last_eval.items()}, done, "val")
-        log.row({"iteration": done, "time_s": round(time.time() - t0, 1), "lr": lr,
-                 **{k: float(np.mean(v)) for k, v in train_logs.items()},
-                 **{f"miou_{k}": v for k, v in last_eval.items()}})
+        log.row(
+            {
+                "iteration": done,
+                "time_s": round(time.time() - t0, 1),
+                "lr": lr,
+                **{k: float(np.mean(v)) for k, v in train_logs.items()},
+                **{f"miou_{k}": v for k, v in last_eval.items()},
+            }
+        )
         if d.is_main:
             bar.write(f"iteration {done}: val mIoU " + ", ".join(f"{k} {v:.2f}" for k, v in last_eval.items()))
             bar.write(result.table())
@@ -342,8 +393,13 @@ def fit(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = None
                 save_checkpoint(out / "best.pt", checkpoint(done, metrics, with_optimizer=False))
             save_checkpoint(out / "last.pt", checkpoint(done, metrics, with_optimizer=True))
 
-    bar = tqdm(total=cfg.iters, initial=start, disable=not (progress and d.is_main), dynamic_ncols=True,
-               desc=f"{cfg.method} {info.name}")
+    bar = tqdm(
+        total=cfg.iters,
+        initial=start,
+        disable=not (progress and d.is_main),
+        dynamic_ncols=True,
+        desc=f"{cfg.method} {info.name}",
+    )
     window: dict[str, list[float]] = {}  # since the last TensorBoard write
     since_eval: dict[str, list[float]] = {}  # since the last metrics.csv row
     t0 = time.time()
@@ -354,8 +410,14 @@ def fit(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = None
             batch = {k: v.to(d.device, non_blocking=True) for k, v in batch.items()}
             lr = cfg.lr * poly_lr(optimizer, iteration, cfg.iters, cfg.poly_power)
             with torch.autocast("cuda", dtype=amp_dtype) if amp_dtype else nullcontext():
-                loss, logs = train_step(forwards, dict(model.students), batch, opts=opts, reduce_counts=reduce_counts,
-                                        sta_weight=stability_weight(iteration, cfg.iters, cfg.sta_peak, cfg.sta_ramp))
+                loss, logs = train_step(
+                    forwards,
+                    dict(model.students),
+                    batch,
+                    opts=opts,
+                    reduce_counts=reduce_counts,
+                    sta_weight=stability_weight(iteration, cfg.iters, cfg.sta_peak, cfg.sta_ramp),
+                )
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -365,9 +427,14 @@ def fit(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = None
                 window.setdefault(k, []).append(v)
                 since_eval.setdefault(k, []).append(v)
             bar.update(1)
-            bar.set_postfix_str(" ".join([f"loss {logs['loss']:.3f}"] + [f"{n} x {logs[f'{n}/x']:.3f}" for n in
-                                                                       model.students] + [f"lr {lr:.2e}"]),
-                                refresh=False)
+            bar.set_postfix_str(
+                " ".join(
+                    [f"loss {logs['loss']:.3f}"]
+                    + [f"{n} x {logs[f'{n}/x']:.3f}" for n in model.students]
+                    + [f"lr {lr:.2e}"]
+                ),
+                refresh=False,
+            )
             done = iteration + 1
             if done % cfg.log_every == 0 or done == end:
                 log.scalars({**{k: float(np.mean(v)) for k, v in window.items()}, "lr": lr}, done, "train")
@@ -376,8 +443,9 @@ def fit(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = None
                 evaluate_and_save(done, lr, since_eval)
                 since_eval.clear()
             elif done == end and d.is_main:  # stopped between evaluations: keep the state to resume from
-                save_checkpoint(out / "last.pt",
-                                checkpoint(done, {"best": dict(best), "last": last_eval}, with_optimizer=True))
+                save_checkpoint(
+                    out / "last.pt", checkpoint(done, {"best": dict(best), "last": last_eval}, with_optimizer=True)
+                )
     finally:
         bar.close()
         log.close()
@@ -385,8 +453,16 @@ def fit(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = None
     return {"iteration": end, **best, "last": last_eval}
 
 
-def evaluate_checkpoint(path: str, dataset: str, *, data_root: str | None = None, part: str = "val",
-                        fusion: str = "mean", device: str | None = None, **split_overrides) -> EvalResult:
+def evaluate_checkpoint(
+    path: str,
+    dataset: str,
+    *,
+    data_root: str | None = None,
+    part: str = "val",
+    fusion: str = "mean",
+    device: str | None = None,
+    **split_overrides,
+) -> EvalResult:
     """mIoU of each student and the fused prediction of a checkpoint on one part of a dataset split.
 
     The split is rebuilt as in training (split, seed, synthetic sizes from the checkpoint's train_config);
@@ -399,8 +475,7 @@ def evaluate_checkpoint(path: str, dataset: str, *, data_root: str | None = None
     info = get_dataset_info(dataset)
     ckpt = load_checkpoint(path, num_classes=info.num_classes, dataset=info.name)
     saved = ckpt.get("train_config") or {}
-    cfg = TrainConfig.from_dict({**saved, "dataset": dataset, "out": "", "data_root": data_root,
-                                 **split_overrides})
+    cfg = TrainConfig.from_dict({**saved, "dataset": dataset, "out": "", "data_root": data_root, **split_overrides})
     if part not in ("labeled", "val"):
         raise Co2SInputError(f"--split: expected labeled or val, got {part!r}")
     splits = load_splits(cfg, d, check=(part,))
@@ -408,8 +483,11 @@ def evaluate_checkpoint(path: str, dataset: str, *, data_root: str | None = None
     if getattr(data, "with_labels", True) is False:
         raise Co2SInputError(f"--split {part}: this part has no labels to score against")
     model = co2s_from_state(ckpt["model_config"], ckpt["model"]).to(d.device)
-    window = saved.get("crop") or ckpt["model_config"].get("img_size") or get_preset(ckpt["model_config"]["preset"]).tile
-    result = evaluate(model, data, window=window, fusion=fusion, device=d.device, rank=d.rank, world=d.world,
-                      progress=d.is_main)
+    window = (
+        saved.get("crop") or ckpt["model_config"].get("img_size") or get_preset(ckpt["model_config"]["preset"]).tile
+    )
+    result = evaluate(
+        model, data, window=window, fusion=fusion, device=d.device, rank=d.rank, world=d.world, progress=d.is_main
+    )
     close_distributed(d)
     return result

@@ -85,9 +85,10 @@ def _quiet() -> None:
 def _option_sets():
     from co2s.runtime.imageio import InputOptions, Stretch
 
-    return (InputOptions(max_pixels=FUZZ_MAX_PIXELS),
-            InputOptions(bands=(1,), stretch=Stretch("percentile", 2.0, 98.0), nodata=0.0,
-                         max_pixels=FUZZ_MAX_PIXELS))
+    return (
+        InputOptions(max_pixels=FUZZ_MAX_PIXELS),
+        InputOptions(bands=(1,), stretch=Stretch("percentile", 2.0, 98.0), nodata=0.0, max_pixels=FUZZ_MAX_PIXELS),
+    )
 
 
 def _read_all(src) -> None:
@@ -166,9 +167,41 @@ def check_selftest(data: bytes) -> None:
 CHECKS = {"image": check_image, "manifest": check_manifest, "selftest": check_selftest}
 
 # Values a hand-edited or damaged manifest might hold where something else was expected.
-_ODD_VALUES = (None, True, False, 0, -1, 1, 15, 255, 2**31, 2**64, 1e308, -0.0, 0.5, float("nan"), float("inf"), "",
-               "x", "x" * 300, "8.7", "87\n", "sm_", "sm_8", "../../etc/passwd", "a\\b", "\x00", "\ud800", "0" * 64,
-               [], [1, 2, 3], [[0, 0, 0]], {}, {"min": 1}, {"name": None})
+_ODD_VALUES = (
+    None,
+    True,
+    False,
+    0,
+    -1,
+    1,
+    15,
+    255,
+    2**31,
+    2**64,
+    1e308,
+    -0.0,
+    0.5,
+    float("nan"),
+    float("inf"),
+    "",
+    "x",
+    "x" * 300,
+    "8.7",
+    "87\n",
+    "sm_",
+    "sm_8",
+    "../../etc/passwd",
+    "a\\b",
+    "\x00",
+    "\ud800",
+    "0" * 64,
+    [],
+    [1, 2, 3],
+    [[0, 0, 0]],
+    {},
+    {"min": 1},
+    {"name": None},
+)
 
 
 def _json_mutator(data: bytes, max_size: int, seed: int) -> bytes:
@@ -187,7 +220,7 @@ def _json_mutator(data: bytes, max_size: int, seed: int) -> bytes:
     if doc is None or rng.random() < 0.5:
         return atheris.Mutate(data, max_size)
     nodes = [(None, None, doc)]  # (parent, key, value), breadth first
-    for parent, key, value in nodes:
+    for _parent, _key, value in nodes:
         children = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
         nodes += [(value, k, v) for k, v in children]
     parent, key, value = rng.choice(nodes)
@@ -217,9 +250,16 @@ def _worker(target: str, libfuzzer_args: list[str]) -> None:
         from co2s.runtime import bundle, imageio, manifest  # noqa: F401
 
         if target == "image":
+            from PIL import (  # noqa: F401
+                BmpImagePlugin,
+                GifImagePlugin,
+                JpegImagePlugin,
+                PngImagePlugin,
+                TiffImagePlugin,
+                WebPImagePlugin,
+            )
+
             from co2s.runtime import geotiff  # noqa: F401
-            from PIL import (BmpImagePlugin, GifImagePlugin, JpegImagePlugin, PngImagePlugin,  # noqa: F401
-                             TiffImagePlugin, WebPImagePlugin)
     check = CHECKS[target]
     mutator = _json_mutator if target == "manifest" else None
     atheris.Setup([sys.argv[0], *libfuzzer_args], check, custom_mutator=mutator)
@@ -249,8 +289,17 @@ def summarize(log: str) -> dict:
     return out
 
 
-def fuzz(target: str, seconds: int, *, timeout: int, work: Path | None, artifacts: Path,
-         max_len: int, rss_limit_mb: int, verbose: bool) -> int:
+def fuzz(
+    target: str,
+    seconds: int,
+    *,
+    timeout: int,
+    work: Path | None,
+    artifacts: Path,
+    max_len: int,
+    rss_limit_mb: int,
+    verbose: bool,
+) -> int:
     try:
         import atheris  # noqa: F401
     except ImportError:
@@ -265,17 +314,29 @@ def fuzz(target: str, seconds: int, *, timeout: int, work: Path | None, artifact
         work = tmp_work
     work.mkdir(parents=True, exist_ok=True)
     # The first corpus folder receives new units; the committed seeds are only read.
-    args = [f"-max_total_time={seconds}", f"-timeout={timeout}", f"-rss_limit_mb={rss_limit_mb}",
-            f"-max_len={max_len}", f"-artifact_prefix={artifacts}{os.sep}", "-print_final_stats=1", str(work)]
+    args = [
+        f"-max_total_time={seconds}",
+        f"-timeout={timeout}",
+        f"-rss_limit_mb={rss_limit_mb}",
+        f"-max_len={max_len}",
+        f"-artifact_prefix={artifacts}{os.sep}",
+        "-print_final_stats=1",
+        str(work),
+    ]
     if seeds.is_dir():
         args.append(str(seeds))
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", target, *args]
     scratch = _new_scratch()
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace",
-                              env={**os.environ, "CO2S_FUZZ_SCRATCH": str(scratch)},
-                              timeout=seconds + max(60, 4 * timeout))
+        proc = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            env={**os.environ, "CO2S_FUZZ_SCRATCH": str(scratch)},
+            timeout=seconds + max(60, 4 * timeout),
+        )
         rc, log = proc.returncode, proc.stdout + proc.stderr
     except subprocess.TimeoutExpired as e:
         rc = -9
@@ -292,9 +353,11 @@ def fuzz(target: str, seconds: int, *, timeout: int, work: Path | None, artifact
         noise = re.compile(r"^(INFO: Instrumenting |#\d+\s+(NEW|REDUCE|pulse)\s)")
         print("\n".join(ln for ln in log.splitlines() if not noise.match(ln))[-20000:], file=sys.stderr)
     rate = s["execs"] / wall if wall > 0 else 0.0
-    print(f"fuzz {target}: {wall:.0f} s, {s['execs']} executions ({rate:.0f}/s), coverage {s['cov']} edges, "
-          f"{s['ft']} features, corpus {s['corpus']} (+{s['new_units']} new), peak RSS {s['peak_rss_mb']} MB, "
-          f"{len(crashes)} crash(es)")
+    print(
+        f"fuzz {target}: {wall:.0f} s, {s['execs']} executions ({rate:.0f}/s), coverage {s['cov']} edges, "
+        f"{s['ft']} features, corpus {s['corpus']} (+{s['new_units']} new), peak RSS {s['peak_rss_mb']} MB, "
+        f"{len(crashes)} crash(es)"
+    )
     for c in crashes:
         print(f"  crash: {c}  (replay: python {Path(__file__).name} {target} --replay {c})")
     return 0 if rc == 0 and not crashes else 1
@@ -328,9 +391,16 @@ def main(argv: list[str] | None = None) -> int:
     if a.replay:
         return replay(a.target, a.replay)
     max_len = a.max_len or (65536 if a.target == "image" else 16384)
-    return fuzz(a.target, a.seconds, timeout=a.timeout, work=a.work,
-                artifacts=a.artifacts or HERE / "artifacts" / a.target, max_len=max_len,
-                rss_limit_mb=a.rss_limit_mb, verbose=a.verbose)
+    return fuzz(
+        a.target,
+        a.seconds,
+        timeout=a.timeout,
+        work=a.work,
+        artifacts=a.artifacts or HERE / "artifacts" / a.target,
+        max_len=max_len,
+        rss_limit_mb=a.rss_limit_mb,
+        verbose=a.verbose,
+    )
 
 
 if __name__ == "__main__":

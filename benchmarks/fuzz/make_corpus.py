@@ -76,8 +76,16 @@ def geotiffs(rng: np.random.Generator) -> dict[str, bytes]:
     crs, transform = CRS.from_epsg(32640), from_origin(300000.0, 2800000.0, 0.5, 0.5)
 
     def tif(data: np.ndarray, **kw) -> bytes:
-        profile = dict(driver="GTiff", count=data.shape[0], height=data.shape[1], width=data.shape[2],
-                       dtype=data.dtype, crs=crs, transform=transform, **kw)
+        profile = dict(
+            driver="GTiff",
+            count=data.shape[0],
+            height=data.shape[1],
+            width=data.shape[2],
+            dtype=data.dtype,
+            crs=crs,
+            transform=transform,
+            **kw,
+        )
         with MemoryFile() as mem:
             with mem.open(**profile) as ds:
                 ds.write(data)
@@ -92,8 +100,7 @@ def geotiffs(rng: np.random.Generator) -> dict[str, bytes]:
         "geo_i16_2band.tif": tif(rng.integers(-500, 500, (2, 5, 5), dtype=np.int16)),
     }
     with MemoryFile() as mem:  # an internal per-dataset mask instead of a nodata value
-        with mem.open(driver="GTiff", count=3, height=12, width=12, dtype="uint8", crs=crs,
-                      transform=transform) as ds:
+        with mem.open(driver="GTiff", count=3, height=12, width=12, dtype="uint8", crs=crs, transform=transform) as ds:
             ds.write(u8[:, :12, :12])
             m = np.full((12, 12), 255, np.uint8)
             m[:4] = 0
@@ -104,19 +111,41 @@ def geotiffs(rng: np.random.Generator) -> dict[str, bytes]:
 
 def manifests() -> dict[str, bytes]:
     tile, n = 32, 3
-    model = {"path": FAKE_MODEL_NAME, "sha256": hashlib.sha256(FAKE_MODEL).hexdigest(), "bytes": len(FAKE_MODEL),
-             "kind": "onnx", "precision": "fp32", "nodes": 8, "opset": 17}
+    model = {
+        "path": FAKE_MODEL_NAME,
+        "sha256": hashlib.sha256(FAKE_MODEL).hexdigest(),
+        "bytes": len(FAKE_MODEL),
+        "kind": "onnx",
+        "precision": "fp32",
+        "nodes": 8,
+        "opset": 17,
+    }
     base = {
-        "format": "co2s-bundle", "schema_version": 1, "created": "2026-01-01T00:00:00+00:00",
-        "model": {"preset": "fake", "students": ["a", "b"], "fusion": "mean", "num_classes": n, "tile": tile,
-                  "untrained": True, "folded": [], "checkpoint": None},
+        "format": "co2s-bundle",
+        "schema_version": 1,
+        "created": "2026-01-01T00:00:00+00:00",
+        "model": {
+            "preset": "fake",
+            "students": ["a", "b"],
+            "fusion": "mean",
+            "num_classes": n,
+            "tile": tile,
+            "untrained": True,
+            "folded": [],
+            "checkpoint": None,
+        },
         "dataset": {"name": "fake", "classes": ["road", "tree", "water"], "palette": [[0, 0, 0], [0, 255, 0]]},
         "input": {"name": "images", "dtype": "uint8", "shape": ["batch", tile, tile, 3], "layout": "NHWC"},
-        "outputs": [{"name": "labels", "dtype": "uint8", "shape": ["batch", tile, tile]},
-                    {"name": "confidence", "dtype": "float32", "shape": ["batch", tile, tile]}],
+        "outputs": [
+            {"name": "labels", "dtype": "uint8", "shape": ["batch", tile, tile]},
+            {"name": "confidence", "dtype": "float32", "shape": ["batch", tile, tile]},
+        ],
         "batch": {"dynamic": True, "min": 1, "opt": 2, "max": 4},
-        "normalization": {"in_graph": True, "input_range": [0, 255],
-                          "students": {"a": {"mean": [0.5, 0.5, 0.5], "std": [0.2, 0.2, 0.2]}}},
+        "normalization": {
+            "in_graph": True,
+            "input_range": [0, 255],
+            "students": {"a": {"mean": [0.5, 0.5, 0.5], "std": [0.2, 0.2, 0.2]}},
+        },
         "artifacts": {"onnx_fp32": model},
         "precisions": {"fp32": {}},
         "parity": {"images": 0, "thresholds": {}, "degraded_allowed": False},
@@ -124,19 +153,32 @@ def manifests() -> dict[str, bytes]:
     }
     engine = copy.deepcopy(base)
     engine["artifacts"]["engine_fp16"] = {
-        "path": "model.fp16.engine", "sha256": "0" * 64, "bytes": 10, "kind": "engine", "precision": "fp16",
-        "tensorrt": {"version": "10.3.0", "profile": {"min": 1, "opt": 2, "max": 4}, "version_compatible": False,
-                     "hardware_compatibility": "none",
-                     "device": {"name": "Orin", "compute_capability": "8.7"}}}
+        "path": "model.fp16.engine",
+        "sha256": "0" * 64,
+        "bytes": 10,
+        "kind": "engine",
+        "precision": "fp16",
+        "tensorrt": {
+            "version": "10.3.0",
+            "profile": {"min": 1, "opt": 2, "max": 4},
+            "version_compatible": False,
+            "hardware_compatibility": "none",
+            "device": {"name": "Orin", "compute_capability": "8.7"},
+        },
+    }
     probs = copy.deepcopy(base)
-    probs["outputs"].append({"name": "probs", "dtype": "float16", "shape": ["batch", n, tile, tile],
-                             "layout": "NCHW"})
+    probs["outputs"].append({"name": "probs", "dtype": "float16", "shape": ["batch", n, tile, tile], "layout": "NCHW"})
     probs["parity"]["fp32"] = {"reference": "pytorch", "pixel_agreement": 0.99, "threshold": 0.98, "passed": True}
     wrong = copy.deepcopy(base)
     wrong["model"]["tile"] = "32"
     del wrong["dataset"]["classes"]
-    return {"valid.json": _dump(base), "engine.json": _dump(engine), "probs.json": _dump(probs),
-            "invalid_fields.json": _dump(wrong), "not_object.json": b"[1, 2, 3]\n"}
+    return {
+        "valid.json": _dump(base),
+        "engine.json": _dump(engine),
+        "probs.json": _dump(probs),
+        "invalid_fields.json": _dump(wrong),
+        "not_object.json": b"[1, 2, 3]\n",
+    }
 
 
 def _dump(d: dict) -> bytes:

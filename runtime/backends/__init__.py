@@ -20,15 +20,23 @@ log = logging.getLogger("co2s.runtime")
 BACKENDS = ("auto", "tensorrt", "ort-trt", "ort-cuda", "ort-cpu")
 PRECISION_CHOICES = ("auto",) + PRECISIONS
 
-__all__ = ["BACKENDS", "PRECISION_CHOICES", "Backend", "BackendInfo", "BackendUnavailable", "Pending", "open_backend",
-           "auto_candidates"]
+__all__ = [
+    "BACKENDS",
+    "PRECISION_CHOICES",
+    "Backend",
+    "BackendInfo",
+    "BackendUnavailable",
+    "Pending",
+    "open_backend",
+    "auto_candidates",
+]
 
 
 def _precision_for(bundle: Bundle, requested: str, *, gpu: bool, kind: str = "onnx") -> str | None:
     have = bundle.precisions(kind)
     if requested != "auto":
         return requested if requested in have else None
-    for p in (("fp16", "fp32", "int8") if gpu else ("fp32", "fp16", "int8")):
+    for p in ("fp16", "fp32", "int8") if gpu else ("fp32", "fp16", "int8"):
         if p in have:
             return p
     return None
@@ -51,8 +59,15 @@ def auto_candidates(bundle: Bundle, precision: str) -> list[tuple[str, str]]:
     return out
 
 
-def open_backend(bundle: Bundle, backend: str = "auto", precision: str = "auto", *, device_id: int = 0,
-                 cuda_graph: bool = False, threads: int | None = None) -> Backend:
+def open_backend(
+    bundle: Bundle,
+    backend: str = "auto",
+    precision: str = "auto",
+    *,
+    device_id: int = 0,
+    cuda_graph: bool = False,
+    threads: int | None = None,
+) -> Backend:
     if backend not in BACKENDS:
         raise Co2SInputError(f"--backend {backend!r}: expected one of {', '.join(BACKENDS)}")
     if precision not in PRECISION_CHOICES:
@@ -83,8 +98,10 @@ def open_backend(bundle: Bundle, backend: str = "auto", precision: str = "auto",
                 continue
             raise
     have = ", ".join(bundle.precisions("onnx")) or "none"
-    raise Co2SInputError(f"no backend can run bundle {bundle.root} at precision {precision} (ONNX precisions: {have})"
-                         + ("; " + "; ".join(reasons) if reasons else ""))
+    raise Co2SInputError(
+        f"no backend can run bundle {bundle.root} at precision {precision} (ONNX precisions: {have})"
+        + ("; " + "; ".join(reasons) if reasons else "")
+    )
 
 
 def _open(bundle: Bundle, name: str, precision: str, **kw) -> Backend:

@@ -17,8 +17,8 @@ from __future__ import annotations
 import functools
 import inspect
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import numpy as np
 
@@ -76,13 +76,15 @@ class Backend(ABC):
         return tuple(o for o in self.outputs if want is None or o in want)
 
     @abstractmethod
-    def run(self, tiles: np.ndarray, profiler: StageProfiler | None = None, *,
-            outputs: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+    def run(
+        self, tiles: np.ndarray, profiler: StageProfiler | None = None, *, outputs: Iterable[str] | None = None
+    ) -> dict[str, np.ndarray]:
         """Blocking inference on uint8 [b, tile, tile, 3], 1 <= b <= batch.max; returns the `outputs` asked for
         (default: `want_outputs`, else all). Safe to call from several threads at once."""
 
-    def submit(self, tiles: np.ndarray, profiler: StageProfiler | None = None, *,
-               outputs: Iterable[str] | None = None) -> Pending:
+    def submit(
+        self, tiles: np.ndarray, profiler: StageProfiler | None = None, *, outputs: Iterable[str] | None = None
+    ) -> Pending:
         return Pending(self.run(tiles, profiler, outputs=outputs))
 
     def check_tiles(self, tiles: np.ndarray) -> None:

@@ -13,8 +13,8 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
@@ -26,7 +26,11 @@ from .base import Backend, BackendInfo
 
 log = logging.getLogger("co2s.runtime")
 
-PROVIDERS = {"ort-trt": "TensorrtExecutionProvider", "ort-cuda": "CUDAExecutionProvider", "ort-cpu": "CPUExecutionProvider"}
+PROVIDERS = {
+    "ort-trt": "TensorrtExecutionProvider",
+    "ort-cuda": "CUDAExecutionProvider",
+    "ort-cpu": "CPUExecutionProvider",
+}
 INSTALL_HINT = {
     "ort-trt": "install onnxruntime-gpu and TensorRT (pip install 'co2s[gpu]')",
     "ort-cuda": "install onnxruntime-gpu with CUDA 12 (pip install onnxruntime-gpu)",
@@ -41,7 +45,8 @@ class BackendUnavailable(Co2SInputError):
 def cache_dir() -> Path:
     """Where ORT's TensorRT EP keeps engines and timing caches it builds (the bundle folder may be read-only)."""
     base = os.environ.get("CO2S_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "co2s")
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "co2s"
+    )
     return Path(base)
 
 
@@ -54,8 +59,9 @@ def available_providers() -> list[str]:
 
 
 class OrtBackend(Backend):
-    def __init__(self, bundle: Bundle, precision: str, name: str = "ort-cpu", *, device_id: int = 0,
-                 threads: int | None = None):
+    def __init__(
+        self, bundle: Bundle, precision: str, name: str = "ort-cpu", *, device_id: int = 0, threads: int | None = None
+    ):
         try:
             import onnxruntime as ort
         except ImportError:
@@ -65,8 +71,9 @@ class OrtBackend(Backend):
         provider = PROVIDERS[name]
         have = ort.get_available_providers()
         if provider not in have:
-            raise BackendUnavailable(f"{name}: this onnxruntime has no {provider} (it has {', '.join(have)}); "
-                                     f"{INSTALL_HINT[name]}")
+            raise BackendUnavailable(
+                f"{name}: this onnxruntime has no {provider} (it has {', '.join(have)}); {INSTALL_HINT[name]}"
+            )
         self._ort = ort
         self.name, self.precision, self.device_id = name, precision, device_id
         self.bundle = bundle
@@ -90,8 +97,10 @@ class OrtBackend(Backend):
             raise Co2SInputError(f"{path}: onnxruntime cannot load this model ({first})") from None
         actual = self.session.get_providers()
         if provider not in actual:
-            raise BackendUnavailable(f"{name}: onnxruntime did not enable {provider} (session runs on "
-                                     f"{', '.join(actual)}); check the CUDA/TensorRT libraries")
+            raise BackendUnavailable(
+                f"{name}: onnxruntime did not enable {provider} (session runs on "
+                f"{', '.join(actual)}); check the CUDA/TensorRT libraries"
+            )
         self.providers = tuple(actual)
         self.input_name, self.batch = self._check_io(path)
         names = {o.name for o in self.session.get_outputs()}
@@ -109,15 +118,24 @@ class OrtBackend(Backend):
             return [cuda, "CPUExecutionProvider"]
         cache = cache_dir() / "ort-trt" / ((art.sha256 or "nohash")[:16] + "-" + art.precision)
         cache.mkdir(parents=True, exist_ok=True)
-        opts = {"device_id": device_id, "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
-                "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache),
-                # reduced precision already lives in the graph (FP16 casts, INT8 Q/DQ); these flags let TensorRT
-                # honour it (Q/DQ needs the INT8 flag on weakly typed builds) and pick FP16 around it
-                "trt_fp16_enable": art.precision in ("fp16", "int8"), "trt_int8_enable": art.precision == "int8"}
+        opts = {
+            "device_id": device_id,
+            "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": str(cache),
+            "trt_timing_cache_enable": True,
+            "trt_timing_cache_path": str(cache),
+            # reduced precision already lives in the graph (FP16 casts, INT8 Q/DQ); these flags let TensorRT
+            # honour it (Q/DQ needs the INT8 flag on weakly typed builds) and pick FP16 around it
+            "trt_fp16_enable": art.precision in ("fp16", "int8"),
+            "trt_int8_enable": art.precision == "int8",
+        }
         b, t, inp = bundle.batch, bundle.tile, bundle.input_name
         if b.dynamic:  # one engine for the whole range instead of one rebuild per batch size seen
-            opts.update(trt_profile_min_shapes=f"{inp}:{b.min}x{t}x{t}x3", trt_profile_opt_shapes=f"{inp}:{b.opt}x{t}x{t}x3",
-                        trt_profile_max_shapes=f"{inp}:{b.max}x{t}x{t}x3")
+            opts.update(
+                trt_profile_min_shapes=f"{inp}:{b.min}x{t}x{t}x3",
+                trt_profile_opt_shapes=f"{inp}:{b.opt}x{t}x{t}x3",
+                trt_profile_max_shapes=f"{inp}:{b.max}x{t}x{t}x3",
+            )
         return [("TensorrtExecutionProvider", opts), cuda, "CPUExecutionProvider"]
 
     def _check_io(self, path: Path) -> tuple[str, BatchSpec]:
@@ -128,17 +146,21 @@ class OrtBackend(Backend):
         t = self.tile
         shape = list(i.shape)
         if i.type != "tensor(uint8)" or len(shape) != 4 or shape[1:] != [t, t, 3]:
-            raise Co2SInputError(f"{path}: input {i.name!r} is {i.type} {shape}; the bundle says uint8 "
-                                 f"[batch, {t}, {t}, 3] (NHWC RGB)")
+            raise Co2SInputError(
+                f"{path}: input {i.name!r} is {i.type} {shape}; the bundle says uint8 [batch, {t}, {t}, 3] (NHWC RGB)"
+            )
         if i.name != self.bundle.input_name:
-            log.warning("%s: input is named %r, manifest says %r; using the model's", path, i.name, self.bundle.input_name)
+            log.warning(
+                "%s: input is named %r, manifest says %r; using the model's", path, i.name, self.bundle.input_name
+            )
         b0 = shape[0]
         if isinstance(b0, int) and b0 > 0:
             return i.name, BatchSpec(b0, b0, b0)
         return i.name, self.bundle.batch
 
-    def run(self, tiles: np.ndarray, profiler: StageProfiler | None = None, *,
-            outputs: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+    def run(
+        self, tiles: np.ndarray, profiler: StageProfiler | None = None, *, outputs: Iterable[str] | None = None
+    ) -> dict[str, np.ndarray]:
         self.check_tiles(tiles)
         b = tiles.shape[0]
         x = np.ascontiguousarray(self.pad_batch(tiles))
@@ -168,5 +190,4 @@ class OrtBackend(Backend):
         return {n: o[:b] for n, o in zip(names, outs)}
 
     def info(self) -> BackendInfo:
-        return BackendInfo(self.name, self.precision, self.providers,
-                           notes=(f"onnxruntime {self._ort.__version__}",))
+        return BackendInfo(self.name, self.precision, self.providers, notes=(f"onnxruntime {self._ort.__version__}",))

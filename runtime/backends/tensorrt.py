@@ -24,7 +24,7 @@ import logging
 import re
 import threading
 import time
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -43,8 +43,10 @@ def import_tensorrt():
     try:
         import tensorrt as trt  # type: ignore[import-not-found]
     except ImportError:
-        raise BackendUnavailable("tensorrt: the TensorRT Python package is not installed (pip install "
-                                 "'co2s[gpu]'; on Jetson it comes with JetPack as python3-libnvinfer)") from None
+        raise BackendUnavailable(
+            "tensorrt: the TensorRT Python package is not installed (pip install "
+            "'co2s[gpu]'; on Jetson it comes with JetPack as python3-libnvinfer)"
+        ) from None
     try:
         import pycuda.driver as cuda  # type: ignore[import-not-found]
     except ImportError:
@@ -81,14 +83,18 @@ def engine_mismatch(art: Artefact, trt_version: str, cc: tuple[int, int], device
             if cc < (8, 0):
                 why.append(f"built for Ampere and newer (sm_80+), this GPU is {device} (sm_{cc[0]}{cc[1]})")
         elif want != cc:
-            why.append(f"built for {art.device_name or 'a GPU'} (sm_{want[0]}{want[1]}), this GPU is {device} "
-                       f"(sm_{cc[0]}{cc[1]})")
+            why.append(
+                f"built for {art.device_name or 'a GPU'} (sm_{want[0]}{want[1]}), this GPU is {device} "
+                f"(sm_{cc[0]}{cc[1]})"
+            )
     return "; ".join(why) or None
 
 
 def rebuild_hint(bundle: Bundle, precision: str) -> str:
-    return (f"rebuild the engine on this machine: co2s-export --from-bundle {bundle.root} --engine {precision} "
-            f"(or run the ONNX model instead: --backend ort-trt or ort-cuda)")
+    return (
+        f"rebuild the engine on this machine: co2s-export --from-bundle {bundle.root} --engine {precision} "
+        f"(or run the ONNX model instead: --backend ort-trt or ort-cuda)"
+    )
 
 
 class _Slot:
@@ -122,8 +128,9 @@ class _Slot:
 
 
 class _TrtPending(Pending):
-    def __init__(self, backend: "TensorRTBackend", slot: _Slot, b: int, profiler: StageProfiler | None,
-                 names: tuple[str, ...]):
+    def __init__(
+        self, backend: TensorRTBackend, slot: _Slot, b: int, profiler: StageProfiler | None, names: tuple[str, ...]
+    ):
         self.backend, self.slot, self.b, self.profiler, self.names = backend, slot, b, profiler, names
         self._outputs: dict[str, np.ndarray] | None = None
 
@@ -141,7 +148,7 @@ class _TrtPending(Pending):
                     for stage, ms in zip(("h2d", "compute", "d2h"), times):
                         self.profiler.add(stage, ms / 1e3, source="cuda-events")
                 # copy out of the pinned buffers: the slot is reused by the batch after next
-                self._outputs = {n: np.array(s.h_out[n][:self.b]) for n in self.names}
+                self._outputs = {n: np.array(s.h_out[n][: self.b]) for n in self.names}
                 if s.pending is self:
                     s.pending = None
         return self._outputs
@@ -151,16 +158,17 @@ class TensorRTBackend(Backend):
     name = "tensorrt"
     on_gpu = True
 
-    def __init__(self, bundle: Bundle, precision: str, *, device_id: int = 0, cuda_graph: bool = False,
-                 slots: int = 2):
+    def __init__(self, bundle: Bundle, precision: str, *, device_id: int = 0, cuda_graph: bool = False, slots: int = 2):
         trt, cuda = import_tensorrt()
         self._trt, self._cuda = trt, cuda
         self.bundle, self.precision, self.tile = bundle, precision, bundle.tile
         engines = bundle.find("engine", precision)
         if not engines:
             have = ", ".join(bundle.precisions("engine")) or "none"
-            raise BackendUnavailable(f"bundle {bundle.root} has no {precision} TensorRT engine (engines: {have}); "
-                                     + rebuild_hint(bundle, precision))
+            raise BackendUnavailable(
+                f"bundle {bundle.root} has no {precision} TensorRT engine (engines: {have}); "
+                + rebuild_hint(bundle, precision)
+            )
         dev = cuda.Device(device_id)
         cc, dev_name = tuple(dev.compute_capability()), dev.name()
         self.device = f"{dev_name} (sm_{cc[0]}{cc[1]})"
@@ -173,12 +181,20 @@ class TensorRTBackend(Backend):
                 break
             reasons.append(f"{cand.path.name}: {why}")
         if art is None:
-            raise Co2SInputError(f"bundle {bundle.root}: no {precision} engine runs here — " + "; ".join(reasons)
-                                 + ". TensorRT plans only load on the version and GPU they were built for; "
-                                 + rebuild_hint(bundle, precision))
+            raise Co2SInputError(
+                f"bundle {bundle.root}: no {precision} engine runs here — "
+                + "; ".join(reasons)
+                + ". TensorRT plans only load on the version and GPU they were built for; "
+                + rebuild_hint(bundle, precision)
+            )
         if art.device_name and art.device_name != dev_name:
-            log.warning("%s was built on %s, running on %s (same architecture): it works, but tactics were timed "
-                        "on the other GPU; rebuild here for best speed", art.path.name, art.device_name, dev_name)
+            log.warning(
+                "%s was built on %s, running on %s (same architecture): it works, but tactics were timed "
+                "on the other GPU; rebuild here for best speed",
+                art.path.name,
+                art.device_name,
+                dev_name,
+            )
         path = verify_artefact(bundle, art)
         self.artefact = art
         self._ctx = dev.retain_primary_context()  # TensorRT uses the runtime API, i.e. the primary context
@@ -193,8 +209,10 @@ class TensorRTBackend(Backend):
             with open(path, "rb") as f:
                 self.engine = self._runtime.deserialize_cuda_engine(f.read())
             if self.engine is None:
-                raise Co2SInputError(f"{path}: TensorRT {trt.__version__} could not deserialise this engine; "
-                                     + rebuild_hint(bundle, precision))
+                raise Co2SInputError(
+                    f"{path}: TensorRT {trt.__version__} could not deserialise this engine; "
+                    + rebuild_hint(bundle, precision)
+                )
             self.input_name, self.batch = self._check_io(path)
             names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
             self.outputs = tuple(o for o in bundle.outputs if o in names)
@@ -202,8 +220,10 @@ class TensorRTBackend(Backend):
                 raise Co2SInputError(f"{path}: engine has no 'labels' output (tensors: {', '.join(sorted(names))})")
             # every output tensor needs a device address, even those never copied back
             engine_outputs = [n for n in names if n != self.input_name]
-            self._slots = [_Slot(trt, cuda, self.engine, self.input_name, engine_outputs, self.tile, self.batch.max)
-                           for _ in range(max(1, slots))]
+            self._slots = [
+                _Slot(trt, cuda, self.engine, self.input_name, engine_outputs, self.tile, self.batch.max)
+                for _ in range(max(1, slots))
+            ]
         self.in_flight = len(self._slots)
 
     def active(self):
@@ -221,16 +241,21 @@ class TensorRTBackend(Backend):
 
     def _check_io(self, path) -> tuple[str, BatchSpec]:
         trt, eng = self._trt, self.engine
-        inputs = [eng.get_tensor_name(i) for i in range(eng.num_io_tensors)
-                  if eng.get_tensor_mode(eng.get_tensor_name(i)) == trt.TensorIOMode.INPUT]
+        inputs = [
+            eng.get_tensor_name(i)
+            for i in range(eng.num_io_tensors)
+            if eng.get_tensor_mode(eng.get_tensor_name(i)) == trt.TensorIOMode.INPUT
+        ]
         if len(inputs) != 1:
             raise Co2SInputError(f"{path}: expected one input tensor, engine has {inputs}")
         name = inputs[0]
         shape = list(eng.get_tensor_shape(name))
         t = self.tile
         if trt.nptype(eng.get_tensor_dtype(name)) != np.uint8 or len(shape) != 4 or shape[1:] != [t, t, 3]:
-            raise Co2SInputError(f"{path}: engine input {name!r} is {eng.get_tensor_dtype(name)} {shape}; expected "
-                                 f"uint8 [batch, {t}, {t}, 3]")
+            raise Co2SInputError(
+                f"{path}: engine input {name!r} is {eng.get_tensor_dtype(name)} {shape}; expected "
+                f"uint8 [batch, {t}, {t}, 3]"
+            )
         if shape[0] > 0:
             return name, BatchSpec(shape[0], shape[0], shape[0])
         lo, opt, hi = (int(s[0]) for s in eng.get_tensor_profile_shape(name, 0))
@@ -262,8 +287,9 @@ class TensorRTBackend(Backend):
         if not slot.context.execute_async_v3(handle):
             raise RuntimeError("TensorRT execute_async_v3 failed (see the TensorRT log above)")
 
-    def submit(self, tiles: np.ndarray, profiler: StageProfiler | None = None, *,
-               outputs: Iterable[str] | None = None) -> Pending:
+    def submit(
+        self, tiles: np.ndarray, profiler: StageProfiler | None = None, *, outputs: Iterable[str] | None = None
+    ) -> Pending:
         self.check_tiles(tiles)
         b = tiles.shape[0]
         x = self.pad_batch(tiles)
@@ -277,8 +303,9 @@ class TensorRTBackend(Backend):
         with slot.lock:
             return self._submit_on(slot, x, b, bb, fetch, profiler)
 
-    def _submit_on(self, slot: _Slot, x: np.ndarray, b: int, bb: int, fetch: tuple[str, ...],
-                   profiler: StageProfiler | None) -> Pending:
+    def _submit_on(
+        self, slot: _Slot, x: np.ndarray, b: int, bb: int, fetch: tuple[str, ...], profiler: StageProfiler | None
+    ) -> Pending:
         """Stage and enqueue one batch on `slot`; the caller holds `slot.lock`."""
         if slot.closed:
             raise RuntimeError("TensorRT backend was closed while this batch waited for its slot")
@@ -306,8 +333,9 @@ class TensorRTBackend(Backend):
         slot.pending = pending
         return pending
 
-    def run(self, tiles: np.ndarray, profiler: StageProfiler | None = None, *,
-            outputs: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+    def run(
+        self, tiles: np.ndarray, profiler: StageProfiler | None = None, *, outputs: Iterable[str] | None = None
+    ) -> dict[str, np.ndarray]:
         return self.submit(tiles, profiler, outputs=outputs).result()
 
     def info(self) -> BackendInfo:

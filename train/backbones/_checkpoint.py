@@ -50,8 +50,7 @@ def read_state_dict(path: str | os.PathLike) -> tuple[Path, StateDict]:
             obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated/corrupt/unsupported files surface as many exception types
         raise Co2SInputError(
-            f"{p}: cannot read weights: truncated, corrupt or not a PyTorch/safetensors file "
-            f"({type(e).__name__}: {e})"
+            f"{p}: cannot read weights: truncated, corrupt or not a PyTorch/safetensors file ({type(e).__name__}: {e})"
         ) from e
 
     for wrapper in ("state_dict", "model"):
@@ -63,7 +62,7 @@ def read_state_dict(path: str | os.PathLike) -> tuple[Path, StateDict]:
     if not sd:
         raise Co2SInputError(f"{p}: no tensors found in the weights file")
     if all(k.startswith("module.") for k in sd):
-        sd = {k[len("module."):]: v for k, v in sd.items()}
+        sd = {k[len("module.") :]: v for k, v in sd.items()}
     return p, sd
 
 
@@ -85,8 +84,7 @@ def check_state_dict(
             if key in optional:
                 continue
             raise Co2SInputError(
-                f"{path}: missing key '{prefix}{key}' (expected shape {list(shape)}); "
-                f"is this a {family} checkpoint?"
+                f"{path}: missing key '{prefix}{key}' (expected shape {list(shape)}); is this a {family} checkpoint?"
             )
         t = found[key]
         if t.shape != shape:
@@ -98,9 +96,7 @@ def check_state_dict(
             raise Co2SInputError(f"{path}: key '{prefix}{key}' contains NaN or Inf values")
     for key, t in found.items():
         if key not in expected:
-            raise Co2SInputError(
-                f"{path}: unexpected key '{prefix}{key}' (shape {list(t.shape)}) for {family}"
-            )
+            raise Co2SInputError(f"{path}: unexpected key '{prefix}{key}' (shape {list(t.shape)}) for {family}")
 
 
 def verify_loaded(path: Path, module_state: Mapping[str, torch.Tensor], source: Mapping[str, torch.Tensor]) -> None:

@@ -138,7 +138,7 @@ class ClipBackbone(nn.Module):
         vision-tower state dict; resize the position grid to this model's; load strictly; verify."""
         path, sd = read_state_dict(weights)
         prefix = "visual." if any(k.startswith("visual.") for k in sd) else ""
-        src = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+        src = {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
 
         expected = {k: v.shape for k, v in self.visual.state_dict().items()}
         pos = src.get("positional_embedding")

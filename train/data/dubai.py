@@ -77,8 +77,14 @@ class DubaiPatches(SegmentationDataset):
     (default: patch). Images smaller than a patch are padded (image 0, label 255). `patch=None` gives
     whole images, e.g. for sliding-window validation."""
 
-    def __init__(self, root: str | Path, tiles: Iterable[int | str], patch: int | None = 256,
-                 stride: int | None = None, with_labels: bool = True):
+    def __init__(
+        self,
+        root: str | Path,
+        tiles: Iterable[int | str],
+        patch: int | None = 256,
+        stride: int | None = None,
+        with_labels: bool = True,
+    ):
         self.root = Path(root)
         self.info = get_dataset_info("dubai")
         self.patch, self.with_labels = patch, with_labels
@@ -153,8 +159,13 @@ class DubaiPatches(SegmentationDataset):
 DEFAULT_VAL_TILES = (3, 4)
 
 
-def dubai_splits(root: str | Path | None = None, val_tiles: Iterable[int | str] = DEFAULT_VAL_TILES,
-                 labeled_fraction: float = 1 / 8, patch: int = 256, seed: int = 0) -> dict[str, DubaiPatches]:
+def dubai_splits(
+    root: str | Path | None = None,
+    val_tiles: Iterable[int | str] = DEFAULT_VAL_TILES,
+    labeled_fraction: float = 1 / 8,
+    patch: int = 256,
+    seed: int = 0,
+) -> dict[str, DubaiPatches]:
     """labeled / unlabeled / val sets split by tile: val = whole images of `val_tiles` (no tile is in both
     train and val); the other tiles' patches are divided into labeled (`labeled_fraction`, chosen from
     `seed`) and unlabeled (returned without labels)."""

@@ -97,7 +97,6 @@ def open_split(info_or_name: DatasetInfo | str | Path, root: str | Path, split: 
         splits_dir = root / "splits" / info.name
         available = sorted(p.name for p in splits_dir.iterdir() if p.is_dir()) if splits_dir.is_dir() else []
         raise Co2SInputError(
-            f"split file {list_file} not found; splits available under {splits_dir}: "
-            f"{', '.join(available) or 'none'}"
+            f"split file {list_file} not found; splits available under {splits_dir}: {', '.join(available) or 'none'}"
         )
     return SplitDataset(root, info, list_file, with_labels=part != "unlabeled")

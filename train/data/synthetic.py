@@ -93,8 +93,11 @@ class _Plan:
         self.vegetation_threshold = rng.uniform(0.0, 0.7)
         self.water_threshold = rng.uniform(0.55, 1.0)
 
-        self.roads = [self._road(rng, vertical) for vertical in (False, True)
-                      for _ in range(rng.poisson(0.4 + (width if vertical else height) / 400))]
+        self.roads = [
+            self._road(rng, vertical)
+            for vertical in (False, True)
+            for _ in range(rng.poisson(0.4 + (width if vertical else height) / 400))
+        ]
 
         # Buildings: one optional rectangle per cell, mostly aligned with a scene-wide street angle.
         cells = (self.grid_h, self.grid_w)
@@ -114,8 +117,9 @@ class _Plan:
         roof = _ROOF_COLORS[rng.integers(0, len(_ROOF_COLORS), cells)]
         self.roof = np.clip(roof + rng.normal(0, 10, roof.shape), 0, 255).astype(np.float32)
 
-        base = np.array([(176, 150, 118), (62, 98, 52), (38, 70, 92), (150, 150, 150), (112, 112, 110)],
-                        dtype=np.float32)
+        base = np.array(
+            [(176, 150, 118), (62, 98, 52), (38, 70, 92), (150, 150, 150), (112, 112, 110)], dtype=np.float32
+        )
         self.colors = (base * rng.uniform(0.9, 1.1, 3) + rng.normal(0, 8, base.shape)).astype(np.float32)
         self.sensor_noise = rng.uniform(2.0, 6.0)
         self.noise_seed = int(rng.integers(2**63))
@@ -212,8 +216,11 @@ def _render(plan: _Plan, y0: int, y1: int) -> tuple[np.ndarray, np.ndarray]:
     image_cells[iy, :, ix, :] = np.where(building[..., None], roof, image_cells[iy, :, ix, :])
     image[marking] = (225, 225, 215)
 
-    shade = (1 + _FINE_TEXTURE[label] * _sample(plan.fine, y0, y1, width)
-             + _MID_TEXTURE[label] * _sample(plan.mid, y0, y1, width))
+    shade = (
+        1
+        + _FINE_TEXTURE[label] * _sample(plan.fine, y0, y1, width)
+        + _MID_TEXTURE[label] * _sample(plan.mid, y0, y1, width)
+    )
     shade *= 1 + 0.07 * _sample(plan.light, y0, y1, width)
     depth = np.clip(water - plan.water_threshold, 0, 1)
     shade *= np.where(label == WATER, 1 - 0.35 * depth, 1)  # deeper water is darker
@@ -282,8 +289,9 @@ class SyntheticDataset(SegmentationDataset):
         return [f"synthetic_{self._item_seed(i)}" for i in range(self.num)]
 
 
-def synthetic_splits(num_labeled: int, num_unlabeled: int, num_val: int, size: int = 128, seed: int = 0
-                     ) -> dict[str, SyntheticDataset]:
+def synthetic_splits(
+    num_labeled: int, num_unlabeled: int, num_val: int, size: int = 128, seed: int = 0
+) -> dict[str, SyntheticDataset]:
     """labeled / unlabeled / val synthetic sets with disjoint scene seeds (unlabeled items have no label)."""
     return {
         "labeled": SyntheticDataset(num_labeled, size, 3 * seed),

@@ -24,9 +24,23 @@ from .student import (
 STUDENT_KINDS = ("clip", "dinov3")
 
 __all__ = [
-    "Co2S", "FUSIONS", "FrozenPrototypes", "LearnableQueries", "ModelPreset", "PRESETS", "STUDENT_KINDS", "Student",
-    "VLGHead", "build_co2s", "build_student", "co2s_from_state", "feature_perturbation", "freeze_backbone_except_attention",
-    "fuse_probabilities", "get_preset", "student_names",
+    "Co2S",
+    "FUSIONS",
+    "FrozenPrototypes",
+    "LearnableQueries",
+    "ModelPreset",
+    "PRESETS",
+    "STUDENT_KINDS",
+    "Student",
+    "VLGHead",
+    "build_co2s",
+    "build_student",
+    "co2s_from_state",
+    "feature_perturbation",
+    "freeze_backbone_except_attention",
+    "fuse_probabilities",
+    "get_preset",
+    "student_names",
 ]
 
 
@@ -59,9 +73,7 @@ def build_student(
         guidance = FrozenPrototypes(prototypes)
     else:
         guidance = LearnableQueries(num_classes, backbone.text_dim)
-    head = VLGHead(
-        backbone.out_channels[-1], tuple(backbone.out_channels[:-1][::-1]), backbone.text_dim, **p.head
-    )
+    head = VLGHead(backbone.out_channels[-1], tuple(backbone.out_channels[:-1][::-1]), backbone.text_dim, **p.head)
     student = Student(backbone, head, guidance)
     if freeze:
         freeze_backbone_except_attention(student)
