@@ -7,8 +7,8 @@ Steps: (1) the checkpoint's students and fused prediction are scored with the pr
 (`co2s.train.evaluate.evaluate`: sliding window over each val image, dataset-level IoU); (2) a bundle is exported
 from the checkpoint (`co2s.export.pipeline.export_bundle`; one bundle per deployed model: both students = fused, or a
 single student) and every precision of it (fp32 / fp16 / int8 ONNX) is run on ORT-CPU through `co2s.runtime`'s
-`predict_array` (the runtime's tiler: overlapping tiles, centre-keep stitching) on the same val images, scored by the
-same `IoUAccumulator`. INT8 is calibrated on labelled-split images (written to a temp folder), never on val.
+`predict_array` (the runtime's tiler: overlapping tiles, centre-keep stitching) on the same val images, scored the
+same way (`co2s.metrics`). INT8 is calibrated on labelled-split images (written to a temp folder), never on val.
 Writes accuracy.csv / .md / .png into --out-dir (default benchmarks/results/).
 """
 
@@ -26,9 +26,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from co2s.bundle.formats import PRECISIONS
+from co2s.metrics import confusion_matrix, iou_per_class, mean_iou
+
 HERE = Path(__file__).resolve().parent
 MODELS = ("fused", "clip", "dinov3")
-PRECISIONS = ("fp32", "fp16", "int8")
 
 
 def log(msg: str) -> None:
@@ -122,26 +124,24 @@ def export_one(ckpt: Path, students: str, out: Path, calib: Path, args) -> Path:
     return res.bundle
 
 
-def runtime_iou(bundle_dir: Path, precision: str, dataset, window: int, threads: int | None):
-    """Per-class IoU (%) of one bundle precision on ORT-CPU, tiled like the evaluator's sliding window."""
-    import torch
-
+def runtime_confusion(bundle_dir: Path, precision: str, dataset, threads: int | None) -> np.ndarray:
+    """Confusion matrix of one bundle precision on ORT-CPU over `dataset`, tiled with the default overlap (the
+    evaluator's sliding-window stride)."""
     from co2s.runtime import load_bundle, open_backend, predict_array
-    from co2s.train.evaluate import IoUAccumulator
 
     bundle = load_bundle(bundle_dir)
     backend = open_backend(bundle, "ort-cpu", precision, threads=threads)
-    overlap = window - int(window * 5 / 6)  # the evaluator's stride (5/6 of the window)
-    meter = IoUAccumulator(len(dataset.info.classes))
+    n = len(dataset.info.classes)
+    confusion = np.zeros((n, n), np.int64)
     for i in range(len(dataset)):
         image, label = dataset[i]
         rgb = np.ascontiguousarray(np.asarray(image, np.uint8))
-        labels = predict_array(backend, rgb, overlap=overlap if backend.tile == window else None)["labels"]
+        labels = predict_array(backend, rgb)["labels"]
         target = np.asarray(label)
         if labels.shape != target.shape:  # scored at label resolution, nearest (labels, not logits)
             labels = np.asarray(Image.fromarray(labels).resize(target.shape[::-1], Image.NEAREST))
-        meter.update(torch.from_numpy(labels.astype(np.int64)), torch.from_numpy(target.astype(np.int64)))
-    return meter.iou()
+        confusion += confusion_matrix(labels, target, n)
+    return confusion
 
 
 def run(args) -> tuple[list[dict], list[str]]:
@@ -164,8 +164,9 @@ def run(args) -> tuple[list[dict], list[str]]:
     log(f"== {args.dataset}/{args.split}: {len(val)} images, {len(classes)} classes, window {window}")
     rows = []
 
-    def add(model_name, backend, precision, iou, seconds, parity=None):
+    def add(model_name, backend, precision, confusion, seconds, parity=None):
         parity = parity or {}
+        iou, miou = iou_per_class(confusion), mean_iou(confusion)
         agree = parity.get("pixel_agreement")
         rows.append(
             {
@@ -173,20 +174,20 @@ def run(args) -> tuple[list[dict], list[str]]:
                 "model": model_name,
                 "backend": backend,
                 "precision": precision,
-                "miou": round(float(np.mean(iou)), 2),
+                "miou": round(miou, 2),
                 "seconds": round(seconds, 1),
                 "export_parity_agreement": "" if agree is None else round(100 * agree, 3),
                 "export_parity_passed": parity.get("passed", ""),
                 **{f"iou_{c}": round(float(v), 2) for c, v in zip(classes, iou)},
             }
         )
-        log(f"   {model_name:<7} {backend:<8} {precision:<5} mIoU {np.mean(iou):6.2f}")
+        log(f"   {model_name:<7} {backend:<8} {precision:<5} mIoU {miou:6.2f}")
 
     t = time.perf_counter()
     res = evaluate(model, val, window=window, fusion=fusion, device="cpu")
     secs = time.perf_counter() - t
-    for name in [n for n in MODELS if n in res.iou]:
-        add(name, "pytorch", "fp32", res.iou[name], secs)
+    for name in [n for n in MODELS if n in res.confusion]:
+        add(name, "pytorch", "fp32", res.confusion[name], secs)
 
     calib = write_calibration(labeled, work / "calib", args.calib_count)
     wanted = [m for m in args.models if m == "fused" or m in model.students]
@@ -196,12 +197,12 @@ def run(args) -> tuple[list[dict], list[str]]:
         for p in args.precisions:
             t = time.perf_counter()
             try:
-                iou = runtime_iou(bundle, p, val, window, args.ort_threads)
+                confusion = runtime_confusion(bundle, p, val, args.ort_threads)
             except Exception as e:  # noqa: BLE001 - one missing precision must not lose the others
                 notes.append(f"{m} {p}: not scored ({type(e).__name__}: {e})")
                 log(f"   {m} {p}: FAILED {e}")
                 continue
-            add(m, "ort-cpu", p, iou, time.perf_counter() - t, parity.get(p))
+            add(m, "ort-cpu", p, confusion, time.perf_counter() - t, parity.get(p))
             if parity.get(p, {}).get("passed") is False:
                 notes.append(
                     f"{m} {p}: below the export parity threshold on the calibration tiles "
@@ -231,7 +232,7 @@ def write_markdown(rows: list[dict], notes: list[str], path: Path, command: str)
         "",
         "PyTorch rows: `co2s.train.evaluate.evaluate` (sliding window, averaged logits). ORT rows: the exported",
         "bundle through `co2s.runtime.predict_array` (same window stride, centre-keep stitching of labels), same",
-        "dataset-level IoU accumulation (`IoUAccumulator`). `fused` = both students in one bundle (mean of softmaxes);",
+        "dataset-level scores (`co2s.metrics`: mIoU over the classes present). `fused` = both students in one bundle (mean of softmaxes);",
         "`clip` / `dinov3` = a single-student bundle. Δ = mIoU minus the PyTorch mIoU of the same model. Parity =",
         "the export's own pixel agreement (fp32 vs PyTorch, fp16/int8 vs ONNX fp32) on the calibration tiles.",
         "",

@@ -18,24 +18,27 @@ from pathlib import Path
 
 import numpy as np
 
+from co2s.bundle.formats import INT8_METHODS
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("bundle", type=Path)
     ap.add_argument("--calib", type=int, default=16)
     ap.add_argument("--eval", type=int, default=8)
-    ap.add_argument("--methods", default="ort-minmax,ort-percentile,ort-entropy,modelopt-max,modelopt-entropy")
+    ap.add_argument("--methods", default=",".join(m for m in INT8_METHODS if m != "auto"))
     ap.add_argument("--json", type=Path, help="also write the rows here")
     args = ap.parse_args()
 
-    from co2s.export.parity import miou, run_onnx
+    from co2s.bundle import load_bundle
+    from co2s.export.parity import run_onnx
     from co2s.export.precision import quantize_int8
-    from co2s.runtime.manifest import load_manifest
+    from co2s.metrics import confusion_matrix, mean_iou
     from co2s.train.data import make_scene
 
-    m = load_manifest(args.bundle)
+    m = load_bundle(args.bundle, verify=True)
     tile = m.tile
-    fp32 = m.onnx_path("fp32")
+    fp32 = m.artefact("onnx", "fp32").path
     calib = np.stack([make_scene(i, tile)[0] for i in range(args.calib)])
     evals = np.stack([make_scene(100_000 + i, tile)[0] for i in range(args.eval)])
     ref = run_onnx(fp32, evals)
@@ -57,7 +60,7 @@ def main() -> None:
                     "seconds": round(seconds, 1),
                     "bytes": out.stat().st_size,
                     "agreement": float((got["labels"] == ref["labels"]).mean()),
-                    "miou_vs_fp32": miou(got["labels"], ref["labels"], m.num_classes),
+                    "miou_vs_fp32": mean_iou(confusion_matrix(got["labels"], ref["labels"], m.num_classes)),
                     "max_abs_conf_diff": float(np.abs(got["confidence"] - ref["confidence"]).max()),
                     "qdq": info["quantize_linear"] + info["dequantize_linear"],
                 }

@@ -31,9 +31,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from co2s.bundle import Bundle, load_bundle
+from co2s.bundle.formats import default_overlap
 from co2s.runtime.backends import open_backend
 from co2s.runtime.bench import synthetic_tiles, tiles_from_images
-from co2s.runtime.bundle import Bundle, load_bundle
 from co2s.runtime.pipeline import InferencePipeline, InferOptions, collect_inputs
 from co2s.runtime.profiler import StageProfiler, device_stamp, library_versions, stage_stats
 from co2s.runtime.tiling import TileGrid, pad_to_tile
@@ -64,7 +65,7 @@ def eager_model(bundle: Bundle, checkpoint: str | None):
     from co2s.export.deploy import DeployConfig, DeployModel
     from co2s.export.pipeline import ExportOptions, load_model
 
-    m = bundle.manifest.data["model"]
+    m = bundle.data["model"]
     if not m.get("untrained") and not checkpoint:
         return None, "a trained bundle: pass --checkpoint to time PyTorch eager"
     opts = ExportOptions(
@@ -214,7 +215,7 @@ def tiling_section(bundle: Bundle, scene: Path, threads: int | None, work: Path,
     be = open_backend(bundle, "ort-cpu", "fp32", threads=threads)
     be.warmup(2)
     T = bundle.tile
-    overlap = round(T / 6)
+    overlap = default_overlap(T)
     from co2s.runtime.imageio import InputOptions, open_source
 
     src = open_source(scene, InputOptions())
@@ -432,7 +433,7 @@ def main(argv=None) -> int:
     images = [Path(p) for p in a.images] if a.images else dubai_images()
     n_tiles = max(4, min(8, a.iters // 2))
     tiles = tiles_from_images(images, bundle.tile, n_tiles) if images else synthetic_tiles(n_tiles, bundle.tile)
-    m = bundle.manifest.data["model"]
+    m = bundle.data["model"]
     result = {
         "bundle": f"{bundle.root.name} ({m['preset']} preset)",
         "tile": bundle.tile,
@@ -491,7 +492,7 @@ def main(argv=None) -> int:
                 work / name,
                 repeats=1 if name == "full-size" else a.repeats,
             )
-            t["bundle"] = f"{name} ({b.manifest.data['model']['preset']}, {b.tile}^2)"
+            t["bundle"] = f"{name} ({b.data['model']['preset']}, {b.tile}^2)"
             result["tiling"].append(t)
             write_outputs(Path(a.out), result)
     print(markdown(result))

@@ -279,7 +279,7 @@ def main(argv=None) -> int:
         bundle_dir = export(a, work, notes)
         try_engines(bundle_dir, notes, lambda s: print(f"  [engines] {s}", flush=True))
     bundle = load_bundle(bundle_dir)
-    m = bundle.manifest.data["model"]
+    m = bundle.data["model"]
     tile = bundle.tile
     bad = [b for b in a.batches if not bundle.batch.min <= b <= bundle.batch.max]
     if bad:

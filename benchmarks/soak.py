@@ -375,7 +375,7 @@ def main(argv=None) -> int:
         "inputs": [Path(p).name for p in inputs] + ["predict_array"],
         "scene": side,
         "bundle": str(bundle.root),
-        "untrained": bool(bundle.manifest.data.get("model", {}).get("untrained")),
+        "untrained": bool(bundle.data.get("model", {}).get("untrained")),
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "onnxruntime": onnxruntime.__version__,

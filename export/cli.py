@@ -15,12 +15,8 @@ from pathlib import Path
 
 import click
 
+from co2s.bundle import formats
 from co2s.errors import Co2SInputError
-
-from . import formats
-
-_FUSIONS = ("mean", "max-confidence")
-_INT8_METHODS = ("auto", "ort-minmax", "ort-percentile", "ort-entropy", "modelopt-max", "modelopt-entropy")
 
 
 def _log(msg: str) -> None:
@@ -38,11 +34,11 @@ def _log(msg: str) -> None:
 )
 @click.option("--out", type=click.Path(path_type=Path), help="bundle folder to write (atomically)")
 @click.option("--force", is_flag=True, help="replace a non-empty --out / Triton model folder")
-@click.option("--preset", type=click.Choice(["tiny", "paper"]), help="model size for --untrained (default paper)")
+@click.option("--preset", type=click.Choice(formats.PRESET_NAMES), help="model size for --untrained (default paper)")
 @click.option("--num-classes", type=int, help="class count for --untrained (or checked against the checkpoint)")
 @click.option("--dataset", help="dataset name or YAML: classes/palette, checked against the checkpoint's class count")
 @click.option("--students", type=click.Choice(["both", "clip", "dinov3"]), default="both", show_default=True)
-@click.option("--fusion", type=click.Choice(_FUSIONS), default="mean", show_default=True)
+@click.option("--fusion", type=click.Choice(formats.FUSIONS), default="mean", show_default=True)
 @click.option("--tile", type=int, help="tile size, a multiple of 16 (default: the training crop / preset tile)")
 @click.option("--batch", type=int, help="fixed batch size (default 1)")
 @click.option("--dynamic-batch", help="dynamic batch MIN:OPT:MAX, e.g. 1:4:8 (TensorRT optimisation profile)")
@@ -61,7 +57,7 @@ def _log(msg: str) -> None:
 @click.option("--calib-count", type=int, default=32, show_default=True, help="calibration/parity tiles")
 @click.option(
     "--int8-method",
-    type=click.Choice(_INT8_METHODS),
+    type=click.Choice(formats.INT8_METHODS),
     default="auto",
     show_default=True,
     help="auto = modelopt-max when nvidia-modelopt is installed, else ort-minmax",
@@ -128,7 +124,7 @@ def _from_bundle(kw: dict, engines: tuple[str, ...]) -> int:
         raise Co2SInputError(f"--from-bundle takes the model from the bundle; drop --{ignored[0].replace('_', '-')}")
     if not engines and kw["triton_repo"] is None:
         raise Co2SInputError("--from-bundle needs --engine PRECISION and/or --triton-repo DIR")
-    from co2s.runtime.manifest import load_manifest
+    from co2s.bundle import load_bundle
 
     from .engines import add_engines, clean_leftovers
 
@@ -136,7 +132,7 @@ def _from_bundle(kw: dict, engines: tuple[str, ...]) -> int:
     if Path(bundle).is_dir():  # a killed engine build may have left the bundle inconsistent: repair it first
         for message in clean_leftovers(Path(bundle)):
             _log(message)
-    manifest = load_manifest(bundle)
+    manifest = load_bundle(bundle, verify=True)
     code = 0
     if engines:
         result = add_engines(bundle, engines, workspace_gib=kw["workspace_gib"], log=_log)
@@ -146,7 +142,9 @@ def _from_bundle(kw: dict, engines: tuple[str, ...]) -> int:
     if kw["triton_repo"] is not None:
         from .triton import write_triton_repo
 
-        info = write_triton_repo(load_manifest(bundle) if engines else manifest, kw["triton_repo"], force=kw["force"])
+        info = write_triton_repo(
+            load_bundle(bundle, verify=True) if engines else manifest, kw["triton_repo"], force=kw["force"]
+        )
         _log(f"wrote Triton model {info['path']} ({info['platform']}, {info['precision']})")
     return code
 

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from co2s.bundle.formats import FUSIONS, PATCH_SIZE, check_patch_multiple
 from co2s.errors import Co2SInputError
-from co2s.train.model import FUSIONS, Co2S, Student, fuse_probabilities
+from co2s.train.model import Co2S, Student, fuse_probabilities
 
 INPUT_NAME = "images"
 OUTPUT_NAMES = ("labels", "confidence")
@@ -38,8 +39,7 @@ class DeployConfig:
     def __post_init__(self) -> None:
         if self.fusion not in FUSIONS:
             raise Co2SInputError(f"--fusion must be one of {', '.join(FUSIONS)}, got {self.fusion!r}")
-        if self.tile <= 0 or self.tile % 16:
-            raise Co2SInputError(f"--tile must be a positive multiple of 16 (the ViT patch size), got {self.tile}")
+        check_patch_multiple(self.tile, "--tile")
 
     @property
     def output_names(self) -> tuple[str, ...]:
@@ -102,7 +102,7 @@ class DeployStudent(nn.Module):
             text, text_feats = student.head.fold_text(student.guidance())
         self.register_buffer("text", text.detach().clone())
         self.register_buffer("text_feats", text_feats.detach().clone())
-        grid = (tile // 16, tile // 16)
+        grid = (tile // PATCH_SIZE, tile // PATCH_SIZE)
         self.rope_baked = bake_rope(self.backbone, grid)
         self.explicit_attention = explicit_attention(self.backbone)
 
@@ -145,7 +145,7 @@ class DeployModel(nn.Module):
         for name, s in self.students.items():
             if s.rope_baked:
                 notes.append(
-                    f"{name}: RoPE sin/cos baked for {self.config.tile // 16}x{self.config.tile // 16} patches"
+                    f"{name}: RoPE sin/cos baked for {self.config.tile // PATCH_SIZE}x{self.config.tile // PATCH_SIZE} patches"
                 )
             if s.explicit_attention:
                 notes.append(f"{name}: explicit matmul-softmax attention in {s.explicit_attention} blocks")

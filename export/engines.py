@@ -24,18 +24,10 @@ import secrets
 import shutil
 from pathlib import Path
 
+from co2s.bundle import MANIFEST_NAME, artefact_record, formats, load_bundle, read_manifest, sha256_file, write_manifest
 from co2s.errors import Co2SInputError, Co2SOutputError, output_error
 from co2s.files import process_alive
-from co2s.runtime.manifest import (
-    MANIFEST_NAME,
-    artifact_record,
-    load_manifest,
-    read_manifest_json,
-    sha256_file,
-    write_manifest,
-)
 
-from . import formats
 from .tensorrt_build import build_engine, has_nvidia_gpu
 
 NO_GPU_EXIT = 2
@@ -58,8 +50,8 @@ def add_engines(bundle: str | Path, precisions, *, workspace_gib: float = 4.0, l
     precisions = formats.parse_precisions(precisions, "--engine")
     for msg in clean_leftovers(bundle):  # first: it may put back a file the manifest still describes
         log(msg)
-    manifest = load_manifest(bundle)  # validates the schema and every checksum first
-    missing = [p for p in precisions if not manifest.has(formats.get_format("onnx", p).key)]
+    manifest = load_bundle(bundle, verify=True)  # validates the schema and every checksum first
+    missing = [p for p in precisions if not manifest.has(formats.ONNX, p)]
     if missing:
         raise Co2SInputError(
             f"--engine {missing[0]}: the bundle {bundle} has no {missing[0]} ONNX to build from "
@@ -88,7 +80,8 @@ def add_engines(bundle: str | Path, precisions, *, workspace_gib: float = 4.0, l
 def _add_engine(bundle: Path, data: dict, precision: str, workspace_gib: float, log) -> dict:
     """Build one engine into temporary files, then swap them in with the manifest; returns the new manifest."""
     onnx_fmt, eng_fmt = formats.get_format("onnx", precision), formats.get_format("engine", precision)
-    engine, cache = bundle / eng_fmt.filename, bundle / formats.TIMING_CACHE
+    cache_fmt = formats.get_format(formats.TIMING_CACHE)
+    engine, cache = bundle / eng_fmt.filename, bundle / cache_fmt.filename
     tag = f"{os.getpid()}.{secrets.token_hex(4)}"
     tmp_engine, tmp_cache = _temp(engine, tag, "tmp"), _temp(cache, tag, "tmp")
     what = {
@@ -115,10 +108,10 @@ def _add_engine(bundle: Path, data: dict, precision: str, workspace_gib: float, 
         building = False
         new = copy.deepcopy(data)
         arts = new["artifacts"]
-        arts[eng_fmt.key] = _record(bundle, tmp_engine, engine.name, "engine", precision=precision, tensorrt=record)
+        arts[eng_fmt.key] = artefact_record(bundle, eng_fmt, source=tmp_engine.name, tensorrt=record)
         moves = [(tmp_engine, engine)]
         if tmp_cache.is_file():
-            arts["timing_cache"] = _record(bundle, tmp_cache, cache.name, "timing-cache")
+            arts[cache_fmt.key] = artefact_record(bundle, cache_fmt, source=tmp_cache.name)
             moves.append((tmp_cache, cache))
         new["producer"]["tensorrt"] = record["version"]
 
@@ -129,7 +122,7 @@ def _add_engine(bundle: Path, data: dict, precision: str, workspace_gib: float, 
                 asides.append((final, _keep_aside(final, tag)))
                 os.replace(tmp, final)
             target = bundle / MANIFEST_NAME
-            write_manifest(bundle, new)
+            write_manifest(bundle, new, what=what[target])
         except BaseException:
             for final, aside in reversed(asides):  # put the previous files back: the old manifest describes them
                 try:
@@ -161,13 +154,6 @@ def _add_engine(bundle: Path, data: dict, precision: str, workspace_gib: float, 
 
 def _temp(final: Path, tag: str, kind: str) -> Path:
     return final.with_name(f".{final.name}.{tag}.{kind}")
-
-
-def _record(bundle: Path, tmp: Path, name: str, kind: str, **extra) -> dict:
-    """The manifest record of `tmp` under its final name (checksummed before the rename)."""
-    record = artifact_record(bundle, tmp.name, kind, **extra)
-    record["path"] = name
-    return record
 
 
 def _keep_aside(final: Path, tag: str) -> Path | None:
@@ -217,10 +203,8 @@ def clean_leftovers(bundle: Path) -> list[str]:
         if m["kind"] == "old" and not m["inner"]:
             if records is None:
                 try:
-                    records = {
-                        a.get("path"): a.get("sha256") for a in read_manifest_json(bundle)[1]["artifacts"].values()
-                    }
-                except Exception:  # noqa: BLE001 - an unreadable manifest is reported by load_manifest next
+                    records = {a.get("path"): a.get("sha256") for a in read_manifest(bundle)["artifacts"].values()}
+                except Exception:  # noqa: BLE001 - an unreadable manifest is reported by load_bundle next
                     records = {}
             final = bundle / m["name"]
             try:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import onnx
 
+from co2s.bundle.formats import external_data_name
+
 # 19: the lowest opset with float16 Q/DQ scales (INT8 on an FP16 graph); TensorRT 10 parses 9-20.
 OPSET = 19
 _PROTOBUF_LIMIT = 2**31 - 2**20  # a little under 2 GiB: above it weights go to an external-data file
@@ -105,7 +107,11 @@ def save_onnx(model: onnx.ModelProto, path: Path) -> None:
     path = Path(path)
     if model.ByteSize() >= _PROTOBUF_LIMIT:
         onnx.save_model(
-            model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=path.name + ".data"
+            model,
+            str(path),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=external_data_name(path.name),
         )
     else:
         onnx.save_model(model, str(path))

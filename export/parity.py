@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from co2s.metrics import confusion_matrix, mean_iou
+
 THRESHOLDS = {"fp32": 0.9999, "fp16": 0.995, "int8": 0.97}
-IGNORE = 255
 
 
 def run_onnx(path: Path, images: np.ndarray, *, batch: int = 1, threads: int | None = None) -> dict[str, np.ndarray]:
@@ -41,17 +42,6 @@ def pixel_agreement(a: np.ndarray, b: np.ndarray) -> float:
     return float((a == b).mean())
 
 
-def miou(pred: np.ndarray, truth: np.ndarray, num_classes: int) -> float:
-    """Mean IoU (in %) over classes present in the truth or the prediction; 255 in the truth is ignored."""
-    valid = truth != IGNORE
-    p, t = pred[valid].astype(np.int64), truth[valid].astype(np.int64)
-    conf = np.bincount(t * num_classes + p, minlength=num_classes**2).reshape(num_classes, num_classes)
-    inter = np.diag(conf)
-    union = conf.sum(0) + conf.sum(1) - inter
-    present = union > 0
-    return float(100.0 * (inter[present] / union[present]).mean()) if present.any() else 100.0
-
-
 def fp32_vs_pytorch(onnx_out: dict, ref: dict) -> dict:
     out = {
         "reference": "pytorch",
@@ -72,11 +62,11 @@ def vs_fp32(out: dict, fp32: dict, truth: np.ndarray | None, num_classes: int) -
     }
     if truth is not None:
         res["miou_reference"] = "ground-truth"
-        res["miou"] = miou(out["labels"], truth, num_classes)
-        res["miou_delta"] = res["miou"] - miou(fp32["labels"], truth, num_classes)
+        res["miou"] = mean_iou(confusion_matrix(out["labels"], truth, num_classes))
+        res["miou_delta"] = res["miou"] - mean_iou(confusion_matrix(fp32["labels"], truth, num_classes))
     else:
         res["miou_reference"] = "fp32-predictions"
-        res["miou"] = miou(out["labels"], fp32["labels"], num_classes)
+        res["miou"] = mean_iou(confusion_matrix(out["labels"], fp32["labels"], num_classes))
         res["miou_delta"] = res["miou"] - 100.0
     return res
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import hashlib
 import logging
 import platform
 import time
@@ -19,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from co2s.bundle import formats, sha256_file
+from co2s.bundle.manifest import FORMAT, SCHEMA_VERSION
 from co2s.errors import Co2SInputError
 
-from . import formats
 from .bundle import AtomicBundle, check_output_dir, check_output_writable, clean_leftovers
 
 DEFAULT_CALIB_COUNT = 32
@@ -83,11 +83,6 @@ def parse_batch(batch: int | None, dynamic: str | None) -> tuple[int, int, int]:
     return b, b, b
 
 
-def check_tile(tile: int | None) -> None:
-    if tile is not None and (tile <= 0 or tile % 16):
-        raise Co2SInputError(f"--tile {tile}: must be a positive multiple of 16 (the ViT patch size)")
-
-
 def _versions() -> dict:
     import onnx
     import onnxruntime
@@ -106,20 +101,7 @@ def _versions() -> dict:
     }
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()
-
-
 # --------------------------------------------------------------------------------------- the model
-def _default_palette(n: int) -> list[list[int]]:
-    rng = np.random.default_rng(12345)
-    return rng.integers(0, 256, (n, 3)).tolist()
-
-
 def load_model(opts: ExportOptions):
     """(Co2S in eval mode, preset name, dataset dict, checkpoint record or None, tile)."""
     import torch
@@ -152,7 +134,11 @@ def load_model(opts: ExportOptions):
         dataset = (
             {"name": info.name, "classes": list(info.classes), "palette": [list(c) for c in info.palette]}
             if info
-            else {"name": "untrained", "classes": [f"class_{i}" for i in range(n)], "palette": _default_palette(n)}
+            else {
+                "name": "untrained",
+                "classes": [f"class_{i}" for i in range(n)],
+                "palette": [list(c) for c in formats.DEFAULT_PALETTE[:n]],
+            }
         )
         return model.eval(), preset, dataset, None, tile
 
@@ -180,7 +166,7 @@ def load_model(opts: ExportOptions):
         dataset = {"name": d["name"], "classes": list(d["classes"]), "palette": [list(c) for c in d["palette"]]}
     preset = ckpt["model_config"]["preset"]
     tile = opts.tile or ckpt["model_config"].get("img_size") or get_preset(preset).tile
-    record = {"name": Path(opts.checkpoint).name, "sha256": _sha256(Path(opts.checkpoint))}
+    record = {"name": Path(opts.checkpoint).name, "sha256": sha256_file(opts.checkpoint)}
     return model.eval(), preset, dataset, record, tile
 
 
@@ -199,7 +185,8 @@ def export_bundle(opts: ExportOptions) -> ExportResult:
     log = opts.log
     t_start = time.perf_counter()
     # cheap checks first: nothing heavy is imported and nothing is written if these fail
-    check_tile(opts.tile)
+    if opts.tile is not None:
+        formats.check_patch_multiple(opts.tile, "--tile")
     for msg in clean_leftovers(opts.out):  # what a killed export left: may put a previous bundle back first
         log(msg)
     check_output_dir(opts.out, opts.force)
@@ -248,7 +235,7 @@ def _export(opts: ExportOptions, log, t_start: float, precisions: tuple[str, ...
     from .precision import quantize_int8, save_fp16
 
     model, preset, dataset, ckpt_record, tile = load_model(opts)
-    check_tile(tile)
+    formats.check_patch_multiple(tile, "--tile")
     students = _student_names(model, opts.students)
     config = DeployConfig(students, opts.fusion, tile, opts.probs)
     calib = load_calibration(opts.calib_data, opts.calib_count, tile)
@@ -339,16 +326,14 @@ def _export(opts: ExportOptions, log, t_start: float, precisions: tuple[str, ...
                 + " (nothing was written; --allow-degraded keeps such a bundle)"
             )
 
-        from co2s.runtime.manifest import artifact_record, write_manifest
+        from co2s.bundle import artefact_record, write_manifest
 
         for precision in precisions:
-            fmt = formats.get_format("onnx", precision)
-            artifacts[fmt.key] = artifact_record(
-                tmp, fmt.filename, "onnx", precision=precision, nodes=count_nodes(tmp / fmt.filename), opset=stats.opset
-            )
-            data = tmp / f"{fmt.filename}.data"
-            if data.exists():
-                artifacts[f"{fmt.key}_data"] = artifact_record(tmp, data.name, "onnx-data", precision=precision)
+            fmt = formats.get_format(formats.ONNX, precision)
+            artifacts[fmt.key] = artefact_record(tmp, fmt, nodes=count_nodes(tmp / fmt.filename), opset=stats.opset)
+            data = formats.get_format(formats.ONNX_DATA, precision)
+            if (tmp / data.filename).exists():
+                artifacts[data.key] = artefact_record(tmp, data)
         manifest = _manifest(
             opts,
             config,
@@ -378,11 +363,11 @@ def _export(opts: ExportOptions, log, t_start: float, precisions: tuple[str, ...
 
 
 def _write_triton(bundle: Path, repo: Path, force: bool, log) -> dict:
-    from co2s.runtime.manifest import load_manifest
+    from co2s.bundle import load_bundle
 
     from .triton import write_triton_repo
 
-    info = write_triton_repo(load_manifest(bundle), repo, force=force)
+    info = write_triton_repo(load_bundle(bundle, verify=True), repo, force=force)
     log(
         f"wrote Triton model {info['path']} ({info['platform']}, {info['precision']}; "
         f"config {'validated with tritonclient' if info['validated'] else 'not validated: tritonclient not installed'})"
@@ -421,8 +406,8 @@ def _manifest(
         )
     kinds = {name: ("clip" if hasattr(s.backbone, "visual") else "dinov3") for name, s in deploy.students.items()}
     return {
-        "format": "co2s-bundle",
-        "schema_version": 1,
+        "format": FORMAT,
+        "schema_version": SCHEMA_VERSION,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "model": {
             "preset": preset,

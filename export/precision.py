@@ -31,6 +31,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from co2s.bundle.formats import INT8_METHODS
+
 FLOAT, HALF = TensorProto.FLOAT, TensorProto.FLOAT16
 FP32_ISLAND_OPS = frozenset(
     {
@@ -289,7 +291,6 @@ def _fold_cast_chains(model: onnx.ModelProto) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- INT8
-INT8_METHODS = ("auto", "ort-minmax", "ort-percentile", "ort-entropy", "modelopt-max", "modelopt-entropy")
 # Measured (benchmarks/export_int8_methods.py, trained tiny pair, held-out tiles): modelopt-max 99.86 % label
 # agreement with FP32 vs 99.74 % for ort-minmax (percentile 99.77, entropy 99.74). ModelOpt places Q/DQ by
 # TensorRT's rules (fewer, 316 vs 409 nodes) and is the better choice where installed; onnxruntime's path is
@@ -453,12 +454,14 @@ def resolve_int8_method(method: str) -> str:
 def quantize_int8(
     fp32_path: Path, out_path: Path, calib: np.ndarray, *, method: str = DEFAULT_INT8_METHOD, batch: int = 1
 ) -> dict:
+    if method not in INT8_METHODS:
+        raise ValueError(f"unknown INT8 method {method!r}; expected one of {INT8_METHODS}")
     method = resolve_int8_method(method)
     if method.startswith("ort-"):
         return quantize_int8_ort(fp32_path, out_path, calib, method=method, batch=batch)
     if method.startswith("modelopt-"):
         return quantize_int8_modelopt(fp32_path, out_path, calib, method=method)
-    raise ValueError(f"unknown INT8 method {method!r}; expected one of {INT8_METHODS}")
+    raise AssertionError(f"INT8 method {method!r} is named in co2s.bundle.formats but not implemented here")
 
 
 def save_fp16(fp32_path: Path, out_path: Path) -> dict:

@@ -15,6 +15,8 @@ import os
 import shutil
 from pathlib import Path
 
+from co2s.bundle import Bundle
+from co2s.bundle.formats import ENGINE, ONNX
 from co2s.errors import Co2SInputError
 
 _DTYPES = {
@@ -34,21 +36,20 @@ def _tensor_block(t: dict, batched: bool) -> str:
     )
 
 
-def config_text(manifest, model_name: str, platform: str, instances: int = 1) -> str:
-    batch = manifest.batch
-    max_batch = int(batch["max"])
+def config_text(bundle: Bundle, model_name: str, platform: str, instances: int = 1) -> str:
+    max_batch = bundle.batch.max
     lines = [f'name: "{model_name}"', f'platform: "{platform}"', f"max_batch_size: {max_batch}"]
-    lines.append("input [\n" + _tensor_block(manifest.input, True) + "\n]")
-    lines.append("output [\n" + ",\n".join(_tensor_block(o, True) for o in manifest.outputs) + "\n]")
+    lines.append("input [\n" + _tensor_block(bundle.data["input"], True) + "\n]")
+    lines.append("output [\n" + ",\n".join(_tensor_block(o, True) for o in bundle.data["outputs"]) + "\n]")
     if max_batch > 1:
         lines.append(
-            f"dynamic_batching {{\n  preferred_batch_size: [ {int(batch['opt'])} ]\n"
+            f"dynamic_batching {{\n  preferred_batch_size: [ {bundle.batch.opt} ]\n"
             f"  max_queue_delay_microseconds: 100\n}}"
         )
     kind = "KIND_GPU" if platform == "tensorrt_plan" else "KIND_AUTO"
     lines.append(f"instance_group [\n  {{\n    count: {instances}\n    kind: {kind}\n  }}\n]")
     lines.append("version_policy: { latest: { num_versions: 1 } }")
-    classes = ",".join(manifest.classes).replace('"', "'")
+    classes = ",".join(bundle.classes).replace('"', "'")
     lines.append(f'parameters: {{\n  key: "co2s_classes"\n  value: {{ string_value: "{classes}" }}\n}}')
     return "\n".join(lines) + "\n"
 
@@ -67,20 +68,21 @@ def validate_config(text: str) -> bool:
     return True
 
 
-def write_triton_repo(manifest, repo: Path, *, model_name: str | None = None, force: bool = False) -> dict:
+def write_triton_repo(bundle: Bundle, repo: Path, *, model_name: str | None = None, force: bool = False) -> dict:
     """Write (or replace) one model in a Triton repository; returns what was written."""
     repo = Path(repo)
-    name = model_name or f"co2s_{manifest.data['dataset']['name']}".replace("-", "_")
+    name = model_name or f"co2s_{bundle.data['dataset']['name']}".replace("-", "_")
     for precision in ("fp16", "int8", "fp32"):
-        if manifest.has(f"engine_{precision}"):
-            source, platform, fname = manifest.engine_path(precision), "tensorrt_plan", "model.plan"
+        if bundle.has(ENGINE, precision):
+            art, platform, fname = bundle.artefact(ENGINE, precision), "tensorrt_plan", "model.plan"
             break
     else:
-        source, platform, fname, precision = manifest.onnx_path("fp32"), "onnxruntime_onnx", "model.onnx", "fp32"
+        art, platform, fname, precision = bundle.artefact(ONNX, "fp32"), "onnxruntime_onnx", "model.onnx", "fp32"
+    source = art.path
     model_dir = repo / name
     if model_dir.exists() and any(model_dir.iterdir()) and not force:
         raise Co2SInputError(f"--triton-repo: {model_dir} already exists and is not empty (use --force to replace it)")
-    text = config_text(manifest, name, platform)
+    text = config_text(bundle, name, platform)
     validated = validate_config(text)
     tmp = repo / f".{name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -90,9 +92,8 @@ def write_triton_repo(manifest, repo: Path, *, model_name: str | None = None, fo
         os.link(source, tmp / "1" / fname)  # same filesystem: no copy of a 700 MB file
     except OSError:
         shutil.copy2(source, tmp / "1" / fname)
-    data = source.with_name(source.name + ".data")  # ONNX external weights travel with it
-    if data.exists():
-        shutil.copy2(data, tmp / "1" / data.name)
+    for data in bundle.companions(art):  # ONNX external weights travel with it
+        shutil.copy2(data.path, tmp / "1" / data.path.name)
     if model_dir.exists():
         shutil.rmtree(model_dir)
     os.replace(tmp, model_dir)

@@ -8,14 +8,14 @@
     labels = predict_array(backend, rgb_uint8)["labels"]  # in memory, same tiling and stitching
 
 One backend serves several threads at once (`run`, `predict_array`, pipeline runs): see README, "Threads and
-long runs". Names are resolved lazily so that `import co2s.runtime.manifest` (used by the exporter) stays cheap.
+long runs". Names are resolved lazily, so importing one module of the runtime does not load them all.
 """
 
 from __future__ import annotations
 
 _API = {
-    "load_bundle": ".bundle",
-    "Bundle": ".bundle",
+    "load_bundle": "co2s.bundle",
+    "Bundle": "co2s.bundle",
     "open_backend": ".backends",
     "Backend": ".backends",
     "run_inference": ".pipeline",

@@ -223,8 +223,9 @@ def infer_command(
     written in windows with their CRS and transform; other formats are decoded whole. A bad input is
     reported and skipped; the exit status is 1 if any input failed.
     """
+    from co2s.bundle import load_bundle
+
     from .backends import open_backend
-    from .bundle import load_bundle
     from .pipeline import InferencePipeline, InferOptions, collect_inputs
     from .profiler import StageProfiler, device_stamp, render_table, write_reports
     from .tiling import parse_overlap
@@ -359,8 +360,10 @@ def bench_command(
     verbose,
 ):
     """Latency (p50/p90/p99/max per batch), throughput and agreement with FP32 for each precision and batch."""
+    from co2s.bundle import load_bundle
+    from co2s.bundle.formats import PRECISIONS
+
     from .bench import render_bench_markdown, render_bench_table, render_bench_terminal, run_bench
-    from .bundle import PRECISIONS, load_bundle
 
     _setup_logging(verbose)
     if iters < 1 or warmup < 0:

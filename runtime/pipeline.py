@@ -36,10 +36,10 @@ from pathlib import Path
 
 import numpy as np
 
+from co2s.bundle import Bundle
 from co2s.errors import Co2SInputError, output_error
 
 from .backends import Backend
-from .bundle import Bundle
 from .heap import limit_heap_retention, release_free_heap
 from .imageio import IMAGE_EXTENSIONS, InputOptions, RasterSource, open_source
 from .outputs import OutputPaths, PngSink, Sink, output_paths

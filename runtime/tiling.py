@@ -20,16 +20,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from co2s.bundle.formats import IGNORE_INDEX, default_overlap
 from co2s.errors import Co2SInputError
 
-NODATA_LABEL = 255  # label written where the input is nodata (labels are uint8, so at most 255 classes)
-DEFAULT_OVERLAP_FRACTION = 1.0 / 6.0  # stride = 5/6 of the tile
+NODATA_LABEL = IGNORE_INDEX  # label written where the input is nodata
 
 
 def parse_overlap(value: str | float | int | None, tile: int) -> int:
     """Overlap in pixels from a fraction of the tile (< 1, e.g. 0.25) or a pixel count (>= 1, e.g. 64)."""
     if value is None or value == "":
-        return int(round(tile * DEFAULT_OVERLAP_FRACTION))
+        return default_overlap(tile)
     try:
         v = float(value)
     except (TypeError, ValueError):

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from co2s.bundle import BatchSpec
 from co2s.runtime.backends.base import Backend, BackendInfo
-from co2s.runtime.bundle import BatchSpec
 
 OPSET = 17
 
@@ -83,8 +83,9 @@ def make_bundle(
     precisions: tuple[str, ...] = ("fp32",),
     seed: int = 0,
 ) -> Path:
-    """A folder with fake ONNX models and a manifest that `runtime.manifest.load_manifest` accepts."""
-    from co2s.runtime.manifest import artifact_record, write_manifest
+    """A folder with fake ONNX models and a manifest that `co2s.bundle.load_bundle` accepts."""
+    from co2s.bundle import artefact_record, write_manifest
+    from co2s.bundle.formats import get_format
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -92,9 +93,9 @@ def make_bundle(
     dim = "batch" if lo != hi else lo
     artifacts = {}
     for p in precisions:
-        name = f"model.{p}.onnx"
-        make_onnx(root / name, tile=tile, num_classes=num_classes, batch=dim, probs=probs, seed=seed)
-        artifacts[f"onnx_{p}"] = artifact_record(root, name, "onnx", precision=p)
+        fmt = get_format("onnx", p)
+        make_onnx(root / fmt.filename, tile=tile, num_classes=num_classes, batch=dim, probs=probs, seed=seed)
+        artifacts[fmt.key] = artefact_record(root, fmt)
     outputs = [
         {"name": "labels", "dtype": "uint8", "shape": [dim, tile, tile]},
         {"name": "confidence", "dtype": "float32", "shape": [dim, tile, tile]},
@@ -215,8 +216,10 @@ def truncated_png(path: Path) -> Path:
 
 def damaged_bundle(root: Path, damage: str) -> Path:
     """A bundle whose fp32 model is missing (damage="missing") or has one flipped byte (damage="checksum")."""
+    from co2s.bundle import load_bundle
+
     root = make_bundle(root, tile=32)
-    model = root / "model.fp32.onnx"
+    model = load_bundle(root).artefact("onnx", "fp32").path
     if damage == "missing":
         model.unlink()
     else:

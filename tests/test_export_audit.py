@@ -108,7 +108,7 @@ def test_ops_table_is_vendored_with_its_source_and_no_machine_paths_in_code():
     pattern = re.compile("/work/|/shared/data|/home/|/tmp/")
     for path in (
         list((REPO / "export").glob("*.py"))
-        + [REPO / "runtime" / "manifest.py"]
+        + list((REPO / "co2s_pkg" / "bundle").glob("*.py"))
         + list((REPO / "tests").glob("test_export_*.py"))
     ):
         if path.name == "test_export_audit.py":

@@ -14,9 +14,11 @@ import onnx
 import pytest
 from _export_helpers import NUM_CLASSES, TILE, run_cli, tiny_bundle, trained_tiny_checkpoint
 
+from co2s.bundle import MANIFEST_NAME, ManifestError, load_bundle
+from co2s.bundle.formats import ONNX, PRECISIONS, get_format
+from co2s.bundle.manifest import load_schema
 from co2s.export.audit import audit_file
 from co2s.export.parity import run_onnx
-from co2s.runtime.manifest import MANIFEST_NAME, ManifestError, load_manifest, load_schema
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -28,7 +30,7 @@ def bundle() -> Path:
 
 @pytest.fixture(scope="module")
 def manifest(bundle):
-    return load_manifest(bundle)
+    return load_bundle(bundle, verify=True)
 
 
 @pytest.fixture
@@ -39,7 +41,7 @@ def cli(capsys):
 
 def test_bundle_holds_every_precision_and_a_valid_manifest(bundle, manifest):
     names = sorted(p.name for p in bundle.iterdir())
-    assert names == [MANIFEST_NAME, "model.fp16.onnx", "model.fp32.onnx", "model.int8.onnx"]
+    assert names == sorted([MANIFEST_NAME, *(get_format(ONNX, p).filename for p in PRECISIONS)])
     assert not list(bundle.parent.glob(".bundle.*")), "temporary folders left behind"
     data = manifest.data
     assert data["model"]["num_classes"] == NUM_CLASSES and data["model"]["tile"] == TILE
@@ -68,29 +70,29 @@ def test_manifest_validates_with_jsonschema(manifest):
 def test_checksums_are_verified(bundle, tmp_path):
     copy = tmp_path / "b"
     shutil.copytree(bundle, copy)
-    load_manifest(copy)
-    with open(copy / "model.fp16.onnx", "r+b") as f:
+    load_bundle(copy, verify=True)
+    with open(copy / get_format(ONNX, "fp16").filename, "r+b") as f:
         f.seek(100)
         byte = f.read(1)
         f.seek(100)
         f.write(bytes([byte[0] ^ 0xFF]))
     with pytest.raises(ManifestError, match="sha256"):
-        load_manifest(copy)
+        load_bundle(copy, verify=True)
     data = json.loads((copy / MANIFEST_NAME).read_text())
     data["model"]["tile"] = "big"
     (copy / MANIFEST_NAME).write_text(json.dumps(data))
     with pytest.raises(ManifestError, match="model.tile"):
-        load_manifest(copy)
+        load_bundle(copy)
 
 
 def test_graphs_pass_checker_and_tensorrt_audit(bundle):
     for p in ("fp32", "fp16", "int8"):
-        path = bundle / f"model.{p}.onnx"
+        path = bundle / get_format(ONNX, p).filename
         onnx.checker.check_model(str(path), full_check=True)
         report = audit_file(path)
         assert report.ok, (p, report.errors)
         assert not {"Range", "Tile", "If", "Loop"} & set(report.op_counts), (p, report.op_counts)
-    m = onnx.load(str(bundle / "model.fp32.onnx"))
+    m = onnx.load(str(bundle / get_format(ONNX, "fp32").filename))
     types = {v.name: v.type.tensor_type.elem_type for v in list(m.graph.input) + list(m.graph.output)}
     assert types == {
         "images": onnx.TensorProto.UINT8,
@@ -101,7 +103,7 @@ def test_graphs_pass_checker_and_tensorrt_audit(bundle):
 
 
 def test_int8_is_explicit_symmetric_qdq(bundle):
-    m = onnx.load(str(bundle / "model.int8.onnx"))
+    m = onnx.load(str(bundle / get_format(ONNX, "int8").filename))
     ops = {n.op_type for n in m.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     assert not ops & {"QLinearMatMul", "QLinearConv", "MatMulInteger", "ConvInteger", "DynamicQuantizeLinear"}
@@ -136,7 +138,7 @@ def test_parity_meets_thresholds_in_manifest_and_independently(bundle, manifest)
     ckpt = load_checkpoint(trained_tiny_checkpoint())
     model = co2s_from_state(ckpt["model_config"], ckpt["model"]).eval()
     ref = reference_predict(model, ("clip", "dinov3"), "mean", images)
-    outs = {p: run_onnx(bundle / f"model.{p}.onnx", images) for p in ("fp32", "fp16", "int8")}
+    outs = {p: run_onnx(bundle / get_format(ONNX, p).filename, images) for p in PRECISIONS}
     assert (outs["fp32"]["labels"] == ref["labels"]).mean() >= 0.9999
     assert np.abs(outs["fp32"]["confidence"] - ref["confidence"]).max() < 1e-4
     assert (outs["fp16"]["labels"] == outs["fp32"]["labels"]).mean() >= 0.995
@@ -154,7 +156,9 @@ def test_triton_config_parses(cli, bundle, tmp_path):
     text = (model_dir / "config.pbtxt").read_text()
     assert validate_config(text)
     assert 'platform: "onnxruntime_onnx"' in text and "TYPE_UINT8" in text and "max_batch_size: 1" in text
-    assert (model_dir / "1" / "model.onnx").stat().st_size == (bundle / "model.fp32.onnx").stat().st_size
+    assert (model_dir / "1" / "model.onnx").stat().st_size == (
+        bundle / get_format(ONNX, "fp32").filename
+    ).stat().st_size
     code, err = cli(["--from-bundle", bundle, "--triton-repo", tmp_path / "repo"])
     assert code == 1 and "--force" in err
 
@@ -186,7 +190,7 @@ def test_engine_without_gpu_exits_2_and_leaves_a_complete_onnx_bundle(cli, tmp_p
     last = err.strip().splitlines()[-1]
     assert last.startswith("TensorRT engines are built on the target GPU")
     assert f"co2s-export --from-bundle {out} --engine fp16" in last
-    m = load_manifest(out)  # complete, checksummed
+    m = load_bundle(out, verify=True)  # complete, checksummed
     assert set(m.data["artifacts"]) == {"onnx_fp32", "onnx_fp16"} and m.data["model"]["untrained"]
     assert m.data["model"]["num_classes"] == 4 and m.data["input"]["shape"] == [1, 64, 64, 3]
 
@@ -219,10 +223,11 @@ def test_dynamic_batch_max_confidence_single_student(tmp_path):
             log=lambda *_: None,
         )
     )
-    m = load_manifest(out)
-    assert m.batch == {"dynamic": True, "min": 1, "opt": 2, "max": 4} and m.input["shape"][0] == "batch"
+    m = load_bundle(out, verify=True)
+    assert m.data["batch"] == {"dynamic": True, "min": 1, "opt": 2, "max": 4}
+    assert m.data["input"]["shape"][0] == "batch"
     images = np.stack([np.full((TILE, TILE, 3), v, np.uint8) for v in (0, 128, 255)])
-    outs = run_onnx(out / "model.fp32.onnx", images, batch=3)
+    outs = run_onnx(out / get_format(ONNX, "fp32").filename, images, batch=3)
     assert outs["labels"].shape == (3, TILE, TILE) and outs["labels"].dtype == np.uint8
 
     out1 = tmp_path / "dino"
@@ -236,7 +241,7 @@ def test_dynamic_batch_max_confidence_single_student(tmp_path):
             log=lambda *_: None,
         )
     )
-    m1 = load_manifest(out1)
+    m1 = load_bundle(out1, verify=True)
     assert m1.data["model"]["students"] == ["dinov3"] and m1.data["parity"]["fp32"]["passed"]
     assert list(m1.data["normalization"]["students"]) == ["dinov3"]
 
@@ -268,7 +273,7 @@ def test_class_count_differs_from_dataset(cli, tmp_path):
 def test_tile_not_multiple_of_16(cli, tmp_path):
     out = tmp_path / "b"
     code, err = cli(["--checkpoint", trained_tiny_checkpoint(), "--tile", "100", "--out", out])
-    assert code == 1 and "--tile 100" in err and "multiple of 16" in err
+    assert code == 1 and "--tile: must be a positive multiple of 16" in err and "got 100" in err
     _no_partial(out)
 
 

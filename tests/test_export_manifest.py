@@ -1,4 +1,5 @@
-"""The manifest schema and validator on their own (no export): torch-free import, validator vs jsonschema."""
+"""The bundle contract on its own (no export): formats table, schema and validator (vs jsonschema), the typed
+view, torch-free import."""
 
 from __future__ import annotations
 
@@ -9,18 +10,13 @@ import sys
 
 import pytest
 
-from co2s.runtime.manifest import (
-    MANIFEST_NAME,
-    ManifestError,
-    artifact_record,
-    load_manifest,
-    load_schema,
-    schema_errors,
-)
+from co2s.bundle import MANIFEST_NAME, ManifestError, artefact_record, load_bundle, read_manifest, write_manifest
+from co2s.bundle.formats import FORMATS, FUSIONS, KINDS, PRECISIONS, get_format
+from co2s.bundle.manifest import load_schema, schema_errors
 
 
 def _minimal(tmp_path) -> dict:
-    (tmp_path / "model.fp32.onnx").write_bytes(b"onnx bytes")
+    (tmp_path / get_format("onnx", "fp32").filename).write_bytes(b"onnx bytes")
     return {
         "format": "co2s-bundle",
         "schema_version": 1,
@@ -47,28 +43,73 @@ def _minimal(tmp_path) -> dict:
             "input_range": [0, 255],
             "students": {"clip": {"mean": [0.5] * 3, "std": [0.25] * 3}},
         },
-        "artifacts": {"onnx_fp32": artifact_record(tmp_path, "model.fp32.onnx", "onnx", precision="fp32")},
+        "artifacts": {"onnx_fp32": artefact_record(tmp_path, get_format("onnx", "fp32"))},
         "precisions": {"fp32": {}},
         "parity": {"images": 0, "thresholds": {}, "degraded_allowed": False},
         "producer": {"co2s": "0.1.0"},
     }
 
 
-def test_load_manifest_roundtrip_and_errors(tmp_path):
+def test_formats_table_pins_the_bundle_layout():
+    """Keys and file names are derived in one table; this is the on-disk contract the READMEs describe."""
+    assert {f.key: f.filename for f in FORMATS} == {
+        "onnx_fp32": "model.fp32.onnx",
+        "onnx_fp16": "model.fp16.onnx",
+        "onnx_int8": "model.int8.onnx",
+        "onnx_fp32_data": "model.fp32.onnx.data",
+        "onnx_fp16_data": "model.fp16.onnx.data",
+        "onnx_int8_data": "model.int8.onnx.data",
+        "engine_fp32": "model.fp32.engine",
+        "engine_fp16": "model.fp16.engine",
+        "engine_int8": "model.int8.engine",
+        "timing_cache": "timing.cache",
+    }
+
+
+def test_schema_enums_are_the_formats_table_and_names():
+    props = load_schema()["properties"]
+    art = props["artifacts"]["additionalProperties"]["properties"]
+    assert tuple(art["kind"]["enum"]) == KINDS
+    assert tuple(art["precision"]["enum"]) == PRECISIONS == tuple(props["precisions"]["properties"])
+    assert tuple(props["model"]["properties"]["fusion"]["enum"]) == FUSIONS
+
+
+def test_load_bundle_roundtrip_and_errors(tmp_path):
     data = _minimal(tmp_path)
-    (tmp_path / MANIFEST_NAME).write_text(json.dumps(data))
-    m = load_manifest(tmp_path)
-    assert m.classes == ["a", "b"] and m.tile == 64 and m.onnx_path() == tmp_path / "model.fp32.onnx"
+    write_manifest(tmp_path, data)
+    assert read_manifest(tmp_path) == data
+    b = load_bundle(tmp_path, verify=True)
+    assert b.classes == ("a", "b") and b.tile == 64 and b.data == data
+    assert b.artefact("onnx", "fp32").path == tmp_path / "model.fp32.onnx" and b.precisions() == ["fp32"]
     with pytest.raises(ManifestError, match="no fp16 TensorRT engine.*--from-bundle"):
-        m.engine_path("fp16")
+        b.artefact("engine", "fp16")
     (tmp_path / "model.fp32.onnx").write_bytes(b"other bytes")
-    with pytest.raises(ManifestError, match="sha256|bytes"):
-        load_manifest(tmp_path)
+    load_bundle(tmp_path)  # checksums are checked per artefact when asked, not on every load
+    with pytest.raises(ManifestError, match="model.fp32.onnx is 11 bytes, the manifest says 10"):
+        load_bundle(tmp_path, verify=True)
     (tmp_path / MANIFEST_NAME).write_text("{not json")
     with pytest.raises(ManifestError, match="not valid JSON"):
-        load_manifest(tmp_path)
+        load_bundle(tmp_path)
     with pytest.raises(ManifestError, match="not found"):
-        load_manifest(tmp_path / "nowhere")
+        load_bundle(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda d: d["artifacts"].update(model=d["artifacts"].pop("onnx_fp32")), "stored under the key 'onnx_fp32'"),
+        (lambda d: d["artifacts"]["onnx_fp32"].pop("precision"), "kind 'onnx' and precision None"),
+        (lambda d: d["dataset"].update(classes=["a"]), "1 names, but model.num_classes is 2"),
+    ],
+)
+def test_one_validation_for_reading_and_writing(tmp_path, mutate, message):
+    data = _minimal(tmp_path)
+    mutate(data)
+    with pytest.raises(ValueError, match="refusing to write an invalid manifest"):
+        write_manifest(tmp_path, data)
+    (tmp_path / MANIFEST_NAME).write_text(json.dumps(data))
+    with pytest.raises(ManifestError, match=message):
+        load_bundle(tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -97,8 +138,8 @@ def test_validator_agrees_with_jsonschema(tmp_path, mutate, where):
         jsonschema.validate(bad, load_schema())
 
 
-def test_manifest_module_imports_without_torch():
-    code = "import sys; sys.modules['torch'] = None; import co2s.runtime.manifest, co2s.export.formats, co2s.export.engines"
+def test_bundle_package_imports_without_torch():
+    code = "import sys; sys.modules['torch'] = None; import co2s.bundle, co2s.metrics, co2s.export.engines"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
 

@@ -55,23 +55,24 @@ def _run_engine(path, images: np.ndarray) -> dict[str, np.ndarray]:
 def test_engines_build_strongly_typed_and_agree_with_onnx(tmp_path):
     from _export_helpers import tiny_bundle
 
+    from co2s.bundle import load_bundle
     from co2s.export.engines import add_engines
     from co2s.export.parity import run_onnx
-    from co2s.runtime.manifest import load_manifest
     from co2s.train.data import make_scene
 
     bundle = tmp_path / "b"
     shutil.copytree(tiny_bundle(), bundle)
     result = add_engines(bundle, ("fp16", "int8"), workspace_gib=2.0, log=lambda *_: None)
     assert result.exit_code == 0
-    m = load_manifest(bundle)  # engines and timing cache are checksummed
-    assert m.has("engine_fp16") and m.has("engine_int8") and m.has("timing_cache")
-    info = m.engine_info("fp16")
-    assert info["version"] == trt.__version__ and info["device"]["compute_capability"]
+    m = load_bundle(bundle, verify=True)  # engines and timing cache are checksummed
+    assert m.has("engine", "fp16") and m.has("engine", "int8") and m.has("timing-cache")
+    assert m.artefact("engine", "fp16").trt_version == trt.__version__
+    assert m.artefact("engine", "fp16").compute_capability
+    info = m.data["artifacts"]["engine_fp16"]["tensorrt"]
     assert info["strongly_typed"] or info["builder_flags"]
 
     images = np.stack([make_scene(70_000 + i, m.tile)[0] for i in range(3)])
-    ref = run_onnx(m.onnx_path("fp32"), images)
+    ref = run_onnx(m.artefact("onnx", "fp32").path, images)
     for precision, threshold in (("fp16", 0.995), ("int8", 0.97)):
-        got = _run_engine(m.engine_path(precision), images)
+        got = _run_engine(m.artefact("engine", precision).path, images)
         assert (got["labels"] == ref["labels"]).mean() >= threshold, precision

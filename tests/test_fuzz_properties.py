@@ -5,7 +5,7 @@ benchmarks/fuzz/fuzz_runtime.py (atheris) found.
   mutated PNG/JPEG/TIFF/GeoTIFF bytes give a well-formed uint8 RGB window or a Co2SInputError, nothing else;
 - tiler (`tiling.TileGrid`, `Stitcher`): tiles stay in bounds and cover every pixel, keep boxes partition the
   scene, and stitching constant outputs gives the constant back, for tiny and very elongated scenes too;
-- manifest (`manifest.load_manifest`, `bundle.load_bundle`): arbitrary JSON and mutated valid manifests either
+- manifest (`co2s.bundle.load_bundle`, with and without checksum verification): arbitrary JSON and mutated valid manifests either
   load or raise a ManifestError naming the file and the field.
 """
 
@@ -25,10 +25,9 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from co2s.bundle import MANIFEST_NAME, ManifestError, load_bundle
 from co2s.errors import Co2SInputError
-from co2s.runtime.bundle import load_bundle
 from co2s.runtime.imageio import InputOptions, Stretch, open_source
-from co2s.runtime.manifest import MANIFEST_NAME, ManifestError, load_manifest
 from co2s.runtime.tiling import NODATA_LABEL, Stitcher, TileGrid, pad_to_tile, parse_overlap
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -459,10 +458,10 @@ def test_valid_manifest_seed_loads(tmp_path):
     assert b.tile == 32 and b.num_classes == 3 and b.batch.max == 4
     eng = b.find("engine", "fp16")[0]
     assert eng.compute_capability == (8, 7) and eng.batch.max == 4
-    with pytest.raises(ManifestError, match="engine_fp16.*is missing"):  # the seed's engine file is not there
-        load_manifest(root, verify_checksums=True)
+    with pytest.raises(ManifestError, match="fp16 engine file model.fp16.engine is missing"):  # the seed has none
+        load_bundle(root, verify=True)
     del data["artifacts"]["engine_fp16"]
-    load_manifest(write_bundle(tmp_path / "c", json.dumps(data)), verify_checksums=True)  # the model's sha256 fits
+    load_bundle(write_bundle(tmp_path / "c", json.dumps(data)), verify=True)  # the model's sha256 fits
 
 
 json_values = st.recursive(
@@ -487,7 +486,7 @@ def test_arbitrary_bytes_are_refused_as_not_json_or_not_a_manifest(text):
     with tempfile.TemporaryDirectory() as d:
         root = write_bundle(Path(d) / "b", text)
         with pytest.raises(ManifestError, match=MANIFEST_NAME):
-            load_manifest(root, verify_checksums=True)
+            load_bundle(root, verify=True)
 
 
 def _paths(node, prefix=()):
@@ -540,7 +539,7 @@ def test_mutated_manifest_loads_or_names_the_field(path, delete, value):
 # -------------------------------------------------------------------------------------- manifest regressions
 def test_regression_manifest_tensorrt_profile_missing_max(tmp_path):
     """fuzz manifest crash: an engine record whose tensorrt.profile lacked "max" passed the schema (tensorrt is
-    a free-form object there) and failed in bundle.from_manifest with KeyError: 'max'."""
+    a free-form object there) and failed in the typed bundle view with KeyError: 'max'."""
     data, _ = valid_manifest()
     del data["artifacts"]["engine_fp16"]["tensorrt"]["profile"]["max"]
     root = write_bundle(tmp_path / "b", json.dumps(data))
@@ -588,8 +587,8 @@ def test_regression_manifest_artifact_name_too_long(tmp_path):
     data, _ = valid_manifest()
     data["artifacts"]["onnx_fp32"]["path"] = "x" * 300
     root = write_bundle(tmp_path / "b", json.dumps(data))
-    with pytest.raises(ManifestError, match=r"artefact 'onnx_fp32': cannot read 'x+\.\.\. \(File name too long\)"):
-        load_manifest(root, verify_checksums=True)
+    with pytest.raises(ManifestError, match=r"cannot read x+\.\.\. \(File name too long\)"):
+        load_bundle(root, verify=True)
 
 
 def test_manifest_messages_shorten_huge_values(tmp_path):

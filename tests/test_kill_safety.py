@@ -224,7 +224,7 @@ def _tree(root: Path) -> dict[str, bytes]:
 def test_export_killed_mid_write_leaves_no_bundle_and_the_rerun_cleans_up(tmp_path, capsys):
     from _export_helpers import run_cli
 
-    from co2s.runtime.manifest import load_manifest
+    from co2s.bundle import load_bundle
 
     driver = _driver(tmp_path, "export_kill", EXPORT_KILL)
     parent = tmp_path / "bundles"
@@ -244,7 +244,7 @@ def test_export_killed_mid_write_leaves_no_bundle_and_the_rerun_cleans_up(tmp_pa
     res = _run([sys.executable, driver, *EXPORT, "--out", prev, "--force"])
     assert res.returncode == -signal.SIGKILL, res.stderr[-3000:]
     assert _tree(prev) == before
-    load_manifest(prev, verify_checksums=True)
+    load_bundle(prev, verify=True)
     prev_partial = [p for p in parent.iterdir() if p.name.startswith(".prev.")]
     assert len(prev_partial) == 1
 
@@ -254,7 +254,7 @@ def test_export_killed_mid_write_leaves_no_bundle_and_the_rerun_cleans_up(tmp_pa
     assert f"removed {partial[0]} (left by an interrupted export)" in err
     assert not partial[0].exists()
     assert not [p for p in parent.iterdir() if p.name.startswith(".fresh.")]
-    m = load_manifest(fresh, verify_checksums=True)
+    m = load_bundle(fresh, verify=True)
     assert sorted(p.name for p in fresh.iterdir()) == ["co2s.json", "model.fp32.onnx"]
     assert m.data["model"]["untrained"] and m.data["model"]["tile"] == 64
     assert prev_partial[0].exists()  # another destination's leftovers are left to that destination's next export

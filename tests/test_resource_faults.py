@@ -596,7 +596,7 @@ def _disk_full_writing_engines(monkeypatch, bundle: Path) -> None:
 
 
 def test_export_disk_full_while_writing_an_engine(tmp_path, monkeypatch, capsys):
-    from co2s.runtime.manifest import load_manifest
+    from co2s.bundle import load_bundle
 
     b = make_bundle(tmp_path / "b", tile=32, precisions=("fp32", "fp16"))
     engine = b / "model.fp16.engine"
@@ -615,8 +615,8 @@ def test_export_disk_full_while_writing_an_engine(tmp_path, monkeypatch, capsys)
     # room again: the engine and the timing cache go in, with their manifest records
     code, _, err = export(["--from-bundle", b, "--engine", "fp16"], capsys)
     assert code == 0, err
-    m1 = load_manifest(b)
-    assert m1.has("engine_fp16") and m1.has("timing_cache") and engine.read_bytes() == b"\x00plan-1" * 4096
+    m1 = load_bundle(b, verify=True)
+    assert m1.has("engine", "fp16") and m1.has("timing-cache") and engine.read_bytes() == b"\x00plan-1" * 4096
 
     # rebuilding over it: the disk fills while the new engine is written; the old engine, cache and manifest stay
     before = _digest(b)
@@ -627,13 +627,13 @@ def test_export_disk_full_while_writing_an_engine(tmp_path, monkeypatch, capsys)
     assert code == 1
     assert _error_line(err) == expected
     assert _digest(b) == before and _hidden(b) == []
-    assert load_manifest(b).data == m1.data  # and it still verifies
+    assert load_bundle(b, verify=True).data == m1.data  # and it still verifies
 
 
 def test_export_disk_full_while_updating_the_manifest(tmp_path, monkeypatch, capsys):
     import json
 
-    from co2s.runtime.manifest import load_manifest
+    from co2s.bundle import load_bundle
 
     b = make_bundle(tmp_path / "b", tile=32, precisions=("fp32", "fp16"))
     _stand_in_gpu(monkeypatch, b"\x00plan-1" * 4096)
@@ -641,16 +641,15 @@ def test_export_disk_full_while_updating_the_manifest(tmp_path, monkeypatch, cap
     assert code == 0, err
     before = _digest(b)
 
-    real_dump = json.dump
+    real_dumps = json.dumps
 
-    def disk_full(obj, fp, *a, **k):  # the manifest: part of it goes out, then the disk is full
+    def disk_full(obj, *a, **k):  # the manifest is serialised into its temporary file: the disk is full there
         if isinstance(obj, dict) and "artifacts" in obj:
-            fp.write(json.dumps(obj)[:200])
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real_dump(obj, fp, *a, **k)
+        return real_dumps(obj, *a, **k)
 
     _stand_in_gpu(monkeypatch, b"\x00plan-2" * 8192)
-    monkeypatch.setattr(json, "dump", disk_full)
+    monkeypatch.setattr(json, "dumps", disk_full)
     code, _, err = export(["--from-bundle", b, "--engine", "fp16"], capsys)
     assert code == 1
     assert _error_line(err) == (
@@ -658,13 +657,13 @@ def test_export_disk_full_while_updating_the_manifest(tmp_path, monkeypatch, cap
     )
     assert _digest(b) == before and _hidden(b) == []  # the new engine and cache were taken back out
     monkeypatch.undo()
-    load_manifest(b)  # still verifies
+    load_bundle(b, verify=True)  # still verifies
 
 
 def test_engine_build_killed_while_replacing_is_repaired_by_the_next_run(tmp_path, monkeypatch, capsys):
     import subprocess
 
-    from co2s.runtime.manifest import load_manifest
+    from co2s.bundle import load_bundle
 
     b = make_bundle(tmp_path / "b", tile=32, precisions=("fp32", "fp16"))
     _stand_in_gpu(monkeypatch, b"\x00plan-1" * 4096)
@@ -681,8 +680,8 @@ def test_engine_build_killed_while_replacing_is_repaired_by_the_next_run(tmp_pat
     engine.unlink()
     engine.write_bytes(b"\x00plan-2" * 8192)
     (b / f"..timing.cache.{dead}.0badc0de.tmp.tmp").write_bytes(b"partial")
-    with pytest.raises(Exception, match="model.fp16.engine is 57344 bytes, manifest says 28672"):
-        load_manifest(b)
+    with pytest.raises(Exception, match="model.fp16.engine is 57344 bytes, the manifest says 28672"):
+        load_bundle(b, verify=True)
 
     monkeypatch.setattr("co2s.export.engines.has_nvidia_gpu", lambda: False)
     code, _, err = export(["--from-bundle", b, "--engine", "fp16"], capsys)
@@ -690,4 +689,4 @@ def test_engine_build_killed_while_replacing_is_repaired_by_the_next_run(tmp_pat
     assert f"removed {b / f'..timing.cache.{dead}.0badc0de.tmp.tmp'} (left by an interrupted engine build)" in err
     assert f"restored {engine} (an engine build was interrupted while replacing it)" in err
     assert _digest(b) == before and _hidden(b) == []
-    load_manifest(b)
+    load_bundle(b, verify=True)

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from runtime_fakes import make_bundle, reference_outputs
 
+from co2s.bundle import load_bundle
 from co2s.errors import Co2SInputError
 from co2s.runtime.backends import BackendUnavailable, open_backend
 from co2s.runtime.backends.ort import OrtBackend, available_providers
-from co2s.runtime.bundle import load_bundle
 from co2s.runtime.pipeline import predict_array
 
 
@@ -78,12 +78,13 @@ def test_checksum_mismatch_and_missing_file_name_the_file(tmp_path):
 def test_model_that_does_not_match_the_manifest_is_refused(tmp_path):
     from runtime_fakes import make_onnx
 
-    from co2s.runtime.manifest import artifact_record, read_manifest_json, write_manifest
+    from co2s.bundle import artefact_record, read_manifest, write_manifest
+    from co2s.bundle.formats import get_format
 
     root = make_bundle(tmp_path / "b", tile=32)
     make_onnx(root / "model.fp32.onnx", tile=64, num_classes=4)  # another tile size
-    _, data = read_manifest_json(root)
-    data["artifacts"]["onnx_fp32"] = artifact_record(root, "model.fp32.onnx", "onnx", precision="fp32")
+    data = read_manifest(root)
+    data["artifacts"]["onnx_fp32"] = artefact_record(root, get_format("onnx", "fp32"))
     write_manifest(root, data)
     with pytest.raises(Co2SInputError, match=r"uint8 \[batch, 32, 32, 3\]"):
         OrtBackend(load_bundle(root), "fp32")
@@ -131,7 +132,7 @@ def test_ort_backend_reproduces_the_export(exported_bundle):
     got = {
         k: np.concatenate([be.run(tiles[i : i + 1])[k] for i in range(len(tiles))]) for k in ("labels", "confidence")
     }
-    exp = run_onnx(b.onnx("fp32").path, tiles)
+    exp = run_onnx(b.artefact("onnx", "fp32").path, tiles)
     assert np.array_equal(got["labels"], exp["labels"])
     np.testing.assert_array_equal(got["confidence"], exp["confidence"])
 

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from runtime_fakes import make_bundle
 
+from co2s.bundle import Artefact, artefact_record, load_bundle, read_manifest, write_manifest
+from co2s.bundle.formats import get_format
 from co2s.errors import Co2SInputError
 from co2s.runtime.backends import BackendUnavailable, open_backend
 from co2s.runtime.backends import tensorrt as trt_backend
 from co2s.runtime.backends.tensorrt import engine_mismatch
-from co2s.runtime.bundle import Artefact, load_bundle
-from co2s.runtime.manifest import artifact_record, read_manifest_json, write_manifest
 
 
 def _art(version="10.3.0", cc=(8, 7), vc=False, hw=None, name="Orin"):
@@ -46,13 +46,12 @@ def test_engine_compatibility_rules():
 
 def bundle_with_engine(root: Path, *, version="10.3.0", cc="8.7", device="Orin") -> Path:
     make_bundle(root, tile=32, precisions=("fp32", "fp16"))
-    (root / "model.fp16.engine").write_bytes(b"\x00plan-bytes-only-a-GPU-can-read" * 10)
-    _, data = read_manifest_json(root)
-    data["artifacts"]["engine_fp16"] = artifact_record(
+    engine = get_format("engine", "fp16")
+    (root / engine.filename).write_bytes(b"\x00plan-bytes-only-a-GPU-can-read" * 10)
+    data = read_manifest(root)
+    data["artifacts"][engine.key] = artefact_record(
         root,
-        "model.fp16.engine",
-        "engine",
-        precision="fp16",
+        engine,
         tensorrt={"version": version, "strongly_typed": True, "device": {"name": device, "compute_capability": cc}},
     )
     write_manifest(root, data)
@@ -147,17 +146,16 @@ def build_engine_bundle(root: Path, *, batch=(1, 2, 4), tile=32, probs=True) -> 
     profile.set_shape("images", (lo, tile, tile, 3), (opt, tile, tile, 3), (hi, tile, tile, 3))
     config.add_optimization_profile(profile)
     plan = builder.build_serialized_network(network, config)
-    (root / "model.fp32.engine").write_bytes(bytes(plan))
+    engine = get_format("engine", "fp32")
+    (root / engine.filename).write_bytes(bytes(plan))
     import pycuda.driver as cuda
 
     cuda.init()
     d = cuda.Device(0)
-    _, data = read_manifest_json(root)
-    data["artifacts"]["engine_fp32"] = artifact_record(
+    data = read_manifest(root)
+    data["artifacts"][engine.key] = artefact_record(
         root,
-        "model.fp32.engine",
-        "engine",
-        precision="fp32",
+        engine,
         tensorrt={
             "version": trt.__version__,
             "device": {"name": d.name(), "compute_capability": "{}.{}".format(*d.compute_capability())},

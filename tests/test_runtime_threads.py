@@ -22,8 +22,8 @@ import pytest
 from PIL import Image
 from runtime_fakes import make_bundle, pixel_rule, reference_outputs
 
+from co2s.bundle import load_bundle
 from co2s.runtime.backends import open_backend
-from co2s.runtime.bundle import load_bundle
 from co2s.runtime.pipeline import InferencePipeline, InferOptions, collect_inputs, predict_array
 from co2s.runtime.profiler import StageProfiler
 

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 from PIL import Image
 from runtime_fakes import FakeBackend, centrality, centrality_rule, pixel_rule
 
+from co2s.bundle import BatchSpec
 from co2s.errors import Co2SInputError
-from co2s.runtime.bundle import BatchSpec
 from co2s.runtime.pipeline import InferencePipeline, InferOptions, collect_inputs, predict_array
 from co2s.runtime.tiling import NODATA_LABEL, TileGrid, axis_keep_bounds, axis_starts, pad_to_tile, parse_overlap
 
@@ -38,7 +38,8 @@ def test_axis_grid_covers_and_keep_boxes_partition(length, tile, frac):
 
 
 def test_default_overlap_is_a_sixth_and_parsing():
-    assert parse_overlap(None, 512) == 85  # stride 427 = 5/6 of the tile
+    assert parse_overlap(None, 512) == 86  # stride 426 = int(5/6 of the tile), the training evaluator's stride
+    assert all(t - parse_overlap(None, t) == int(t * 5 / 6) for t in range(16, 1025, 16))
     assert parse_overlap("0.25", 512) == 128
     assert parse_overlap("64", 512) == 64
     assert parse_overlap(0, 512) == 0
@@ -139,7 +140,7 @@ def test_pipeline_from_files_matches_whole_image_and_batches_across_files(tmp_pa
     be = FakeBackend(tile, n, batch=BatchSpec(1, 4, 4))
     from runtime_fakes import make_bundle
 
-    from co2s.runtime.bundle import load_bundle
+    from co2s.bundle import load_bundle
 
     bundle = load_bundle(make_bundle(tmp_path / "b", tile=tile, num_classes=n, probs=True))
     specs, _ = collect_inputs([tmp_path / "in"])
@@ -160,7 +161,7 @@ def test_pipeline_from_files_matches_whole_image_and_batches_across_files(tmp_pa
 def test_backend_failure_stops_the_run_without_hanging_or_partial_files(tmp_path):
     from runtime_fakes import make_bundle
 
-    from co2s.runtime.bundle import load_bundle
+    from co2s.bundle import load_bundle
 
     tile = 32
     calls = []

@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-IGNORE = 255
+from co2s.bundle.formats import IGNORE_INDEX
+
 SCALE_RANGE = (0.5, 2.0)
 BLUR_SIGMA = (0.1, 2.0)
 BLUR_RADIUS = math.ceil(3 * BLUR_SIGMA[1])  # one kernel size for the whole batch; 3 sigma covers >99.7 %
@@ -34,9 +35,9 @@ def scale_crop_flip(
     rng: np.random.Generator,
     scale_range: tuple[float, float] = SCALE_RANGE,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(image uint8 [crop, crop, 3], label uint8 [crop, crop]) with padding marked IGNORE in the label.
+    """(image uint8 [crop, crop, 3], label uint8 [crop, crop]) with padding marked IGNORE_INDEX in the label.
 
-    An unlabelled image passes label=None; its returned "label" is then only the padding mask (0 or IGNORE), which
+    An unlabelled image passes label=None; its returned "label" is then only the padding mask (0 or IGNORE_INDEX), which
     is what UniMatch's 254-padding turns into (spec 3.3).
     """
     h, w = image.shape[:2]
@@ -49,7 +50,7 @@ def scale_crop_flip(
     ph, pw = max(crop - nh, 0), max(crop - nw, 0)
     if ph or pw:
         image = np.pad(image, ((0, ph), (0, pw), (0, 0)))
-        label = np.pad(label, ((0, ph), (0, pw)), constant_values=IGNORE)
+        label = np.pad(label, ((0, ph), (0, pw)), constant_values=IGNORE_INDEX)
     y = int(rng.integers(0, image.shape[0] - crop + 1))
     x = int(rng.integers(0, image.shape[1] - crop + 1))
     image, label = image[y : y + crop, x : x + crop], label[y : y + crop, x : x + crop]

@@ -8,6 +8,7 @@ import time
 
 import click
 
+from co2s.bundle.formats import FUSIONS
 from co2s.errors import Co2SInputError
 
 
@@ -139,7 +140,7 @@ def info(preset: str, num_classes: int, tile: int | None, timed: bool) -> None:
     "--fusion",
     default="mean",
     show_default=True,
-    type=click.Choice(["mean", "max-confidence"]),
+    type=click.Choice(FUSIONS),
     help="how the fused prediction (and best.pt) is scored",
 )
 @click.option("--resume", is_flag=True, help="continue from OUT/last.pt (same data order, schedule and RNG)")
@@ -225,7 +226,7 @@ def fit(
     help="which part to score",
 )
 @click.option("--ratio", help="labelled fraction selecting the labeled part (default: the training run's)")
-@click.option("--fusion", default="mean", show_default=True, type=click.Choice(["mean", "max-confidence"]))
+@click.option("--fusion", default="mean", show_default=True, type=click.Choice(FUSIONS))
 @click.option("--num-val", type=int, help="synthetic: val scenes (default: the training run's)")
 @click.option("--image-size", type=int, help="synthetic: scene size; dubai: patch size (default: the training run's)")
 @click.option("--seed", type=int, help="synthetic/dubai split seed (default: the training run's)")

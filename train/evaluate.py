@@ -1,8 +1,9 @@
 """Evaluation (spec 1.9, 4.3): sliding-window logits per student, fused prediction, dataset-level mIoU.
 
-mIoU sums intersections and unions over the whole split, then averages IoU over *all* classes (a class absent from
-both ground truth and prediction counts as 0, as in the reference); only ground-truth 255 is excluded.
-Images are evaluated at their native size (no test-time rescale, unlike the reference's img_scale, spec 1.9).
+The confusion matrix is summed over the whole split, then scored by `co2s.metrics` (the definition the export
+parity report uses too): IoU per class, mIoU over the classes present in labels or predictions; only label
+IGNORE_INDEX pixels are excluded. Images are evaluated at their native size (no test-time rescale, unlike the
+reference's img_scale, spec 1.9).
 """
 
 from __future__ import annotations
@@ -14,43 +15,36 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from co2s.bundle.formats import default_overlap
+from co2s.metrics import confusion_matrix, iou_per_class, mean_iou
+
 from .model import Co2S, fuse_probabilities
 
-IGNORE = 255
 FUSED = "fused"
 
 
 class IoUAccumulator:
-    """Dataset-level intersection and union per class (int64, so large splits do not lose counts)."""
+    """Dataset-level confusion matrix (int64, so large splits do not lose counts)."""
 
     def __init__(self, num_classes: int):
         self.num_classes = num_classes
-        self.intersection = torch.zeros(num_classes, dtype=torch.int64)
-        self.union = torch.zeros(num_classes, dtype=torch.int64)
+        self.confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
-        pred, target = pred.flatten().cpu().long(), target.flatten().cpu().long()
-        keep = target != IGNORE
-        pred, target = pred[keep], target[keep]
-        n = self.num_classes
-        inter = torch.bincount(pred[pred == target], minlength=n)[:n]
-        area_pred = torch.bincount(pred, minlength=n)[:n]
-        area_target = torch.bincount(target, minlength=n)[:n]
-        self.intersection += inter
-        self.union += area_pred + area_target - inter
+        self.confusion += confusion_matrix(pred.cpu().numpy(), target.cpu().numpy(), self.num_classes)
 
     def all_reduce(self) -> None:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
-            counts = torch.stack([self.intersection, self.union])
+            counts = torch.from_numpy(self.confusion)
             torch.distributed.all_reduce(counts)
-            self.intersection, self.union = counts[0], counts[1]
+            self.confusion = counts.numpy()
 
     def iou(self) -> np.ndarray:
-        """Per-class IoU in percent."""
-        return (self.intersection.double() / (self.union.double() + 1e-10) * 100).numpy()
+        """Per-class IoU in percent (NaN for a class absent from labels and predictions)."""
+        return iou_per_class(self.confusion)
 
     def miou(self) -> float:
-        return float(self.iou().mean())
+        return mean_iou(self.confusion)
 
 
 def window_starts(size: int, window: int, stride: int) -> list[int]:
@@ -67,7 +61,7 @@ def sliding_window_logits(
 
     Images smaller than the window are zero-padded right/bottom and the logits cropped back.
     """
-    stride = stride or int(window * 5 / 6)
+    stride = stride or window - default_overlap(window)
     _, _, h, w = image.shape
     padded = F.pad(image, (0, max(window - w, 0), 0, max(window - h, 0)))
     ph, pw = padded.shape[-2:]
@@ -89,19 +83,25 @@ def sliding_window_logits(
 @dataclass
 class EvalResult:
     classes: tuple[str, ...]
-    iou: dict[str, np.ndarray]  # prediction name (each student, "fused") -> per-class IoU in percent
+    confusion: dict[str, np.ndarray]  # prediction name (each student, "fused") -> confusion matrix over the split
+
+    @property
+    def iou(self) -> dict[str, np.ndarray]:
+        """Per-class IoU in percent; NaN for a class absent from labels and that prediction."""
+        return {name: iou_per_class(c) for name, c in self.confusion.items()}
 
     @property
     def miou(self) -> dict[str, float]:
-        return {name: float(v.mean()) for name, v in self.iou.items()}
+        return {name: mean_iou(c) for name, c in self.confusion.items()}
 
     def table(self) -> str:
-        """Per-class IoU table, one column per prediction, last row mIoU."""
-        names = list(self.iou)
+        """Per-class IoU table, one column per prediction, last row mIoU; '-' marks a class that was absent."""
+        iou, names = self.iou, list(self.confusion)
         width = max([len(c) for c in self.classes] + [4])
         lines = [f"{'class':<{width}}  " + "  ".join(f"{n:>9}" for n in names)]
         for k, cls in enumerate(self.classes):
-            lines.append(f"{cls:<{width}}  " + "  ".join(f"{self.iou[n][k]:9.2f}" for n in names))
+            cells = ("        -" if np.isnan(iou[n][k]) else f"{iou[n][k]:9.2f}" for n in names)
+            lines.append(f"{cls:<{width}}  " + "  ".join(cells))
         lines.append(f"{'mIoU':<{width}}  " + "  ".join(f"{self.miou[n]:9.2f}" for n in names))
         return "\n".join(lines)
 
@@ -148,4 +148,4 @@ def evaluate(
     for m in meters.values():
         m.all_reduce()
     model.train(was_training)
-    return EvalResult(classes, {name: m.iou() for name, m in meters.items()})
+    return EvalResult(classes, {name: m.confusion for name, m in meters.items()})

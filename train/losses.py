@@ -12,12 +12,12 @@ import math
 import torch
 import torch.nn.functional as F
 
-IGNORE = 255
+from co2s.bundle.formats import IGNORE_INDEX
 
 
 def supervised_ce(logits: torch.Tensor, labels: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
     """Cross-entropy averaged over non-ignored pixels (nn.CrossEntropyLoss(ignore_index=255) for one process)."""
-    ce = F.cross_entropy(logits.float(), labels.long(), ignore_index=IGNORE, reduction="sum")
+    ce = F.cross_entropy(logits.float(), labels.long(), ignore_index=IGNORE_INDEX, reduction="sum")
     return ce / den.clamp(min=1)
 
 
@@ -31,13 +31,13 @@ def confidence_weighted_ce(
 ) -> torch.Tensor:
     """UniMatch's pixelwise loss: sum of CE over confident, non-padded pixels / `den` (all non-padded pixels)."""
     ce = F.cross_entropy(logits.float(), pseudo.long(), reduction="none")
-    keep = (conf >= tau) & (ignore != IGNORE)
+    keep = (conf >= tau) & (ignore != IGNORE_INDEX)
     return (ce * keep).sum() / den.clamp(min=1)
 
 
 def valid_count(mask: torch.Tensor) -> torch.Tensor:
     """Denominator helper: number of pixels that are not ignore (as float, for all-reduce)."""
-    return (mask != IGNORE).sum().float()
+    return (mask != IGNORE_INDEX).sum().float()
 
 
 def stability_masks(conf_a: torch.Tensor, conf_b: torch.Tensor, tau: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from co2s.bundle.formats import IGNORE_INDEX
+
 from .augment import cutmix, strong_photometric
 from .losses import confidence_weighted_ce, stability_loss, stability_masks, supervised_ce, valid_count
 from .model import Student
@@ -142,7 +144,7 @@ def train_step(
     sta = {}
     if opts.stability and len(out) == 2:
         sta = stability_losses(
-            {n: o_["w"] for n, o_ in out.items()}, u_ign != 255, opts.tau, opts.sta_grad, reduce_counts
+            {n: o_["w"] for n, o_ in out.items()}, u_ign != IGNORE_INDEX, opts.tau, opts.sta_grad, reduce_counts
         )
 
     total, logs = 0.0, {"w_sta": sta_weight}

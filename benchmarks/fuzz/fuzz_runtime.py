@@ -8,8 +8,8 @@ Targets:
   image     the bytes as a user file, opened the way `co2s-infer` opens it (`imageio.open_source`, as .png for the
             Pillow reader and as .tif for the rasterio/GDAL reader), with default options and with
             `--bands 1 --stretch percentile:2,98 --nodata 0`, then read tile by tile like the pipeline does.
-  manifest  the bytes as `co2s.json` in a bundle folder, loaded the way a bundle is opened (`bundle.load_bundle`),
-            plus `manifest.load_manifest` with checksum verification against a small fake model file.
+  manifest  the bytes as `co2s.json` in a bundle folder, loaded the way a bundle is opened (`co2s.bundle.load_bundle`),
+            then with checksum verification (`verify=True`) against a small fake model file.
 
 A crash is any exception other than `Co2SInputError` (the clear user-facing error), a hang past `--timeout`, or
 running out of memory. The run starts from the seed corpus in benchmarks/fuzz/corpus/<target>/ (regenerate it with
@@ -22,7 +22,7 @@ Turning a crash into a regression test:
   2. copy it to tests/data/fuzz_regressions/<what>.<tif|png|jpg|json> (or inline the bytes if they are few): every
      file there is replayed through its target by tests/test_fuzz_run.py (.json: manifest, others: image);
   3. add a named test_regression_<what> in tests/test_fuzz_properties.py that opens it through the public entry
-     point (`imageio.open_source`, `bundle.load_bundle`) and asserts the clear Co2SInputError message, then fix the
+     point (`imageio.open_source`, `co2s.bundle.load_bundle`) and asserts the clear Co2SInputError message, then fix the
      owning runtime module until it passes.
 """
 
@@ -137,9 +137,8 @@ def check_image(data: bytes) -> None:
 
 def check_manifest(data: bytes) -> None:
     """`data` as a bundle's co2s.json, opened as `co2s-infer` opens a bundle and verified with checksums."""
+    from co2s.bundle import MANIFEST_NAME, load_bundle
     from co2s.errors import Co2SInputError
-    from co2s.runtime.bundle import load_bundle
-    from co2s.runtime.manifest import MANIFEST_NAME, load_manifest
 
     d = _scratch() / "bundle"
     d.mkdir(exist_ok=True)
@@ -153,7 +152,7 @@ def check_manifest(data: bytes) -> None:
     except Co2SInputError:
         pass
     try:
-        load_manifest(d, verify_checksums=True)
+        load_bundle(d, verify=True)
     except Co2SInputError:
         pass
 
@@ -247,7 +246,8 @@ def _worker(target: str, libfuzzer_args: list[str]) -> None:
     # Coverage feedback comes from Python bytecode: instrument our readers and Pillow's format parsers (GDAL and
     # Pillow's C decoders are not instrumented, but their failures still surface here as exceptions).
     with atheris.instrument_imports(include=["co2s", "PIL", "json"]):
-        from co2s.runtime import bundle, imageio, manifest  # noqa: F401
+        from co2s import bundle  # noqa: F401
+        from co2s.runtime import imageio  # noqa: F401
 
         if target == "image":
             from PIL import (  # noqa: F401

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 
+from co2s.bundle import Bundle
+from co2s.bundle.formats import PRECISIONS
 from co2s.errors import Co2SInputError
 
-from ..bundle import PRECISIONS, Bundle
 from .base import Backend, BackendInfo, Pending
 from .ort import BackendUnavailable, OrtBackend, available_providers
 

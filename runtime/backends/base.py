@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..bundle import BatchSpec
+from co2s.bundle import BatchSpec
+
 from ..profiler import StageProfiler
 
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from co2s.bundle import Artefact, BatchSpec, Bundle, verify_artefact
 from co2s.errors import Co2SInputError
 
-from ..bundle import Artefact, BatchSpec, Bundle, verify_artefact
 from ..profiler import StageProfiler
 from .base import Backend, BackendInfo
 
@@ -79,7 +79,7 @@ class OrtBackend(Backend):
         self.bundle = bundle
         self.tile = bundle.tile
         self.on_gpu = name != "ort-cpu"
-        art = bundle.onnx(precision)
+        art = bundle.artefact("onnx", precision)
         path = verify_artefact(bundle, art)
         for extra in bundle.companions(art):  # external weights of a >2 GB model
             verify_artefact(bundle, extra)

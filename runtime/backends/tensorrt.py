@@ -28,9 +28,9 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from co2s.bundle import Artefact, BatchSpec, Bundle, verify_artefact
 from co2s.errors import Co2SInputError
 
-from ..bundle import Artefact, BatchSpec, Bundle, verify_artefact
 from ..profiler import StageProfiler
 from .base import Backend, BackendInfo, Pending
 from .ort import BackendUnavailable

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from torch import nn
 
+from co2s.bundle.formats import check_patch_multiple
 from co2s.errors import Co2SInputError
 
 _FACTORIES: dict[str, Callable[[int], nn.Module]] = {}
@@ -31,8 +32,7 @@ def build_backbone(name: str, weights: str | os.PathLike | None = None, *, img_s
     """
     if name not in _FACTORIES:
         raise Co2SInputError(f"unknown backbone {name!r}; available: {', '.join(list_backbones())}")
-    if not isinstance(img_size, int) or img_size <= 0 or img_size % 16:
-        raise Co2SInputError(f"img_size must be a positive multiple of 16, got {img_size!r}")
+    check_patch_multiple(img_size, "img_size")
     model = _FACTORIES[name](img_size)
     if weights is not None:
         model.load_weights(weights)  # after every init, so nothing can overwrite it (spec F2)

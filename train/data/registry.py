@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from co2s.bundle.formats import IGNORE_INDEX
 from co2s.errors import Co2SInputError
-
-IGNORE_INDEX = 255
 
 Color = tuple[int, int, int]
 

@@ -10,7 +10,7 @@ import torch
 
 from co2s.errors import Co2SInputError
 
-from .co2s import FUSIONS, Co2S, fuse_probabilities
+from .co2s import Co2S, fuse_probabilities
 from .head import VLGHead
 from .presets import PRESETS, ModelPreset, get_preset
 from .student import (
@@ -25,7 +25,6 @@ STUDENT_KINDS = ("clip", "dinov3")
 
 __all__ = [
     "Co2S",
-    "FUSIONS",
     "FrozenPrototypes",
     "LearnableQueries",
     "ModelPreset",

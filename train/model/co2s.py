@@ -2,30 +2,33 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torch import nn
 
+from co2s.bundle.formats import FUSIONS
+
 from .student import Student
 
-Fusion = Literal["mean", "max-confidence"]
-FUSIONS: tuple[str, ...] = ("mean", "max-confidence")
+
+def _max_confidence(probs: torch.Tensor) -> torch.Tensor:
+    best = probs.amax(dim=2, keepdim=True).argmax(dim=0, keepdim=True)  # [1, B, 1, H, W]
+    return torch.gather(probs, 0, best.expand(1, *probs.shape[1:])).squeeze(0)
 
 
-def fuse_probabilities(logits: list[torch.Tensor], mode: Fusion = "mean") -> torch.Tensor:
+_FUSE = {"mean": lambda probs: probs.mean(0), "max-confidence": _max_confidence}
+if tuple(_FUSE) != FUSIONS:  # the CLIs offer FUSIONS: each name needs its implementation here
+    raise RuntimeError(f"fusion modes implemented {tuple(_FUSE)} differ from co2s.bundle.formats.FUSIONS {FUSIONS}")
+
+
+def fuse_probabilities(logits: list[torch.Tensor], mode: str = "mean") -> torch.Tensor:
     """Per-pixel fusion of class probabilities from several students' logits [B, N, H, W].
 
     ``mean`` averages the softmaxes (CLIP's global context and DINOv3's local detail both vote); ``max-confidence``
     takes, at each pixel, the distribution of the student whose top probability is highest.
     """
-    probs = torch.stack([torch.softmax(x.float(), dim=1) for x in logits])  # [S, B, N, H, W]
-    if mode == "mean":
-        return probs.mean(0)
-    if mode == "max-confidence":
-        best = probs.amax(dim=2, keepdim=True).argmax(dim=0, keepdim=True)  # [1, B, 1, H, W]
-        return torch.gather(probs, 0, best.expand(1, *probs.shape[1:])).squeeze(0)
-    raise ValueError(f"fusion must be one of {FUSIONS}, got {mode!r}")
+    if mode not in _FUSE:
+        raise ValueError(f"fusion must be one of {FUSIONS}, got {mode!r}")
+    return _FUSE[mode](torch.stack([torch.softmax(x.float(), dim=1) for x in logits]))  # stacked: [S, B, N, H, W]
 
 
 class Co2S(nn.Module):
@@ -46,7 +49,7 @@ class Co2S(nn.Module):
         return {name: student(images) for name, student in self.students.items()}
 
     @torch.no_grad()
-    def predict(self, images: torch.Tensor, fusion: Fusion = "mean") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def predict(self, images: torch.Tensor, fusion: str = "mean") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(labels [B,H,W] int64, confidence [B,H,W], fused probabilities [B,N,H,W])."""
         probs = fuse_probabilities(list(self(images).values()), fusion)
         confidence, labels = probs.max(dim=1)

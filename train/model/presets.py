@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from co2s.bundle.formats import PRESET_NAMES
 from co2s.errors import Co2SInputError
 
 
@@ -25,6 +26,9 @@ PRESETS: dict[str, ModelPreset] = {
         128,
     ),
 }
+
+if tuple(PRESETS) != PRESET_NAMES:  # the CLIs offer PRESET_NAMES: each name needs its preset here
+    raise RuntimeError(f"presets defined {tuple(PRESETS)} differ from co2s.bundle.formats.PRESET_NAMES {PRESET_NAMES}")
 
 
 def get_preset(name: str) -> ModelPreset:

@@ -1,29 +1,26 @@
-"""The bundle manifest `co2s.json`: schema, validation and checksum verification (stdlib + numpy only).
+"""The bundle manifest `co2s.json`: its schema, reading (parse + validation) and writing (stdlib only).
 
-A bundle is a folder:
+A bundle is a folder: this manifest (schema: co2s_manifest.schema.json beside this file) and the artefacts it
+lists, one row of `formats.FORMATS` each (`co2s-export --list-formats`): `model.<p>.onnx` (fp32 always),
+external weights beside a model over 2 GB, TensorRT plans `model.<p>.engine` and `timing.cache` built on the
+target.
 
-    co2s.json            this manifest (schema: co2s_manifest.schema.json beside this file)
-    model.fp32.onnx      the reference graph (always)
-    model.fp16.onnx      FP16 with FP32 islands            (optional)
-    model.int8.onnx      INT8 Q/DQ on the FP16 graph         (optional)
-    model.<p>.engine     TensorRT plans, built on the target (optional; plain plan bytes, no header)
-    timing.cache         TensorRT timing cache                (optional)
-
-`load_manifest(bundle)` is what every consumer calls first: it parses the JSON, validates it against the
-schema (a small built-in validator for the subset of JSON Schema the file uses, so the runtime needs no
-`jsonschema`), checks that every artefact exists with the recorded size and sha256, and returns a `Manifest`.
+`read_manifest` parses the JSON and validates it (a small built-in validator for the subset of JSON Schema the
+file uses, so the runtime needs no `jsonschema`, then the cross-field rules the schema cannot say); `view.py`
+turns the result into the typed `Bundle`. Checksums are checked there, per artefact.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 from co2s.errors import Co2SInputError
-from co2s.files import umask
+from co2s.files import atomic_write
+
+from .checksum import sha256_file
+from .formats import Format, get_format
 
 MANIFEST_NAME = "co2s.json"
 SCHEMA_PATH = Path(__file__).with_name("co2s_manifest.schema.json")
@@ -130,7 +127,7 @@ def schema_errors(instance, schema: dict | None = None, at: str = "") -> list[st
 
 
 # The schema file only says an artefact's "tensorrt" record is an object (the exporter adds build details freely);
-# these are the fields the runtime reads from it (bundle.from_manifest, the TensorRT backend's compatibility
+# these are the fields the runtime reads from it (the typed view in view.py, the TensorRT backend's compatibility
 # check), so a hand-edited or damaged record is named here instead of failing later as a KeyError.
 TENSORRT_SCHEMA = {
     "type": "object",
@@ -161,116 +158,37 @@ TENSORRT_SCHEMA = {
 }
 
 
-def runtime_errors(data: dict) -> list[str]:
-    """What a schema-valid manifest still needs before the runtime can use it: fields that agree with each other
-    (the stitcher sizes its buffers from the class list, the model from num_classes) and well-formed TensorRT
-    records."""
-    errors = []
+def validate_manifest(data) -> list[str]:
+    """Every problem of a parsed manifest as 'field: problem' ([] when it is valid): the schema first, then what
+    a schema-valid manifest still needs: fields that agree with each other (the stitcher sizes its buffers from
+    the class list, the model from num_classes), artefacts that are rows of the formats table under their own
+    key, and well-formed TensorRT records."""
+    errors = schema_errors(data)
+    if errors:
+        return errors
     n, classes = data["model"]["num_classes"], data["dataset"]["classes"]
     if len(classes) != n:
         errors.append(f"dataset.classes: {len(classes)} names, but model.num_classes is {n}")
     b = data["batch"]
     if not b["min"] <= b["opt"] <= b["max"]:
         errors.append(f"batch: expected min <= opt <= max, got {b['min']}, {b['opt']}, {b['max']}")
-    for key, art in data.get("artifacts", {}).items():
+    for key, art in data["artifacts"].items():
+        where = f"artifacts.{key if len(key) <= 60 else key[:60] + '...'}"
+        kind, precision = art["kind"], art.get("precision")
+        try:
+            fmt = get_format(kind, precision)
+        except KeyError:
+            errors.append(f"{where}: no bundle format has kind {kind!r} and precision {precision!r}")
+            continue
+        if key != fmt.key:
+            errors.append(f"{where}: kind {kind!r} with precision {precision!r} is stored under the key {fmt.key!r}")
         if "tensorrt" in art:
-            errors += schema_errors(art["tensorrt"], TENSORRT_SCHEMA, at=f"artifacts.{key}.tensorrt")
+            errors += schema_errors(art["tensorrt"], TENSORRT_SCHEMA, at=f"{where}.tensorrt")
     return errors
 
 
-# ----------------------------------------------------------------------------------------- checksums
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def artifact_record(root: Path, rel: str, kind: str, **extra) -> dict:
-    p = Path(root) / rel
-    return {"path": rel, "sha256": sha256_file(p), "bytes": p.stat().st_size, "kind": kind, **extra}
-
-
-def verify_artifacts(root: Path, data: dict) -> list[str]:
-    problems = []
-    for key, art in data.get("artifacts", {}).items():
-        p = Path(root) / art["path"]
-        try:  # is_file() itself raises for a name the OS refuses (too long, say), not only for a missing file
-            if not p.is_file():
-                problems.append(f"artefact {_short(key)}: file {art['path']} is missing")
-            elif p.stat().st_size != art["bytes"]:
-                problems.append(
-                    f"artefact {_short(key)}: {art['path']} is {p.stat().st_size} bytes, manifest says {art['bytes']}"
-                )
-            elif sha256_file(p) != art["sha256"]:
-                problems.append(
-                    f"artefact {_short(key)}: {art['path']} sha256 does not match the manifest (corrupt or replaced)"
-                )
-        except OSError as e:
-            problems.append(f"artefact {_short(key)}: cannot read {_short(art['path'])} ({e.strerror or e})")
-    return problems
-
-
-# -------------------------------------------------------------------------------------------- access
-@dataclass(frozen=True)
-class Manifest:
-    root: Path
-    data: dict
-
-    @property
-    def classes(self) -> list[str]:
-        return self.data["dataset"]["classes"]
-
-    @property
-    def palette(self) -> list[list[int]]:
-        return self.data["dataset"]["palette"]
-
-    @property
-    def tile(self) -> int:
-        return self.data["model"]["tile"]
-
-    @property
-    def num_classes(self) -> int:
-        return self.data["model"]["num_classes"]
-
-    @property
-    def input(self) -> dict:
-        return self.data["input"]
-
-    @property
-    def outputs(self) -> list[dict]:
-        return self.data["outputs"]
-
-    @property
-    def batch(self) -> dict:
-        return self.data["batch"]
-
-    def onnx_path(self, precision: str = "fp32") -> Path:
-        return self._path(f"onnx_{precision}", f"no {precision} ONNX in this bundle")
-
-    def engine_path(self, precision: str = "fp16") -> Path:
-        return self._path(
-            f"engine_{precision}",
-            f"no {precision} TensorRT engine in this bundle (build it with "
-            f"`co2s-export --from-bundle {self.root} --engine {precision}`)",
-        )
-
-    def engine_info(self, precision: str = "fp16") -> dict:
-        self.engine_path(precision)
-        return self.data["artifacts"][f"engine_{precision}"].get("tensorrt", {})
-
-    def has(self, key: str) -> bool:
-        return key in self.data["artifacts"]
-
-    def _path(self, key: str, missing: str) -> Path:
-        art = self.data["artifacts"].get(key)
-        if art is None:
-            raise ManifestError(f"{self.root}: {missing}")
-        return self.root / art["path"]
-
-
-def read_manifest_json(bundle: str | Path) -> tuple[Path, dict]:
+def read_manifest(bundle: str | Path) -> dict:
+    """The manifest of the bundle folder `bundle`, parsed and validated; ManifestError names the file and field."""
     root = Path(bundle)
     path = root / MANIFEST_NAME
     if not root.is_dir():
@@ -285,47 +203,33 @@ def read_manifest_json(bundle: str | Path) -> tuple[Path, dict]:
         raise ManifestError(f"{path}: not valid JSON (nested too deeply to be a manifest)") from None
     except ValueError as e:  # JSONDecodeError, bad UTF-8, and integers past Python's 4300-digit limit
         raise ManifestError(f"{path}: not valid JSON ({str(e)[:200]})") from None
-    return root, data
-
-
-def load_manifest(bundle: str | Path, *, verify_checksums: bool = True) -> Manifest:
-    """Parse, validate against the schema, verify every artefact's size and sha256; raise ManifestError."""
-    root, data = read_manifest_json(bundle)
-    path = root / MANIFEST_NAME
     if isinstance(data, dict) and data.get("schema_version") not in (None, SCHEMA_VERSION):
         raise ManifestError(
-            f"{path}: schema_version {data.get('schema_version')!r}; this co2s reads version {SCHEMA_VERSION}"
+            f"{path}: schema_version {_short(data.get('schema_version'))}; this co2s reads version {SCHEMA_VERSION}"
         )
-    errors = schema_errors(data) or runtime_errors(data)
+    errors = validate_manifest(data)
     if errors:
         more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
         raise ManifestError(f"{path}: does not match the manifest schema: {'; '.join(errors[:5])}{more}")
-    if verify_checksums:
-        problems = verify_artifacts(root, data)
-        if problems:
-            raise ManifestError(f"{root}: {'; '.join(problems)}")
-    return Manifest(root, data)
+    return data
 
 
-def write_manifest(root: Path, data: dict) -> Path:
-    """Validate, then write atomically (temporary name, then rename) so readers never see half a file."""
-    import os
-    import tempfile
+def artefact_record(root: str | Path, fmt: Format, *, source: str | None = None, **extra) -> dict:
+    """The manifest record of `fmt`'s file in `root` (checksummed from `source`, a temporary name it is about to be
+    renamed from, when given); `extra` adds fields such as nodes, opset or the TensorRT build record."""
+    p = Path(root) / (source or fmt.filename)
+    record = {"path": fmt.filename, "sha256": sha256_file(p), "bytes": p.stat().st_size, "kind": fmt.kind}
+    if fmt.precision is not None:
+        record["precision"] = fmt.precision
+    return {**record, **extra}
 
-    errors = schema_errors(data)
+
+def write_manifest(root: str | Path, data: dict, *, what: str = "cannot write the manifest") -> Path:
+    """Validate, then write atomically, so readers never see half a file; a write failure is a Co2SOutputError
+    reading `<root>/co2s.json: <what>: <reason>`."""
+    errors = validate_manifest(data)
     if errors:
         raise ValueError(f"refusing to write an invalid manifest: {'; '.join(errors[:5])}")
-    root = Path(root)
-    fd, tmp = tempfile.mkstemp(prefix=".co2s.json.", suffix=".tmp", dir=root)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes it private; the manifest is read by other users/services
-        os.replace(tmp, root / MANIFEST_NAME)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return root / MANIFEST_NAME
+    path = Path(root) / MANIFEST_NAME
+    atomic_write(path, lambda f: f.write((json.dumps(data, indent=2) + "\n").encode("utf-8")), what=what)
+    return path
