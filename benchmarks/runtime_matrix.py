@@ -288,7 +288,7 @@ def main(argv=None) -> int:
     print("measuring peak GEMM FLOP/s...", flush=True)
     peak_cpu = cpu_peak_gemm(2048, 3 if a.quick else 5)
     peak_gpu = gpu_peak_gemm()
-    fl = onnx_flops(bundle.root / "model.fp32.onnx", batch=1)
+    fl = onnx_flops(bundle.artefact("onnx", "fp32").path, batch=1)
     flops_tile = fl["flops"]
     if fl["unresolved_nodes"]:
         notes.append(

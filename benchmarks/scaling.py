@@ -148,6 +148,7 @@ def main(argv=None) -> int:
 
     from runtime_matrix import onnx_flops
 
+    from co2s.bundle import load_bundle
     from co2s.runtime.profiler import device_stamp, library_versions
 
     t_start = time.perf_counter()
@@ -158,7 +159,9 @@ def main(argv=None) -> int:
             b = work / f"{a.preset}_t{t}_c{n}"
             print(f"{a.preset} tile {t}, {n} classes: export...", flush=True)
             ex_s = export(a.preset, t, n, b)
-            fl = onnx_flops(b / "model.fp32.onnx", batch=1)
+            bundle = load_bundle(b)
+            fp32 = bundle.artefact("onnx", "fp32")
+            fl = onnx_flops(fp32.path, batch=1)
             r = run_child(b, a.iters, a.warmup, a.threads)
             mp = t * t / 1e6
             row = {
@@ -176,11 +179,7 @@ def main(argv=None) -> int:
                 "peak_rss_mb": None if r["peak_rss_mb"] is None else round(r["peak_rss_mb"], 1),
                 "peak_growth_mb": None if r["peak_growth_mb"] is None else round(r["peak_growth_mb"], 1),
                 "rss_after_load_mb": None if r["rss_after_load_mb"] is None else round(r["rss_after_load_mb"], 1),
-                "model_mb": round(
-                    (b / "model.fp32.onnx").stat().st_size / 2**20
-                    + sum(p.stat().st_size for p in b.glob("model.fp32.onnx.data")) / 2**20,
-                    1,
-                ),
+                "model_mb": round(sum(a.size for a in (fp32, *bundle.companions(fp32))) / 2**20, 1),
                 "session_load_s": round(r["session_load_s"], 2),
                 "export_s": round(ex_s, 1),
                 "iters": a.iters,
