@@ -19,18 +19,9 @@ import numpy as np
 
 from co2s.errors import WRITE_ERRNOS, Co2SInputError, Co2SOutputError, output_error
 
-from .imageio import InputOptions, RasterSource, apply_stretch, needs_stretch_error, select_bands, stretch_limits
-from .outputs import (
-    OutputPaths,
-    Sink,
-    commit_files,
-    overlay_image,
-    palette_lut,
-    preview_step,
-    remove_quietly,
-    temp_path,
-)
-from .tiling import NODATA_LABEL
+from ..tiling import NODATA_LABEL
+from .base import InputOptions, RasterSource, apply_stretch, needs_stretch_error, select_bands, stretch_limits
+from .sinks import OutputPaths, Sink, overlay_image, palette_lut, preview_step
 
 log = logging.getLogger("co2s.runtime")
 BLOCK = 256  # output block size (GDAL's default tiled GeoTIFF block)
@@ -246,10 +237,6 @@ def _write_errno(e: BaseException, folder: Path) -> int | None:
     return errno.ENOSPC if st.f_bavail * st.f_frsize < LOW_SPACE_BYTES else None
 
 
-def open_geotiff(path: Path, options: InputOptions) -> GeoTiffSource:
-    return GeoTiffSource(path, options)
-
-
 class GeoTiffSink(Sink):
     """Labels (uint8, palette, nodata 255) and confidence (uint8 x 254, band scale 1/254, nodata 255) GeoTIFFs,
     written in full-width strips aligned to the output block rows so each compressed block is written once.
@@ -267,7 +254,8 @@ class GeoTiffSink(Sink):
         overviews: bool = True,
     ):
         rio = _rasterio()
-        self.source, self.paths, self.palette = source, paths, palette
+        super().__init__(paths)
+        self.source, self.palette = source, palette
         self.overviews = overviews
         self.height, self.width = source.height, source.width
         base = dict(
@@ -283,16 +271,13 @@ class GeoTiffSink(Sink):
             compress="deflate",
             BIGTIFF="IF_SAFER",
         )
-        self._temps: list[Path] = []
         self._datasets = {}
         final = paths.labels
         try:
             for final in (paths.labels, paths.confidence):
                 if final is None:
                     continue
-                final.parent.mkdir(parents=True, exist_ok=True)
-                tmp = temp_path(final)
-                self._temps.append(tmp)
+                tmp = self._temp(final)
                 if final == paths.labels:
                     ds = rio.open(tmp, "w", **base, dtype="uint8", nodata=NODATA_LABEL, predictor=2)
                     self._datasets["labels"] = (ds, tmp, final)
@@ -361,8 +346,7 @@ class GeoTiffSink(Sink):
             pairs = [(tmp, final) for _, tmp, final in self._datasets.values()]
             if self.paths.overlay is not None:
                 final = self.paths.overlay
-                tmp = temp_path(final)
-                self._temps.append(tmp)
+                tmp = self._temp(final)
                 self._write_overlay(tmp, self._datasets["labels"][1])
                 pairs.append((tmp, final))
         except _write_errors() as e:
@@ -370,8 +354,7 @@ class GeoTiffSink(Sink):
         except BaseException:
             self.abort()
             raise
-        commit_files(pairs)
-        return [f for _, f in pairs]
+        return self._move_into_place(pairs)
 
     def _overview_factors(self) -> list[int]:
         """x2, x4, ... down to ~256 px (none for a scene that fits one block)."""
@@ -466,4 +449,4 @@ class GeoTiffSink(Sink):
                 ds.close()
             except Exception:  # noqa: BLE001 - already failing; the temp file is removed below
                 pass
-        remove_quietly(self._temps)
+        super().abort()
