@@ -42,7 +42,7 @@ def atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_name(path)
-    f = open(tmp, "xb")  # exclusive: never another writer's file; mode 0666 & ~umask, like any new file
+    f = open(tmp, "wb")  # the name is this process's own; mode 0666 & ~umask, like any new file
     try:
         with f:
             yield f
