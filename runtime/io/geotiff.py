@@ -113,25 +113,27 @@ class GeoTiffSource(RasterSource):
     def transform(self):
         return self.ds.transform
 
-    def _decimated(self, max_side: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """Unique bands [k, h', w'] read at reduced resolution (GDAL uses overviews when present)."""
-        step = max(1, math.ceil(max(self.height, self.width) / max_side))
-        shape = (len(self.indexes), max(1, self.height // step), max(1, self.width // step))
+    def _read(self, where: str, **region) -> tuple[np.ndarray, np.ndarray | None]:
+        """The selected bands [k, h, w] of `region` (rasterio's window= or out_shape=) and their valid mask. A pixel
+        is nodata only when every selected band is (rasterio's dataset_mask convention): a dark pixel with one zero
+        band is still data."""
         try:
-            data = self.ds.read(self.indexes, out_shape=shape)
+            data = self.ds.read(self.indexes, **region)
             valid = None
             if self.nodata is not None:
                 valid = ~np.all(data == np.asarray(self.nodata, dtype=data.dtype), axis=0)
             elif self.use_masks:
-                valid = np.any(self.ds.read_masks(self.indexes, out_shape=shape) > 0, axis=0)
+                valid = np.any(self.ds.read_masks(self.indexes, **region) > 0, axis=0)
         except _rasterio().errors.RasterioIOError as e:
-            # this overview read (stretch statistics, quick-look) touches every block, so it is where a damaged
-            # scene usually shows first
-            raise Co2SInputError(
-                f"{self.path}: read failed while sampling the whole scene at 1/{step} scale "
-                f"(truncated or corrupt? {_gdal_msg(e)})"
-            ) from None
+            raise Co2SInputError(f"{self.path}: read failed {where} (truncated or corrupt? {_gdal_msg(e)})") from None
         return data, valid
+
+    def _decimated(self, max_side: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Unique bands [k, h', w'] read at reduced resolution (GDAL uses overviews when present). This read
+        (stretch statistics, quick-look) touches every block, so it is where a damaged scene usually shows first."""
+        step = max(1, math.ceil(max(self.height, self.width) / max_side))
+        shape = (len(self.indexes), max(1, self.height // step), max(1, self.width // step))
+        return self._read(f"while sampling the whole scene at 1/{step} scale", out_shape=shape)
 
     def _stretch_limits(self) -> tuple[np.ndarray, np.ndarray]:
         data, valid = self._decimated(STATS_SAMPLE_SIDE)
@@ -145,23 +147,9 @@ class GeoTiffSource(RasterSource):
         return np.ascontiguousarray(pixels)
 
     def read(self, y0: int, x0: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """A pixel is nodata only when every selected band is (rasterio's dataset_mask convention): a dark pixel
-        with one zero band is still data."""
         from rasterio.windows import Window
 
-        win = Window(x0, y0, w, h)
-        try:
-            data = self.ds.read(self.indexes, window=win)
-            valid = None
-            if self.nodata is not None:
-                valid = ~np.all(data == np.asarray(self.nodata, dtype=data.dtype), axis=0)
-            elif self.use_masks:
-                valid = np.any(self.ds.read_masks(self.indexes, window=win) > 0, axis=0)
-        except _rasterio().errors.RasterioIOError as e:
-            raise Co2SInputError(
-                f"{self.path}: read failed at rows {y0}-{y0 + h}, columns {x0}-{x0 + w} "
-                f"(truncated or corrupt? {_gdal_msg(e)})"
-            ) from None
+        data, valid = self._read(f"at rows {y0}-{y0 + h}, columns {x0}-{x0 + w}", window=Window(x0, y0, w, h))
         return self._to_rgb(data), valid
 
     def preview(self, max_side: int) -> np.ndarray:
