@@ -1,9 +1,9 @@
 """Writing a bundle atomically: everything goes into a hidden temporary folder beside the target
-(`.<name>.<pid>.<tag>.tmp`, co2s.files.temp_name), which is fsynced and renamed into place only when the export (and
-its parity checks) succeeded. A failure, Ctrl-C or a kill leaves the previous bundle (if any) untouched and no partial one
-under the final name; the temporary folder of a killed export is removed (and reported) by the next export to the
-same place. Write failures (disk full, no permission, read-only file system) become one-line Co2SOutputErrors that
-name the destination.
+(`.<name>.<pid>.<tag>.tmp`, co2s.files.temp_name), which is fsynced and renamed into place only when the export
+(and its parity checks) succeeded. A failure, Ctrl-C or a kill leaves the previous bundle (if any) untouched and no
+partial one under the final name; the temporary folder of a killed export is removed (and reported) by the next
+export to the same place. Write failures (disk full, no permission, read-only file system) become one-line
+Co2SOutputErrors that name the destination.
 """
 
 from __future__ import annotations

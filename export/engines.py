@@ -8,11 +8,11 @@ The bundle is changed in place, so every file goes in under a temporary name fir
 timing cache are written as `.<name>.<pid>.<tag>.tmp` (co2s.files.temp_name) in the bundle folder, then renamed
 over their final names and the manifest is rewritten (atomically) with the engine's checksum and the
 builder/device record, as one co2s.files.commit_files step. A file that is replaced keeps a hard link
-`.<name>.<pid>.<tag>.old` until the manifest is written, so if that write fails the previous file is put back. Any failure (disk full, no permission, a failed build, Ctrl-C) therefore leaves the
-bundle's files and manifest as they were (engines of precisions finished before it stay, each with its manifest
-record) and no temporary file; write errors are one-line Co2SOutputErrors naming the file. A run killed halfway
-leaves its temporary files behind: the next run removes them, and puts a replaced file back if the manifest still
-describes the old one.
+`.<name>.<pid>.<tag>.old` until the manifest is written, so if that write fails the previous file is put back.
+Any failure (disk full, no permission, a failed build, Ctrl-C) therefore leaves the bundle's files and manifest as
+they were (engines of precisions finished before it stay, each with its manifest record) and no temporary file;
+write errors are one-line Co2SOutputErrors naming the file. A run killed halfway leaves its temporary files
+behind: the next run removes them, and puts a replaced file back if the manifest still describes the old one.
 """
 
 from __future__ import annotations
