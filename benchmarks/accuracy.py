@@ -102,7 +102,8 @@ def write_calibration(labeled, folder: Path, count: int) -> Path:
 
 
 def export_one(ckpt: Path, students: str, out: Path, calib: Path, args) -> Path:
-    from co2s.export.pipeline import ExportOptions, export_bundle
+    from co2s.export.options import ExportOptions
+    from co2s.export.pipeline import export_bundle
 
     opts = ExportOptions(
         out=out,
@@ -118,8 +119,8 @@ def export_one(ckpt: Path, students: str, out: Path, calib: Path, args) -> Path:
     )
     t = time.perf_counter()
     res = export_bundle(opts)
-    if res.exit_code:
-        log(f"  [export {students}] exit {res.exit_code}: {res.message}")
+    if res.engines_deferred is not None:
+        log(f"  [export {students}] {res.engines_deferred.message}")
     log(f"  [export {students}] done in {time.perf_counter() - t:.0f} s")
     return res.bundle
 

@@ -63,7 +63,8 @@ def eager_model(bundle: Bundle, checkpoint: str | None):
     except ImportError:
         return None, "torch is not installed"
     from co2s.export.deploy import DeployConfig, DeployModel
-    from co2s.export.pipeline import ExportOptions, load_model
+    from co2s.export.options import ExportOptions
+    from co2s.export.pipeline import load_model
 
     m = bundle.data["model"]
     if not m.get("untrained") and not checkpoint:
@@ -216,7 +217,7 @@ def tiling_section(bundle: Bundle, scene: Path, threads: int | None, work: Path,
     be.warmup(2)
     T = bundle.tile
     overlap = default_overlap(T)
-    from co2s.runtime.imageio import InputOptions, open_source
+    from co2s.runtime.io import InputOptions, open_source
 
     src = open_source(scene, InputOptions())
     side = src.height

@@ -180,7 +180,8 @@ def try_engines(bundle_dir: Path, notes: list[str], log) -> None:
 
 
 def export(a, work: Path, notes: list[str]) -> Path:
-    from co2s.export.pipeline import ExportOptions, export_bundle
+    from co2s.export.options import ExportOptions
+    from co2s.export.pipeline import export_bundle
 
     bmax = max(max(a.batches), 2)
     out = work / f"bundle_{a.preset}_{a.tile}"

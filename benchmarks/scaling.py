@@ -75,7 +75,8 @@ def measure(bundle_dir: str, iters: int, warmup: int, threads: int) -> dict:
 
 
 def export(preset: str, tile: int, classes: int, out: Path) -> float:
-    from co2s.export.pipeline import ExportOptions, export_bundle
+    from co2s.export.options import ExportOptions
+    from co2s.export.pipeline import export_bundle
 
     t = time.perf_counter()
     export_bundle(

@@ -8,6 +8,7 @@ Modules, one job each:
   calibration   calibration / parity tiles (folder or synthetic)
   parity        agreement / mIoU metrics (numpy + onnxruntime)
   bundle        atomic bundle folder
+  options       what an export is asked (ExportOptions), returns (ExportResult), fails with (ExportCheckError)
   pipeline      the export as one API call (ExportOptions -> ExportResult)
   engines       add TensorRT engines to a bundle (torch-free)
   tensorrt_build  the TensorRT 10.3 / 11.x builder (torch-free)

@@ -18,6 +18,8 @@ import click
 from co2s.bundle import formats
 from co2s.errors import Co2SInputError
 
+ENGINES_DEFERRED_EXIT = 2  # the ONNX bundle is complete; the engines are to be built on the target GPU
+
 
 def _log(msg: str) -> None:
     click.echo(msg, err=True)
@@ -82,7 +84,8 @@ def cli(**kw) -> int:
     if kw["out"] is None:
         raise Co2SInputError("--out BUNDLE is required")
 
-    from .pipeline import ExportOptions, export_bundle, parse_batch
+    from .options import ExportOptions
+    from .pipeline import export_bundle, parse_batch
 
     opts = ExportOptions(
         out=kw["out"],
@@ -109,10 +112,14 @@ def cli(**kw) -> int:
     )
     if opts.preset and not opts.untrained:
         raise Co2SInputError("--preset applies to --untrained (a checkpoint records its own preset)")
-    result = export_bundle(opts)
-    if result.message:
-        click.echo(result.message, err=True)
-    return result.exit_code
+    return _exit_status(export_bundle(opts))
+
+
+def _exit_status(result) -> int:
+    if result.engines_deferred is None:
+        return 0
+    click.echo(result.engines_deferred.message, err=True)
+    return ENGINES_DEFERRED_EXIT
 
 
 def _from_bundle(kw: dict, engines: tuple[str, ...]) -> int:
@@ -135,10 +142,7 @@ def _from_bundle(kw: dict, engines: tuple[str, ...]) -> int:
     manifest = load_bundle(bundle, verify=True)
     code = 0
     if engines:
-        result = add_engines(bundle, engines, workspace_gib=kw["workspace_gib"], log=_log)
-        if result.message:
-            click.echo(result.message, err=True)
-        code = result.exit_code
+        code = _exit_status(add_engines(bundle, engines, workspace_gib=kw["workspace_gib"], log=_log))
     if kw["triton_repo"] is not None:
         from .triton import write_triton_repo
 
@@ -165,7 +169,7 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("aborted", err=True)
         sys.exit(130)
     except Exception as e:
-        from .pipeline import ExportCheckError
+        from .options import ExportCheckError
         from .tensorrt_build import EngineBuildError
 
         if isinstance(e, (ExportCheckError, EngineBuildError)):

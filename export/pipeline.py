@@ -13,7 +13,6 @@ import datetime as _dt
 import logging
 import platform
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,47 +22,8 @@ from co2s.bundle.manifest import FORMAT, SCHEMA_VERSION
 from co2s.errors import Co2SInputError
 
 from .bundle import AtomicBundle, check_output_dir, check_output_writable, clean_leftovers
-
-DEFAULT_CALIB_COUNT = 32
-BOTH = "both"
-
-
-class ExportCheckError(RuntimeError):
-    """The exported graph failed the TensorRT audit or a parity threshold; nothing was written."""
-
-
-@dataclass
-class ExportOptions:
-    out: Path
-    checkpoint: Path | None = None
-    untrained: bool = False
-    preset: str | None = None
-    num_classes: int | None = None
-    dataset: str | None = None
-    students: str = BOTH
-    fusion: str = "mean"
-    tile: int | None = None
-    batch: tuple[int, int, int] = (1, 1, 1)
-    precisions: tuple[str, ...] = formats.PRECISIONS
-    engines: tuple[str, ...] = ()
-    calib_data: Path | None = None
-    calib_count: int = DEFAULT_CALIB_COUNT
-    int8_method: str = "auto"
-    probs: bool = False
-    workspace_gib: float = 4.0
-    triton_repo: Path | None = None
-    allow_degraded: bool = False
-    force: bool = False
-    seed: int = 0
-    log: object = field(default=print, repr=False)
-
-
-@dataclass
-class ExportResult:
-    bundle: Path
-    manifest: dict
-    exit_code: int = 0
-    message: str = ""
+from .engines import add_engines
+from .options import BOTH, ExportCheckError, ExportOptions, ExportResult
 
 
 def parse_batch(batch: int | None, dynamic: str | None) -> tuple[int, int, int]:
@@ -354,10 +314,8 @@ def _export(opts: ExportOptions, log, t_start: float, precisions: tuple[str, ...
 
     result = ExportResult(Path(opts.out), manifest)
     if opts.engines:
-        from .engines import add_engines
-
         result = add_engines(opts.out, opts.engines, workspace_gib=opts.workspace_gib, log=log)
-    if opts.triton_repo is not None and result.exit_code == 0:
+    if opts.triton_repo is not None and result.engines_deferred is None:
         _write_triton(opts.out, opts.triton_repo, opts.force, log)
     return result
 

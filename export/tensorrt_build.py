@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from co2s.errors import Co2SInputError
+from co2s.files import atomic_file
 
 
 class EngineBuildError(RuntimeError):
@@ -162,16 +163,12 @@ def build_engine(
             f"{onnx_path}: TensorRT {version} failed to build the {precision} engine (see log above)"
         )
     seconds = time.perf_counter() - t0
-    tmp = engine_path.with_name(f".{engine_path.name}.tmp")
-    with open(tmp, "wb") as f:
+    with atomic_file(engine_path) as f:
         f.write(memoryview(plan))  # the plan as is: no metadata header
-    os.replace(tmp, engine_path)
     if timing_cache is not None:
         data = config.get_timing_cache().serialize()
-        tmpc = timing_cache.with_name(f".{timing_cache.name}.tmp")
-        with open(tmpc, "wb") as f:
+        with atomic_file(timing_cache) as f:
             f.write(memoryview(data))
-        os.replace(tmpc, timing_cache)
 
     return {
         "version": version,

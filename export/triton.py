@@ -18,6 +18,7 @@ from pathlib import Path
 from co2s.bundle import Bundle
 from co2s.bundle.formats import ENGINE, ONNX
 from co2s.errors import Co2SInputError
+from co2s.files import commit_files, remove_path, remove_stale_temps, temp_name
 
 _DTYPES = {
     "uint8": "TYPE_UINT8",
@@ -84,17 +85,19 @@ def write_triton_repo(bundle: Bundle, repo: Path, *, model_name: str | None = No
         raise Co2SInputError(f"--triton-repo: {model_dir} already exists and is not empty (use --force to replace it)")
     text = config_text(bundle, name, platform)
     validated = validate_config(text)
-    tmp = repo / f".{name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "1").mkdir(parents=True)
-    (tmp / "config.pbtxt").write_text(text)
+    remove_stale_temps(repo, name)  # what a killed earlier write of this model left
+    tmp = temp_name(model_dir)
     try:
-        os.link(source, tmp / "1" / fname)  # same filesystem: no copy of a 700 MB file
-    except OSError:
-        shutil.copy2(source, tmp / "1" / fname)
-    for data in bundle.companions(art):  # ONNX external weights travel with it
-        shutil.copy2(data.path, tmp / "1" / data.path.name)
-    if model_dir.exists():
-        shutil.rmtree(model_dir)
-    os.replace(tmp, model_dir)
+        (tmp / "1").mkdir(parents=True)
+        (tmp / "config.pbtxt").write_text(text)
+        try:
+            os.link(source, tmp / "1" / fname)  # same filesystem: no copy of a 700 MB file
+        except OSError:
+            shutil.copy2(source, tmp / "1" / fname)
+        for data in bundle.companions(art):  # ONNX external weights travel with it
+            shutil.copy2(data.path, tmp / "1" / data.path.name)
+        commit_files([(tmp, model_dir)])  # a previous model folder (--force) is replaced in one rename
+    except BaseException:
+        remove_path(tmp)
+        raise
     return {"path": str(model_dir), "platform": platform, "precision": precision, "validated": validated}

@@ -22,7 +22,7 @@ _API = {
     "predict_array": ".pipeline",
     "InferOptions": ".pipeline",
     "InferencePipeline": ".pipeline",
-    "InputOptions": ".imageio",
+    "InputOptions": ".io",
     "StageProfiler": ".profiler",
 }
 

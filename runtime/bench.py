@@ -15,7 +15,7 @@ from co2s.bundle import Bundle
 from co2s.errors import Co2SInputError
 
 from .backends import Backend, open_backend
-from .imageio import InputOptions, open_source
+from .io import InputOptions, open_source
 from .pipeline import collect_inputs
 from .profiler import StageProfiler, device_stamp, library_versions, render_table, stage_stats
 

@@ -18,7 +18,7 @@ import click
 from co2s.errors import Co2SInputError, ensure_writable_dir, output_error
 
 from .backends import BACKENDS, PRECISION_CHOICES
-from .imageio import DEFAULT_MAX_PIXELS, InputOptions, parse_bands, parse_stretch
+from .io import DEFAULT_MAX_PIXELS, InputOptions, parse_bands, parse_stretch
 
 log = logging.getLogger("co2s.runtime")
 

@@ -41,8 +41,7 @@ from co2s.errors import Co2SInputError, output_error
 
 from .backends import Backend
 from .heap import limit_heap_retention, release_free_heap
-from .imageio import IMAGE_EXTENSIONS, InputOptions, RasterSource, open_source
-from .outputs import OutputPaths, PngSink, Sink, output_paths
+from .io import IMAGE_EXTENSIONS, InputOptions, RasterSource, Sink, open_sink, open_source
 from .profiler import StageProfiler
 from .tiling import Stitcher, TileGrid, TileWindow, pad_to_tile
 
@@ -482,28 +481,20 @@ class InferencePipeline:
             self._stop_reason = f"because the output disk is {'read-only' if e.errno == errno.EROFS else 'full'}"
             self._stop.set()
 
-    def _make_sink(self, job: _Job) -> Sink:
-        src = job.source
-        paths: OutputPaths = output_paths(
-            self.out_dir,
-            job.spec.rel_stem,
-            geo=src.windowed,
-            overlay=self.options.overlay,
-            confidence=self.options.confidence,
-        )
-        if src.windowed:
-            from .geotiff import GeoTiffSink
-
-            return GeoTiffSink(
-                src, paths, self.bundle.palette, list(self.bundle.classes), overviews=self.options.overviews
-            )
-        return PngSink(src, paths, self.bundle.palette)
-
     def _write_tile(self, job: _Job, item: _TileResult) -> None:
         prof = self.profiler
         if job.sink is None:
             t = time.perf_counter()
-            job.sink = self._make_sink(job)
+            job.sink = open_sink(
+                job.source,
+                self.out_dir,
+                job.spec.rel_stem,
+                palette=self.bundle.palette,
+                classes=list(self.bundle.classes),
+                overlay=self.options.overlay,
+                confidence=self.options.confidence,
+                overviews=self.options.overviews,
+            )
             prof.add("write", time.perf_counter() - t)
 
             def emit(y0, y1, labels, conf, _sink=job.sink, _job=job):

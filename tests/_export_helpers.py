@@ -70,7 +70,8 @@ def trained_tiny_checkpoint() -> Path:
 @functools.cache
 def tiny_bundle() -> Path:
     """fp32 + fp16 + int8 ONNX bundle of the trained tiny pair, with the probs output."""
-    from co2s.export.pipeline import ExportOptions, export_bundle
+    from co2s.export.options import ExportOptions
+    from co2s.export.pipeline import export_bundle
 
     out = workdir() / "bundle"
     export_bundle(

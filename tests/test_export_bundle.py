@@ -209,7 +209,8 @@ def test_from_bundle_engine_is_torch_free(bundle):
 
 
 def test_dynamic_batch_max_confidence_single_student(tmp_path):
-    from co2s.export.pipeline import ExportOptions, export_bundle
+    from co2s.export.options import ExportOptions
+    from co2s.export.pipeline import export_bundle
 
     out = tmp_path / "dyn"
     export_bundle(

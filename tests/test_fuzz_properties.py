@@ -1,7 +1,7 @@
 """Property-based fuzzing of what the runtime reads from users, plus one named regression test per crash that
 benchmarks/fuzz/fuzz_runtime.py (atheris) found.
 
-- image readers (`imageio.open_source`: Pillow and rasterio/GDAL): valid random images round-trip; arbitrary and
+- image readers (`co2s.runtime.io.open_source`: Pillow and rasterio/GDAL): valid random images round-trip; arbitrary and
   mutated PNG/JPEG/TIFF/GeoTIFF bytes give a well-formed uint8 RGB window or a Co2SInputError, nothing else;
 - tiler (`tiling.TileGrid`, `Stitcher`): tiles stay in bounds and cover every pixel, keep boxes partition the
   scene, and stitching constant outputs gives the constant back, for tiny and very elongated scenes too;
@@ -27,7 +27,7 @@ from PIL import Image
 
 from co2s.bundle import MANIFEST_NAME, ManifestError, load_bundle
 from co2s.errors import Co2SInputError
-from co2s.runtime.imageio import InputOptions, Stretch, open_source
+from co2s.runtime.io import InputOptions, Stretch, open_source
 from co2s.runtime.tiling import NODATA_LABEL, Stitcher, TileGrid, pad_to_tile, parse_overlap
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -24,6 +24,7 @@ from PIL import Image
 from runtime_fakes import make_bundle
 
 from co2s.errors import Co2SInputError
+from co2s.files import TEMP_NAME
 from co2s.train.checkpoint import load_checkpoint
 
 BIN = Path(sys.executable).parent
@@ -235,7 +236,7 @@ def test_export_killed_mid_write_leaves_no_bundle_and_the_rerun_cleans_up(tmp_pa
     assert res.returncode == -signal.SIGKILL, res.stderr[-3000:]
     assert not fresh.exists()
     partial = [p for p in parent.iterdir() if p.name.startswith(".fresh.")]
-    assert len(partial) == 1 and partial[0].name.endswith(".partial")
+    assert len(partial) == 1 and TEMP_NAME.match(partial[0].name)["kind"] == "tmp"
     assert (partial[0] / "model.fp32.onnx").is_file()  # the kill really landed while the bundle was written
 
     # 2. a previous bundle, replaced with --force by an export that is killed: the previous one is untouched
@@ -293,7 +294,7 @@ def test_export_killed_between_the_renames_of_force_keeps_the_previous_bundle(tm
     res = _run([sys.executable, driver, out])
     assert res.returncode == -signal.SIGKILL, res.stderr[-3000:]
     assert not out.exists()  # the kill landed in the window
-    aside = [p for p in out.parent.iterdir() if p.name.startswith(".b.old-")]
+    aside = [p for p in out.parent.iterdir() if p.name.startswith(".b.") and p.name.endswith(".old")]
     assert len(aside) == 1 and _tree(aside[0]) == before
 
     messages: list[str] = []
@@ -366,7 +367,7 @@ def test_infer_killed_partway_then_skip_existing_finishes_the_same_set(tmp_path)
         assert {f"{stem}.{k}.png" for k in ("labels", "overlay", "confidence")} <= set(done)
     interrupted = {n.split(".")[0] for n in done} - set(finished)
     assert len(interrupted) == 1  # one file of the third input was renamed before the kill, but not its labels
-    assert all(".partial-" in n for n in _hidden(out)) and _hidden(out)
+    assert all(TEMP_NAME.match(n)["kind"] == "tmp" for n in _hidden(out)) and _hidden(out)
 
     res = _run([BIN / "co2s-infer", bundle, tmp_path / "in", "--out", out, "-q", "--skip-existing"])
     assert res.returncode == 0, res.stderr

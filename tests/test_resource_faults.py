@@ -671,7 +671,7 @@ def test_engine_build_killed_while_replacing_is_repaired_by_the_next_run(tmp_pat
     assert code == 0, err
     before = _digest(b)
     # what a rebuild killed between renaming the new engine in and rewriting the manifest leaves: the new engine
-    # under the final name, the previous one kept aside, the builder's temporary timing cache
+    # under the final name, the previous one kept aside, the builder's own temporary file of the timing cache
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
     ).stdout.strip()
@@ -679,14 +679,15 @@ def test_engine_build_killed_while_replacing_is_repaired_by_the_next_run(tmp_pat
     os.link(engine, b / f".model.fp16.engine.{dead}.0badc0de.old")
     engine.unlink()
     engine.write_bytes(b"\x00plan-2" * 8192)
-    (b / f"..timing.cache.{dead}.0badc0de.tmp.tmp").write_bytes(b"partial")
+    builder_temp = b / f"..timing.cache.{dead}.0badc0de.tmp.{dead}.1badc0de.tmp"  # co2s.files.temp_name of a temp
+    builder_temp.write_bytes(b"partial")
     with pytest.raises(Exception, match="model.fp16.engine is 57344 bytes, the manifest says 28672"):
         load_bundle(b, verify=True)
 
     monkeypatch.setattr("co2s.export.engines.has_nvidia_gpu", lambda: False)
     code, _, err = export(["--from-bundle", b, "--engine", "fp16"], capsys)
     assert code == 2  # no GPU now: nothing built, but the CLI put the bundle right before reading its manifest
-    assert f"removed {b / f'..timing.cache.{dead}.0badc0de.tmp.tmp'} (left by an interrupted engine build)" in err
+    assert f"removed {builder_temp} (left by an interrupted engine build)" in err
     assert f"restored {engine} (an engine build was interrupted while replacing it)" in err
     assert _digest(b) == before and _hidden(b) == []
     load_bundle(b, verify=True)

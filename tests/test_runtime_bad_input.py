@@ -152,21 +152,21 @@ def test_usage_errors(bundle, tmp_path, capsys):
 def test_unreadable_file_message(tmp_path, monkeypatch):
     """Permission problems (not reproducible as root, so simulated) name the file and the OS reason."""
     from co2s.errors import Co2SInputError
-    from co2s.runtime import imageio
+    from co2s.runtime.io import InputOptions, pillow
 
     Image.fromarray(rgb()).save(tmp_path / "locked.png")
 
     def deny(*a, **k):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(imageio.Image, "open", deny)
+    monkeypatch.setattr(pillow.Image, "open", deny)
     with pytest.raises(Co2SInputError, match=r"locked\.png: cannot read \(Permission denied\)"):
-        imageio.open_pillow(tmp_path / "locked.png", imageio.InputOptions())
+        pillow.open_pillow(tmp_path / "locked.png", InputOptions())
 
 
 def test_leftovers_of_a_killed_run_are_cleaned(bundle, tmp_path, capsys):
     (tmp_path / "out").mkdir()
-    stale = tmp_path / "out" / ".a.labels.png.partial-999999999"  # no such process
+    stale = tmp_path / "out" / ".a.labels.png.999999999.0badc0de.tmp"  # co2s.files.temp_name of no such process
     stale.write_bytes(b"half a png")
     Image.fromarray(rgb()).save(tmp_path / "a.png")
     assert infer([bundle, tmp_path / "a.png", "--out", tmp_path / "out"], capsys)[0] == 0

@@ -121,8 +121,8 @@ def test_band_choice_and_16_bit_stretch(bundle, tmp_path, capsys):
 
 def test_reads_are_windowed(bundle, tmp_path, monkeypatch):
     from co2s.bundle import load_bundle
-    from co2s.runtime import geotiff
     from co2s.runtime.backends import open_backend
+    from co2s.runtime.io import geotiff
     from co2s.runtime.pipeline import run_inference
 
     write_tif(tmp_path / "big.tif", scene(300, 260))

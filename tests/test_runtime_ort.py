@@ -122,8 +122,9 @@ def test_ort_backend_reproduces_the_export(exported_bundle):
     """Same tiles through (a) the exporter's own ORT parity runner, (b) the PyTorch model it exported, and
     (c) the runtime backend: (c) must equal (a) exactly and match (b) to the exporter's fp32 threshold."""
     from co2s.export.deploy import reference_predict
+    from co2s.export.options import ExportOptions
     from co2s.export.parity import run_onnx
-    from co2s.export.pipeline import ExportOptions, load_model
+    from co2s.export.pipeline import load_model
 
     b = load_bundle(exported_bundle)
     assert b.tile == 128 and b.num_classes == 5 and b.precisions() == ["fp32", "int8"]

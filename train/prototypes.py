@@ -9,7 +9,6 @@ we run it in fp32 and store float32.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import torch
 from tqdm import tqdm
 
 from co2s.errors import Co2SInputError
+from co2s.files import atomic_write, atomic_write_text
 
 __all__ = ["load_prototypes", "save_prototypes", "text_prototypes"]
 
@@ -72,17 +72,6 @@ def _paths(path: str | os.PathLike) -> tuple[Path, Path]:
     return npy, npy.with_name(npy.stem + ".classes.txt")
 
 
-def _atomic_write(dest: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, dest)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def save_prototypes(path: str | os.PathLike, prototypes: np.ndarray, class_names: Sequence[str]) -> Path:
     """Write `<path>.npy` (float32 [N, D]) and the class names, one per line, to `<stem>.classes.txt`
     beside it; each file atomically. Returns the .npy path."""
@@ -95,8 +84,8 @@ def save_prototypes(path: str | os.PathLike, prototypes: np.ndarray, class_names
         raise Co2SInputError(f"class names must be non-empty single-line strings, got {bad[0]!r}")
     npy, sidecar = _paths(path)
     npy.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(sidecar, lambda f: f.write("".join(n + "\n" for n in names).encode("utf-8")))
-    _atomic_write(npy, lambda f: np.save(f, arr, allow_pickle=False))
+    atomic_write_text(sidecar, "".join(n + "\n" for n in names))
+    atomic_write(npy, lambda f: np.save(f, arr, allow_pickle=False))
     return npy
 
 

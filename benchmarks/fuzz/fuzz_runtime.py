@@ -5,7 +5,7 @@
     python benchmarks/fuzz/fuzz_runtime.py manifest --seconds 60
 
 Targets:
-  image     the bytes as a user file, opened the way `co2s-infer` opens it (`imageio.open_source`, as .png for the
+  image     the bytes as a user file, opened the way `co2s-infer` opens it (`co2s.runtime.io.open_source`, as .png for the
             Pillow reader and as .tif for the rasterio/GDAL reader), with default options and with
             `--bands 1 --stretch percentile:2,98 --nodata 0`, then read tile by tile like the pipeline does.
   manifest  the bytes as `co2s.json` in a bundle folder, loaded the way a bundle is opened (`co2s.bundle.load_bundle`),
@@ -22,7 +22,7 @@ Turning a crash into a regression test:
   2. copy it to tests/data/fuzz_regressions/<what>.<tif|png|jpg|json> (or inline the bytes if they are few): every
      file there is replayed through its target by tests/test_fuzz_run.py (.json: manifest, others: image);
   3. add a named test_regression_<what> in tests/test_fuzz_properties.py that opens it through the public entry
-     point (`imageio.open_source`, `co2s.bundle.load_bundle`) and asserts the clear Co2SInputError message, then fix the
+     point (`co2s.runtime.io.open_source`, `co2s.bundle.load_bundle`) and asserts the clear Co2SInputError message, then fix the
      owning runtime module until it passes.
 """
 
@@ -83,7 +83,7 @@ def _quiet() -> None:
 
 
 def _option_sets():
-    from co2s.runtime.imageio import InputOptions, Stretch
+    from co2s.runtime.io import InputOptions, Stretch
 
     return (
         InputOptions(max_pixels=FUZZ_MAX_PIXELS),
@@ -113,7 +113,7 @@ def _read_all(src) -> None:
 def check_image(data: bytes) -> None:
     """Open `data` as a user image through the CLI's reader; only Co2SInputError may escape the readers."""
     from co2s.errors import Co2SInputError
-    from co2s.runtime.imageio import open_source
+    from co2s.runtime.io import open_source
 
     d = _scratch()
     for suffix in (".png", ".tif"):
@@ -247,7 +247,7 @@ def _worker(target: str, libfuzzer_args: list[str]) -> None:
     # Pillow's C decoders are not instrumented, but their failures still surface here as exceptions).
     with atheris.instrument_imports(include=["co2s", "PIL", "json"]):
         from co2s import bundle  # noqa: F401
-        from co2s.runtime import imageio  # noqa: F401
+        from co2s.runtime import io  # noqa: F401
 
         if target == "image":
             from PIL import (  # noqa: F401
@@ -259,7 +259,7 @@ def _worker(target: str, libfuzzer_args: list[str]) -> None:
                 WebPImagePlugin,
             )
 
-            from co2s.runtime import geotiff  # noqa: F401
+            from co2s.runtime.io import geotiff  # noqa: F401
     check = CHECKS[target]
     mutator = _json_mutator if target == "manifest" else None
     atheris.Setup([sys.argv[0], *libfuzzer_args], check, custom_mutator=mutator)

@@ -19,18 +19,9 @@ import numpy as np
 
 from co2s.errors import WRITE_ERRNOS, Co2SInputError, Co2SOutputError, output_error
 
-from .imageio import InputOptions, RasterSource, apply_stretch, needs_stretch_error, select_bands, stretch_limits
-from .outputs import (
-    OutputPaths,
-    Sink,
-    commit_files,
-    overlay_image,
-    palette_lut,
-    preview_step,
-    remove_quietly,
-    temp_path,
-)
-from .tiling import NODATA_LABEL
+from ..tiling import NODATA_LABEL
+from .base import InputOptions, RasterSource, apply_stretch, needs_stretch_error, select_bands, stretch_limits
+from .sinks import OutputPaths, Sink, overlay_image, palette_lut, preview_step
 
 log = logging.getLogger("co2s.runtime")
 BLOCK = 256  # output block size (GDAL's default tiled GeoTIFF block)
@@ -122,25 +113,27 @@ class GeoTiffSource(RasterSource):
     def transform(self):
         return self.ds.transform
 
-    def _decimated(self, max_side: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """Unique bands [k, h', w'] read at reduced resolution (GDAL uses overviews when present)."""
-        step = max(1, math.ceil(max(self.height, self.width) / max_side))
-        shape = (len(self.indexes), max(1, self.height // step), max(1, self.width // step))
+    def _read(self, where: str, **region) -> tuple[np.ndarray, np.ndarray | None]:
+        """The selected bands [k, h, w] of `region` (rasterio's window= or out_shape=) and their valid mask. A pixel
+        is nodata only when every selected band is (rasterio's dataset_mask convention): a dark pixel with one zero
+        band is still data."""
         try:
-            data = self.ds.read(self.indexes, out_shape=shape)
+            data = self.ds.read(self.indexes, **region)
             valid = None
             if self.nodata is not None:
                 valid = ~np.all(data == np.asarray(self.nodata, dtype=data.dtype), axis=0)
             elif self.use_masks:
-                valid = np.any(self.ds.read_masks(self.indexes, out_shape=shape) > 0, axis=0)
+                valid = np.any(self.ds.read_masks(self.indexes, **region) > 0, axis=0)
         except _rasterio().errors.RasterioIOError as e:
-            # this overview read (stretch statistics, quick-look) touches every block, so it is where a damaged
-            # scene usually shows first
-            raise Co2SInputError(
-                f"{self.path}: read failed while sampling the whole scene at 1/{step} scale "
-                f"(truncated or corrupt? {_gdal_msg(e)})"
-            ) from None
+            raise Co2SInputError(f"{self.path}: read failed {where} (truncated or corrupt? {_gdal_msg(e)})") from None
         return data, valid
+
+    def _decimated(self, max_side: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Unique bands [k, h', w'] read at reduced resolution (GDAL uses overviews when present). This read
+        (stretch statistics, quick-look) touches every block, so it is where a damaged scene usually shows first."""
+        step = max(1, math.ceil(max(self.height, self.width) / max_side))
+        shape = (len(self.indexes), max(1, self.height // step), max(1, self.width // step))
+        return self._read(f"while sampling the whole scene at 1/{step} scale", out_shape=shape)
 
     def _stretch_limits(self) -> tuple[np.ndarray, np.ndarray]:
         data, valid = self._decimated(STATS_SAMPLE_SIDE)
@@ -154,23 +147,9 @@ class GeoTiffSource(RasterSource):
         return np.ascontiguousarray(pixels)
 
     def read(self, y0: int, x0: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """A pixel is nodata only when every selected band is (rasterio's dataset_mask convention): a dark pixel
-        with one zero band is still data."""
         from rasterio.windows import Window
 
-        win = Window(x0, y0, w, h)
-        try:
-            data = self.ds.read(self.indexes, window=win)
-            valid = None
-            if self.nodata is not None:
-                valid = ~np.all(data == np.asarray(self.nodata, dtype=data.dtype), axis=0)
-            elif self.use_masks:
-                valid = np.any(self.ds.read_masks(self.indexes, window=win) > 0, axis=0)
-        except _rasterio().errors.RasterioIOError as e:
-            raise Co2SInputError(
-                f"{self.path}: read failed at rows {y0}-{y0 + h}, columns {x0}-{x0 + w} "
-                f"(truncated or corrupt? {_gdal_msg(e)})"
-            ) from None
+        data, valid = self._read(f"at rows {y0}-{y0 + h}, columns {x0}-{x0 + w}", window=Window(x0, y0, w, h))
         return self._to_rgb(data), valid
 
     def preview(self, max_side: int) -> np.ndarray:
@@ -246,10 +225,6 @@ def _write_errno(e: BaseException, folder: Path) -> int | None:
     return errno.ENOSPC if st.f_bavail * st.f_frsize < LOW_SPACE_BYTES else None
 
 
-def open_geotiff(path: Path, options: InputOptions) -> GeoTiffSource:
-    return GeoTiffSource(path, options)
-
-
 class GeoTiffSink(Sink):
     """Labels (uint8, palette, nodata 255) and confidence (uint8 x 254, band scale 1/254, nodata 255) GeoTIFFs,
     written in full-width strips aligned to the output block rows so each compressed block is written once.
@@ -267,7 +242,8 @@ class GeoTiffSink(Sink):
         overviews: bool = True,
     ):
         rio = _rasterio()
-        self.source, self.paths, self.palette = source, paths, palette
+        super().__init__(paths)
+        self.source, self.palette = source, palette
         self.overviews = overviews
         self.height, self.width = source.height, source.width
         base = dict(
@@ -283,16 +259,13 @@ class GeoTiffSink(Sink):
             compress="deflate",
             BIGTIFF="IF_SAFER",
         )
-        self._temps: list[Path] = []
         self._datasets = {}
         final = paths.labels
         try:
             for final in (paths.labels, paths.confidence):
                 if final is None:
                     continue
-                final.parent.mkdir(parents=True, exist_ok=True)
-                tmp = temp_path(final)
-                self._temps.append(tmp)
+                tmp = self._temp(final)
                 if final == paths.labels:
                     ds = rio.open(tmp, "w", **base, dtype="uint8", nodata=NODATA_LABEL, predictor=2)
                     self._datasets["labels"] = (ds, tmp, final)
@@ -361,8 +334,7 @@ class GeoTiffSink(Sink):
             pairs = [(tmp, final) for _, tmp, final in self._datasets.values()]
             if self.paths.overlay is not None:
                 final = self.paths.overlay
-                tmp = temp_path(final)
-                self._temps.append(tmp)
+                tmp = self._temp(final)
                 self._write_overlay(tmp, self._datasets["labels"][1])
                 pairs.append((tmp, final))
         except _write_errors() as e:
@@ -370,8 +342,7 @@ class GeoTiffSink(Sink):
         except BaseException:
             self.abort()
             raise
-        commit_files(pairs)
-        return [f for _, f in pairs]
+        return self._move_into_place(pairs)
 
     def _overview_factors(self) -> list[int]:
         """x2, x4, ... down to ~256 px (none for a scene that fits one block)."""
@@ -466,4 +437,4 @@ class GeoTiffSink(Sink):
                 ds.close()
             except Exception:  # noqa: BLE001 - already failing; the temp file is removed below
                 pass
-        remove_quietly(self._temps)
+        super().abort()

@@ -1,30 +1,23 @@
-"""Reading scenes as uint8 RGB windows: band choice, 16-bit stretch, nodata, and the Pillow reader.
+"""Input sources and their options: what every format's reader shares.
 
-A source turns whatever is on disk into what the model takes (uint8 RGB, HWC) one window at a time, plus a
-validity mask where the input has nodata. Formats Pillow decodes (PNG, JPEG, BMP, WebP, simple TIFF) are
-decoded whole, so they get a pixel-count limit against decompression bombs; GeoTIFF and other GDAL rasters go
-through `geotiff.py` (rasterio) with windowed reads and need no such limit.
+A source turns whatever is on disk into what the model takes, uint8 RGB (HWC), one window at a time, plus a
+validity mask where the input has nodata. The options (band choice, 16-bit stretch, nodata, the pixel limit for
+whole-image decodes) are parsed and applied here, so every format reads them the same way. The formats
+(`pillow.py`, `geotiff.py`) build on this module, never the other way round.
 """
 
 from __future__ import annotations
 
-import logging
 import math
-import os
-import struct
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from co2s.errors import Co2SInputError
 
-# Extensions picked up when a folder is given (explicit file arguments are tried whatever their name).
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".jp2", ".vrt", ".img")
-log = logging.getLogger("co2s.runtime")
-RASTERIO_EXTENSIONS = (".tif", ".tiff", ".jp2", ".vrt", ".img")
 # Pillow's own warning threshold (about 89.5 MP): above it a whole-image decode is refused unless asked for.
 DEFAULT_MAX_PIXELS = int(Image.MAX_IMAGE_PIXELS or 89_478_485)
 
@@ -139,7 +132,7 @@ def needs_stretch_error(path: Path, dtype: np.dtype) -> Co2SInputError:
 
 
 class RasterSource(ABC):
-    """An opened input scene that serves uint8 RGB windows."""
+    """An opened input image or scene that serves uint8 RGB windows (one frame; a video source yields these)."""
 
     path: Path
     height: int
@@ -174,121 +167,6 @@ class ArraySource(RasterSource):
         return self.rgb[y0 : y0 + h, x0 : x0 + w], v
 
 
-def _pillow_bands(img: Image.Image) -> tuple[Image.Image, np.ndarray]:
-    """Pillow image -> (image, array [H, W, C]); colour models other than RGB are converted (their
-    channels are not separate measurements), numeric channels (L, LA, RGBA, I;16, F) are kept as they are."""
-    mode = img.mode
-    if mode == "P":
-        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-    elif mode in ("CMYK", "YCbCr", "LAB", "HSV"):
-        img = img.convert("RGB")
-    elif mode == "1":
-        img = img.convert("L")
-    elif mode == "PA":
-        img = img.convert("RGBA")
-    arr = np.asarray(img)
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    return img, arr
-
-
-def open_pillow(path: Path, options: InputOptions) -> ArraySource:
-    """Decode a whole image with Pillow, with every failure turned into a message that names the file."""
-    path = Path(path)
-    try:
-        size = path.stat().st_size
-    except OSError as e:
-        raise Co2SInputError(f"{path}: cannot read ({e.strerror or e})") from None
-    if path.is_dir():
-        raise Co2SInputError(f"{path}: is a folder, not an image")
-    if size == 0:
-        raise Co2SInputError(f"{path}: empty file (0 bytes)")
-    try:
-        img = Image.open(path)
-    except Image.DecompressionBombError as e:
-        raise Co2SInputError(
-            f"{path}: refused as a decompression bomb ({e}); if the file is trusted pass a larger "
-            f"--max-pixels, or convert it to a tiled GeoTIFF (processed in windows)"
-        ) from None
-    except UnidentifiedImageError:
-        raise Co2SInputError(f"{path}: {_unidentified_reason(path)}") from None
-    except OSError as e:
-        raise Co2SInputError(f"{path}: cannot read ({e.strerror or e})") from None
-    except _DECODE_ERRORS as e:  # a recognised format whose header Pillow's parser rejects
-        raise Co2SInputError(f"{path}: corrupt image header ({_describe(e)})") from None
-    with img:
-        w, h = img.size
-        if w == 0 or h == 0:
-            raise Co2SInputError(f"{path}: empty image ({w}x{h} pixels)")
-        if w * h > options.max_pixels:
-            raise Co2SInputError(
-                f"{path}: header declares {w}x{h} = {w * h / 1e6:.0f} MP, above the {options.max_pixels / 1e6:.0f} MP "
-                f"limit for images decoded whole (decompression-bomb guard); if the file is trusted pass "
-                f"--max-pixels {w * h}, or convert it to a tiled GeoTIFF to process it in windows"
-            )
-        try:
-            img.load()
-            img, arr = _pillow_bands(img)
-        except Image.DecompressionBombError as e:
-            raise Co2SInputError(f"{path}: refused as a decompression bomb ({e})") from None
-        except _DECODE_ERRORS as e:  # truncated streams, corrupt chunks, bad CRCs
-            raise Co2SInputError(f"{path}: truncated or corrupt image data ({_describe(e)})") from None
-    return array_to_source(path, arr, options)
-
-
-# Pillow's format plugins parse untrusted bytes in Python, so a malformed file surfaces as whichever exception the
-# broken field trips: the ones Pillow's own format sniffing treats as "not this format" (SyntaxError, IndexError,
-# TypeError, struct.error) plus ValueError (a TIFF header, found by benchmarks/fuzz) and their arithmetic/lookup
-# cousins. For the user each means the same thing: this file is damaged.
-_DECODE_ERRORS = (
-    OSError,
-    SyntaxError,
-    ValueError,
-    TypeError,
-    IndexError,
-    KeyError,
-    EOFError,
-    ZeroDivisionError,
-    OverflowError,
-    struct.error,
-)
-
-
-def _describe(e: BaseException) -> str:
-    text = str(e).strip()
-    if isinstance(e, (OSError, SyntaxError, ValueError)) and text:
-        return text[:200]
-    return f"{type(e).__name__}: {text[:200]}" if text else type(e).__name__
-
-
-_SIGNATURES = (
-    (b"\x89PNG\r\n\x1a\n", "PNG"),
-    (b"\xff\xd8\xff", "JPEG"),
-    (b"II*\x00", "TIFF"),
-    (b"MM\x00*", "TIFF"),
-    (b"BM", "BMP"),
-    (b"GIF8", "GIF"),
-    (b"RIFF", "WebP"),
-)
-
-
-def _unidentified_reason(path: Path) -> str:
-    """Why Pillow gave up: a known signature with a broken header, an empty PNG, or not an image at all."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(32)
-    except OSError as e:
-        return f"cannot read ({e.strerror or e})"
-    for sig, name in _SIGNATURES:
-        if head.startswith(sig):
-            if name == "PNG" and head[12:16] == b"IHDR":
-                w, h = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
-                if w == 0 or h == 0:
-                    return f"empty image ({w}x{h} pixels)"
-            return f"{name} signature but an unreadable header (corrupt or truncated file)"
-    return "not an image format this runtime reads (Pillow cannot identify it)"
-
-
 def array_to_source(path: Path, arr: np.ndarray, options: InputOptions, what: str = "") -> ArraySource:
     """[H, W, C] array of any dtype -> RGB uint8 source, applying band choice, nodata and stretch."""
     h, w, c = arr.shape
@@ -305,30 +183,3 @@ def array_to_source(path: Path, arr: np.ndarray, options: InputOptions, what: st
         lo, hi = stretch_limits(np.moveaxis(sel, 2, 0), options.stretch, valid)
         sel = apply_stretch(sel, lo, hi)
     return ArraySource(path, np.ascontiguousarray(sel), valid)
-
-
-def use_rasterio_for(path: Path) -> bool:
-    """TIFF and other GDAL rasters go through rasterio (windowed, georeferenced) when it is installed."""
-    if path.suffix.lower() not in RASTERIO_EXTENSIONS:
-        return False
-    try:
-        import rasterio  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def open_source(path: str | os.PathLike, options: InputOptions) -> RasterSource:
-    path = Path(path)
-    if use_rasterio_for(path):
-        from .geotiff import open_geotiff
-
-        return open_geotiff(path, options)
-    src = open_pillow(path, options)
-    if path.suffix.lower() in (".tif", ".tiff"):
-        log.warning(
-            "%s: read with Pillow because rasterio is not installed; any georeferencing is dropped "
-            "(pip install 'co2s[geo]')",
-            path,
-        )
-    return src

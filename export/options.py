@@ -1,0 +1,73 @@
+"""What an export is asked to do, what it returns, and how it fails: shared by the orchestrator (`pipeline.py`),
+the engine step (`engines.py`) and the CLI, so none of them imports another for its types.
+
+Library code reports outcomes as data: "engines deferred to the target" is `ExportResult.engines_deferred`, and
+only `cli.py` turns it into an exit status.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import formats
+
+DEFAULT_CALIB_COUNT = 32
+BOTH = "both"
+
+
+class ExportCheckError(RuntimeError):
+    """The exported graph failed the TensorRT audit or a parity threshold; nothing was written."""
+
+
+@dataclass
+class ExportOptions:
+    out: Path
+    checkpoint: Path | None = None
+    untrained: bool = False
+    preset: str | None = None
+    num_classes: int | None = None
+    dataset: str | None = None
+    students: str = BOTH
+    fusion: str = "mean"
+    tile: int | None = None
+    batch: tuple[int, int, int] = (1, 1, 1)
+    precisions: tuple[str, ...] = formats.PRECISIONS
+    engines: tuple[str, ...] = ()
+    calib_data: Path | None = None
+    calib_count: int = DEFAULT_CALIB_COUNT
+    int8_method: str = "auto"
+    probs: bool = False
+    workspace_gib: float = 4.0
+    triton_repo: Path | None = None
+    allow_degraded: bool = False
+    force: bool = False
+    seed: int = 0
+    log: object = field(default=print, repr=False)
+
+
+@dataclass(frozen=True)
+class EnginesDeferred:
+    """TensorRT engines were asked for on a machine without an NVIDIA GPU: the bundle is complete (all ONNX) and
+    the engines are to be built on the target, with `command`."""
+
+    bundle: Path
+    precisions: tuple[str, ...]
+
+    @property
+    def command(self) -> str:
+        return f"co2s-export --from-bundle {self.bundle} " + " ".join(f"--engine {p}" for p in self.precisions)
+
+    @property
+    def message(self) -> str:
+        return (
+            f"TensorRT engines are built on the target GPU, and this machine has none: copy {self.bundle} there "
+            f"and run `{self.command}`."
+        )
+
+
+@dataclass
+class ExportResult:
+    bundle: Path
+    manifest: dict
+    engines_deferred: EnginesDeferred | None = None  # None: every engine asked for was built

@@ -1,0 +1,115 @@
+"""Output files of one input: class-index raster, colour overlay, optional confidence raster.
+
+Every file is written under a hidden temporary name next to its destination (co2s.files.temp_name) and renamed
+only when the whole input succeeded, so a failure (bad tile, full disk, Ctrl-C, a kill) never leaves a partial
+output that looks finished. The labels file is renamed last: it is what `--skip-existing` looks for, so an input
+counts as done only once all its files are in place. A write that fails (disk full, no permission, read-only file
+system) is reported as a Co2SOutputError naming the output file. The formats (`pillow.py`, `geotiff.py`)
+implement `Sink`; this module knows none of them.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from co2s.errors import output_error
+from co2s.files import commit_files, remove_quietly, remove_stale_temps, temp_name
+
+from ..tiling import NODATA_LABEL
+
+OVERLAY_ALPHA = 0.5
+PREVIEW_MAX_SIDE = 2048  # overlay of a GeoTIFF scene is a decimated quick-look, not a full-size copy
+
+
+@dataclass(frozen=True)
+class OutputPaths:
+    labels: Path
+    overlay: Path | None
+    confidence: Path | None
+
+    def all(self) -> list[Path]:
+        return [p for p in (self.labels, self.overlay, self.confidence) if p is not None]
+
+
+def output_paths(out_dir: Path, rel_stem: Path, *, geo: bool, overlay: bool, confidence: bool) -> OutputPaths:
+    """`<out>/<rel_stem>.labels.png|tif`, `.overlay.png`, `.confidence.png|tif`."""
+    ext = ".tif" if geo else ".png"
+    base = Path(out_dir) / rel_stem
+    return OutputPaths(
+        base.with_name(base.name + ".labels" + ext),
+        base.with_name(base.name + ".overlay.png") if overlay else None,
+        base.with_name(base.name + ".confidence" + ext) if confidence else None,
+    )
+
+
+class Sink(ABC):
+    """Where the labels (uint8 class indices, NODATA_LABEL where there was no data) and confidence (float32, 0-1)
+    of one input go, as row strips in order; `commit` moves every file into place at once, `abort` drops them."""
+
+    def __init__(self, paths: OutputPaths):
+        self.paths = paths
+        self._temps: list[Path] = []
+
+    @abstractmethod
+    def write_strip(self, y0: int, y1: int, labels: np.ndarray, confidence: np.ndarray | None) -> None: ...
+
+    @abstractmethod
+    def commit(self) -> list[Path]:
+        """Finish every file and move it into place; returns the final paths."""
+
+    def abort(self) -> None:
+        """Drop every temporary file."""
+        remove_quietly(self._temps)
+
+    def _temp(self, final: Path) -> Path:
+        """The temporary name `final` is written under; what a killed earlier run left for it (its process is
+        gone) is removed on the way."""
+        final.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(final.parent, final.name)
+        tmp = temp_name(final)
+        self._temps.append(tmp)
+        return tmp
+
+    def _move_into_place(self, pairs: list[tuple[Path, Path]]) -> list[Path]:
+        """Rename each (temporary, final) pair, the labels file last (see the module docstring)."""
+        ordered = sorted(pairs, key=lambda pair: pair[1] == self.paths.labels)  # stable: the others keep their order
+        try:
+            commit_files(ordered)
+        except OSError as e:
+            raise output_error(e.filename, e) from None
+        return [f for _, f in pairs]
+
+
+def palette_lut(palette: np.ndarray) -> np.ndarray:
+    """256 x 3 colour table: class colours, black for the nodata label and unused indices."""
+    lut = np.zeros((256, 3), np.uint8)
+    n = min(len(palette), NODATA_LABEL)
+    lut[:n] = np.asarray(palette, np.uint8)[:n]
+    return lut
+
+
+def overlay_image(
+    rgb: np.ndarray, labels: np.ndarray, palette: np.ndarray, alpha: float = OVERLAY_ALPHA, rows: int = 512
+) -> np.ndarray:
+    """Blend class colours over the image (8-bit fixed point, in row chunks so a large quick-look needs no
+    float copies of the whole image); nodata pixels keep the image."""
+    lut = palette_lut(palette).astype(np.uint16)
+    a = int(round(alpha * 256))
+    out = np.empty_like(rgb)
+    for y in range(0, rgb.shape[0], rows):
+        lab = labels[y : y + rows]
+        px = rgb[y : y + rows].astype(np.uint16)
+        blend = ((px * (256 - a) + lut[lab] * a + 128) >> 8).astype(np.uint8)
+        nod = lab == NODATA_LABEL
+        blend[nod] = rgb[y : y + rows][nod]
+        out[y : y + rows] = blend
+    return out
+
+
+def preview_step(height: int, width: int, max_side: int = PREVIEW_MAX_SIDE) -> int:
+    return max(1, math.ceil(max(height, width) / max_side))
