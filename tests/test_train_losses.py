@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from co2s.train.losses import (
+    Targets,
     confidence_weighted_ce,
     stability_loss,
     stability_masks,
@@ -108,7 +109,7 @@ def test_confidence_weighted_ce_denominator_counts_all_unpadded_pixels():
     ignore = torch.tensor([[[0, 0], [0, 255]]], dtype=torch.uint8)
     ce = F.cross_entropy(logits, pseudo, reduction="none")[0]
     expected = (ce[0, 0] + ce[1, 0]) / 3  # confident and unpadded: (0,0), (1,0); 3 unpadded pixels
-    got = confidence_weighted_ce(logits, pseudo, conf, ignore, TAU, torch.tensor(3.0))
+    got = confidence_weighted_ce(logits, Targets(pseudo, conf, ignore), TAU, torch.tensor(3.0))
     assert got.item() == pytest.approx(expected.item(), rel=1e-6)
 
 

@@ -8,11 +8,20 @@ exactly the step of one process holding both halves of the batch. Single-process
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
 IGNORE = 255
+
+
+class Targets(NamedTuple):
+    """Per-pixel pseudo-label targets of an unlabelled view, each [B, H, W]."""
+
+    label: torch.Tensor  # class index
+    conf: torch.Tensor  # softmax probability of that class
+    ignore: torch.Tensor  # IGNORE where the crop is padding
 
 
 def supervised_ce(logits: torch.Tensor, labels: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
@@ -21,17 +30,10 @@ def supervised_ce(logits: torch.Tensor, labels: torch.Tensor, den: torch.Tensor)
     return ce / den.clamp(min=1)
 
 
-def confidence_weighted_ce(
-    logits: torch.Tensor,
-    pseudo: torch.Tensor,
-    conf: torch.Tensor,
-    ignore: torch.Tensor,
-    tau: float,
-    den: torch.Tensor,
-) -> torch.Tensor:
+def confidence_weighted_ce(logits: torch.Tensor, targets: Targets, tau: float, den: torch.Tensor) -> torch.Tensor:
     """UniMatch's pixelwise loss: sum of CE over confident, non-padded pixels / `den` (all non-padded pixels)."""
-    ce = F.cross_entropy(logits.float(), pseudo.long(), reduction="none")
-    keep = (conf >= tau) & (ignore != IGNORE)
+    ce = F.cross_entropy(logits.float(), targets.label.long(), reduction="none")
+    keep = (targets.conf >= tau) & (targets.ignore != IGNORE)
     return (ce * keep).sum() / den.clamp(min=1)
 
 
