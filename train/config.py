@@ -57,6 +57,7 @@ class TrainConfig:
     sta_peak: float = 0.5
     sta_ramp: float = 0.2
     sta_grad: bool = True
+    sta_ignore_padding: bool = True  # False: padded pixels take part in L_sta, as in the reference
     # inputs
     clip_weights: str | None = None
     dinov3_weights: str | None = None
