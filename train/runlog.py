@@ -1,5 +1,5 @@
-"""What a training run reports besides its checkpoints: the progress bar, TensorBoard scalars (tb/) and one
-metrics.csv row per evaluation. Only rank 0 writes; other ranks get an instance that does nothing."""
+"""What a training run reports besides its checkpoints: config.yaml, the progress bar, TensorBoard scalars (tb/) and
+one metrics.csv row per evaluation. Only rank 0 writes; other ranks get a RunLog that does nothing."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import yaml
 from tqdm import tqdm
 
 from co2s.errors import ensure_writable_dir
 from co2s.files import atomic_write_text, remove_stale_temps
 
+from .config import TrainConfig
 from .distributed import Dist, stop_together
 
 if TYPE_CHECKING:
@@ -37,6 +39,13 @@ def prepare_run_folder(out: Path, d: Dist) -> None:
             )
 
     stop_together(d, check)
+
+
+def write_run_config(out: Path, cfg: TrainConfig, d: Dist) -> None:
+    """config.yaml: the resolved settings of the run."""
+    if d.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
 def _means(values: dict[str, list[float]]) -> dict[str, float]:

@@ -18,10 +18,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-import yaml
 
 from co2s.errors import Co2SInputError
-from co2s.files import atomic_write_text
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig, resolve
@@ -30,7 +28,7 @@ from .evaluate import FUSED, EvalResult, evaluate
 from .losses import stability_weight
 from .model import Co2S, build_co2s, get_preset
 from .optim import MixedPrecision, build_optimizer, poly_lr
-from .runlog import RunLog, prepare_run_folder
+from .runlog import RunLog, prepare_run_folder, write_run_config
 from .sampling import IterationBatches, seed_for
 from .step import StepOptions, TrainForward, train_step
 
@@ -60,16 +58,7 @@ def fit(
         cfg = _resume_config(cfg, ckpt, out / "last.pt")
     splits = load_splits(cfg, d)
     cfg = resolve(cfg, dataset_name=info.name, crop_size=info.crop_size, num_unlabeled=len(splits["unlabeled"]))
-    torch.manual_seed(cfg.seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
-    model = build_co2s(
-        info.num_classes,
-        preset=cfg.preset,
-        students=cfg.method_spec.students,
-        prototypes=class_prototypes(cfg, info),
-        clip_weights=cfg.clip_weights,
-        dinov3_weights=cfg.dinov3_weights,
-        img_size=cfg.crop,
-    ).to(d.device)
+    model = _build_pair(cfg, info).to(d.device)
     optimizer, amp = build_optimizer(model, cfg), MixedPrecision(cfg.amp, d.device)
     saver = _Checkpoints(out, cfg, info, model, optimizer, amp.scaler, d)
     start, best, last_eval = 0, {"best_miou": -1.0, "best_iteration": -1}, {}  # best: best fused val mIoU so far
@@ -80,9 +69,7 @@ def fit(
     students, opts, reduce_counts = dict(model.students), step_options(cfg), count_reducer(d)
     end = cfg.iters if stop_after is None else min(cfg.iters, start + stop_after)
     loader = _loader(cfg, splits, d, start, end)
-    if d.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    write_run_config(out, cfg, d)
     log = RunLog(
         out,
         enabled=d.is_main,
@@ -171,6 +158,19 @@ def load_splits(cfg: TrainConfig, d: Dist, check: tuple[str, ...] = ("labeled", 
         return splits
 
     return stop_together(d, build)
+
+
+def _build_pair(cfg: TrainConfig, info: DatasetInfo) -> Co2S:
+    torch.manual_seed(cfg.seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
+    return build_co2s(
+        info.num_classes,
+        preset=cfg.preset,
+        students=cfg.method_spec.students,
+        prototypes=class_prototypes(cfg, info),
+        clip_weights=cfg.clip_weights,
+        dinov3_weights=cfg.dinov3_weights,
+        img_size=cfg.crop,
+    )
 
 
 def class_prototypes(cfg: TrainConfig, info: DatasetInfo) -> np.ndarray | None:
