@@ -65,8 +65,12 @@ def stability_loss(
 
 
 def stability_weight(iteration: int, total: int, peak: float = 0.5, ramp: float = 0.2) -> float:
-    """w_sta(t): cosine ramp from 0 to `peak` over the first round(ramp*T) iterations, then flat (spec 3.4)."""
+    """w_sta(t): cosine ramp from 0 to `peak` over the first round(ramp*T) iterations, then flat (docs/method.md §7.3).
+
+    The ramp's last iteration is at the peak, so a ramp of one iteration (or none) is flat from t = 0, as in the
+    reference.
+    """
     ramp_iters = round(ramp * total)
-    if iteration >= ramp_iters:
+    if iteration >= ramp_iters - 1:
         return peak
-    return peak * 0.5 * (1 - math.cos(math.pi * iteration / max(ramp_iters - 1, 1)))
+    return peak * 0.5 * (1 - math.cos(math.pi * iteration / (ramp_iters - 1)))

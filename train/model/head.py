@@ -57,14 +57,14 @@ class Attention(nn.Module):
 
 
 class TransformerLayer(nn.Module):
-    """Pre-norm encoder layer (LayerNorm eps 1e-5, GELU FFN with ratio 2) as in the reference head."""
+    """Pre-norm encoder layer (LayerNorm eps 1e-5, GELU FFN of `hidden` channels) as in the reference head."""
 
-    def __init__(self, dim: int, num_heads: int):
+    def __init__(self, dim: int, num_heads: int, hidden: int):
         super().__init__()
         self.ln1 = nn.LayerNorm(dim)
         self.attn = Attention(dim, num_heads)
         self.ln2 = nn.LayerNorm(dim)
-        self.ffn = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+        self.ffn = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.ln1(x))
@@ -78,7 +78,8 @@ class SemanticTransformer(nn.Module):
         super().__init__()
         self.channels = channels
         self.pool_size = pool_size
-        self.transformer = TransformerLayer(channels + text_channels, num_heads)
+        # The FFN is 4 x the visual width, whatever the text width (docs/method.md §4).
+        self.transformer = TransformerLayer(channels + text_channels, num_heads, 4 * channels)
 
     def forward(self, x: torch.Tensor, text: torch.Tensor, batch: int) -> torch.Tensor:
         # x: [(B*N), C, h, w]; text: [N, Ct] (the same class vectors for every image)
@@ -162,7 +163,9 @@ class VLGHead(nn.Module):
 
         Constant at inference, so `co2s.export` computes it once and bakes both into the graph.
         """
-        text = F.normalize(torch.nan_to_num(text), dim=-1)
+        # Non-finite entries clamp to +-1e4 as in the reference, so an overflowing entry still points the way
+        # (nan_to_num's default, the float maximum, would overflow the norm and zero the whole vector).
+        text = F.normalize(torch.nan_to_num(text, nan=0.0, posinf=1e4, neginf=-1e4), dim=-1)
         return text, self.text_proj(text)
 
     def decode_folded(
