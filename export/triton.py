@@ -87,7 +87,7 @@ def write_triton_repo(manifest, repo: Path, *, model_name: str | None = None, fo
     (tmp / "1").mkdir(parents=True)
     (tmp / "config.pbtxt").write_text(text)
     try:
-        os.link(source, tmp / "1" / fname)  # same filesystem: no copy of a 700 MB file
+        os.link(source, tmp / "1" / fname)  # same filesystem: no copy of the (large) model file
     except OSError:
         shutil.copy2(source, tmp / "1" / fname)
     data = source.with_name(source.name + ".data")  # ONNX external weights travel with it

@@ -120,7 +120,7 @@ def save_labels_png(path: Path, labels: np.ndarray, palette: np.ndarray) -> None
     """Palette PNG: pixel values are class indices (np.asarray(Image.open(p)) gives them back), viewers show colours."""
     img = Image.fromarray(labels)
     img.putpalette(palette_lut(palette).reshape(-1).tolist())
-    img.save(path, format="PNG", compress_level=3)  # zlib 6 is 4x slower for a few % smaller files
+    img.save(path, format="PNG", compress_level=3)  # zlib's default 6 is much slower for little gain
 
 
 def save_confidence_png(path: Path, confidence: np.ndarray) -> None:

@@ -1,5 +1,5 @@
 """VLG head: shapes, parameter counts against the reference, the (batch x class) folding done right, and the two
-choices aligned with the reference (docs/method.md §4, §12): the FFN width and non-finite class vectors."""
+choices aligned with the reference (docs/method.md §4, §10.2): the FFN width and non-finite class vectors."""
 
 from __future__ import annotations
 

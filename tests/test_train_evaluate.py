@@ -11,7 +11,7 @@ from co2s.train.evaluate import FUSED, IoUAccumulator, evaluate, sliding_window_
 
 
 def test_miou_matches_hand_computed_confusion_matrix():
-    n = 4  # class 3 appears in neither ground truth nor prediction: IoU 0, still averaged (spec 4.3)
+    n = 4  # class 3 appears in neither ground truth nor prediction: IoU 0, still averaged (docs/method.md §8)
     target = torch.tensor([[0, 0, 1, 1, 2, 255], [0, 2, 2, 1, 255, 255]])
     pred = torch.tensor([[0, 1, 1, 1, 2, 0], [2, 2, 0, 1, 3, 1]])
     # Confusion over non-ignored pixels (rows = target, cols = prediction):

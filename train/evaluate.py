@@ -1,8 +1,8 @@
-"""Evaluation (spec 1.9, 4.3): sliding-window logits per student, fused prediction, dataset-level mIoU.
+"""Evaluation (docs/method.md §8): sliding-window logits per student, fused prediction, dataset-level mIoU.
 
 mIoU sums intersections and unions over the whole split, then averages IoU over *all* classes (a class absent from
 both ground truth and prediction counts as 0, as in the reference); only ground-truth 255 is excluded.
-Images are evaluated at their native size (no test-time rescale, unlike the reference's img_scale, spec 1.9).
+Images are evaluated at their native size (no test-time rescale, unlike the reference's img_scale, docs/method.md §10.1).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Loss terms of one Co2S student (spec 3.2-3.4).
+"""Loss terms of one Co2S student (docs/method.md §7).
 
 Every loss takes its denominator from the caller (`den`) instead of counting locally: under DDP the trainer passes
 the count summed over all ranks (times the world size, because DDP averages gradients), so a 2-process run takes
@@ -43,7 +43,7 @@ def valid_count(mask: torch.Tensor) -> torch.Tensor:
 
 
 def stability_masks(conf_a: torch.Tensor, conf_b: torch.Tensor, tau: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-pixel arbitration of spec 3.4: (where a learns from b, where b learns from a).
+    """Per-pixel arbitration of docs/method.md §7.2: (where a learns from b, where b learns from a).
 
     A student learns from its partner where the partner is confident (>= tau) and at least as confident as itself.
     That one rule gives all six cases: both high -> the less confident learns (both on a tie); only one high ->

@@ -1,4 +1,4 @@
-"""Optimiser and schedule (docs/method.md §9): AdamW with per-part learning rates, the poly decay, mixed precision."""
+"""Optimiser and schedule (docs/method.md §9.1): AdamW with per-part learning rates, the poly decay, mixed precision."""
 
 from __future__ import annotations
 

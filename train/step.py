@@ -132,7 +132,7 @@ class TrainForward(nn.Module):
 
     One backbone pass on [x; u_w; s1; s2] (no BatchNorm anywhere, so this equals the reference's two passes) and one
     head pass on those features plus the perturbed features of the `fp_rows` (the weak view; the reference also
-    perturbs the labelled half and throws it away, docs/method.md §10).
+    perturbs the labelled half and throws it away, docs/method.md §10.3).
     """
 
     def __init__(self, student: Student, stream: int):

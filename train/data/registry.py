@@ -1,4 +1,4 @@
-"""Dataset descriptions: classes, palettes, CLIP concept lists and label encodings (docs/method.md §2, §11).
+"""Dataset descriptions: classes, palettes, CLIP concept lists and label encodings (docs/method.md §3.1, §11).
 
 Every dataset, built-in or a user's new region, is one YAML file read by `load_dataset_yaml`; the built-in ones are
 `datasets/<name>.yaml` next to this module.

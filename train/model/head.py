@@ -1,4 +1,4 @@
-"""The VLG decode head (spec 1.6), written for export from day one.
+"""The VLG decode head (docs/method.md §4), written for export from day one.
 
 Differences from the reference that change no numbers: the einsum similarity is a broadcast matmul, the
 final upsample targets the size the caller passes (the reference hard-codes the crop), attention is an explicit
@@ -111,7 +111,7 @@ class Up(nn.Module):
 
 
 class VLGHead(nn.Module):
-    """Class-agnostic decoding of per-class cosine-similarity maps (spec 1.6).
+    """Class-agnostic decoding of per-class cosine-similarity maps (docs/method.md §4).
 
     ``feats`` is the backbone's tapped list: the last map is compared with the class vectors, the others are skip
     maps consumed deepest first. Cost grows linearly with the class count because classes are folded into the batch.

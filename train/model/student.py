@@ -65,6 +65,6 @@ class Student(nn.Module):
 
 
 def freeze_backbone_except_attention(student: Student) -> None:
-    """The reference's rule (spec 1.4): only backbone parameters whose name contains 'attn' train."""
+    """The reference's rule (docs/method.md §2.3): only backbone parameters whose name contains 'attn' train."""
     for name, param in student.backbone.named_parameters():
         param.requires_grad = "attn" in name
