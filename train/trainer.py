@@ -82,16 +82,8 @@ def fit(
     )
 
     def evaluate_and_save(done: int, lr: float) -> dict[str, float]:
-        result = evaluate(
-            model,
-            splits["val"],
-            window=cfg.crop,
-            fusion=cfg.fusion,
-            device=d.device,
-            rank=d.rank,
-            world=d.world,
-            amp_dtype=amp.dtype,
-        )
+        shard = dict(device=d.device, rank=d.rank, world=d.world)  # each rank scores every world-th image
+        result = evaluate(model, splits["val"], window=cfg.crop, fusion=cfg.fusion, amp_dtype=amp.dtype, **shard)
         model.train()
         improved = result.miou[FUSED] > best["best_miou"]
         if improved:
@@ -207,17 +199,8 @@ def model_config(cfg: TrainConfig, num_classes: int) -> dict:
 
 def _loader(cfg: TrainConfig, splits: dict, d: Dist, start: int, end: int) -> torch.utils.data.DataLoader:
     """Iterations start..end-1 of this rank: item t is a pure function of (seed, t), so any start resumes exactly."""
-    batches = IterationBatches(
-        splits["labeled"],
-        splits["unlabeled"],
-        crop=cfg.crop,
-        batch_size=cfg.batch_size,
-        seed=cfg.seed,
-        total=cfg.iters,
-        rank=d.rank,
-        world=d.world,
-        semi=cfg.method_spec.semi,
-    )
+    sizes = dict(crop=cfg.crop, batch_size=cfg.batch_size, seed=cfg.seed, total=cfg.iters, semi=cfg.method_spec.semi)
+    batches = IterationBatches(splits["labeled"], splits["unlabeled"], rank=d.rank, world=d.world, **sizes)
     return torch.utils.data.DataLoader(
         batches, batch_size=None, sampler=range(start, end), num_workers=cfg.workers, pin_memory=d.device.type == "cuda"
     )
