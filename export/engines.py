@@ -116,8 +116,6 @@ def _add_engine(bundle: Path, data: dict, precision: str, workspace_gib: float, 
     return new
 
 
-
-
 def clean_leftovers(bundle: Path) -> list[str]:
     """Temporary files of an add_engines run that was killed (its process is gone): removed, except that a moved-
     aside previous file is put back when the manifest still describes it and the file under its name does not

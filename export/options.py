@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import formats
+from co2s.bundle import formats
 
 DEFAULT_CALIB_COUNT = 32
 BOTH = "both"

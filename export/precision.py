@@ -291,10 +291,10 @@ def _fold_cast_chains(model: onnx.ModelProto) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- INT8
-# Measured (benchmarks/export_int8_methods.py, trained tiny pair, held-out tiles): modelopt-max 99.86 % label
-# agreement with FP32 vs 99.74 % for ort-minmax (percentile 99.77, entropy 99.74). ModelOpt places Q/DQ by
-# TensorRT's rules (fewer, 316 vs 409 nodes) and is the better choice where installed; onnxruntime's path is
-# always available (CPU CI, no extra pins), so "auto" = modelopt-max if importable, else ort-minmax.
+# ModelOpt places Q/DQ by TensorRT's rules (fewer nodes, and better label agreement with FP32 in
+# benchmarks/export_int8_methods.py; numbers in benchmarks/results/code_notes.md) and is the better choice where
+# installed; onnxruntime's path is always available (CPU CI, no extra pins), so "auto" = modelopt-max if importable,
+# else ort-minmax.
 DEFAULT_INT8_METHOD = "auto"
 
 
@@ -331,7 +331,7 @@ def quantize_int8_ort(
 
     model = onnx.load(str(fp32_path))
     take, skip = quantizable_nodes(model)
-    del model  # the quantizer loads its own copies; the full-size pair peaks at ~16 GB as it is
+    del model  # the quantizer loads its own copies; holding this one too raises the peak (code_notes.md)
     cm = {
         "ort-minmax": CalibrationMethod.MinMax,
         "ort-percentile": CalibrationMethod.Percentile,

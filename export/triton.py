@@ -91,7 +91,7 @@ def write_triton_repo(bundle: Bundle, repo: Path, *, model_name: str | None = No
         (tmp / "1").mkdir(parents=True)
         (tmp / "config.pbtxt").write_text(text)
         try:
-            os.link(source, tmp / "1" / fname)  # same filesystem: no copy of a 700 MB file
+            os.link(source, tmp / "1" / fname)  # same filesystem: no copy of the (large) model file
         except OSError:
             shutil.copy2(source, tmp / "1" / fname)
         for data in bundle.companions(art):  # ONNX external weights travel with it

@@ -47,8 +47,8 @@ def limit_heap_retention() -> bool:
 
     glibc raises its mmap threshold each time a large block is freed (up to 32 MB), after which image-sized numpy
     buffers come from the per-thread heaps; with reader, inference and writer threads allocating and freeing
-    them, those heaps keep fragmented free memory and RSS wanders by tens of MB (benchmarks/soak.py measured
-    190-240 MB round to round instead of 150 MB). Fixing the mmap threshold at 1 MB (what MALLOC_MMAP_THRESHOLD_
+    them, those heaps keep fragmented free memory and RSS wanders from round to round (benchmarks/soak.py;
+    benchmarks/results/soak.md and code_notes.md). Fixing the mmap threshold at 1 MB (what MALLOC_MMAP_THRESHOLD_
     does from the environment) hands image-sized blocks straight back to the OS, while per-tile buffers stay on
     the fast heap path. Opt out with CO2S_MALLOC_TUNING=0; an environment that sets the thresholds is respected.
     """

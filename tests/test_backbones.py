@@ -1,5 +1,5 @@
 """Backbones: registry, tap shapes, the CLIP value path against a hand-written version, DINOv3 taps against
-timm's blocks, parameter counts and the attention-only freeze rule against the spec (1.2-1.4, 6.3)."""
+timm's blocks, parameter counts and the attention-only freeze rule against the reference (docs/method.md §2)."""
 
 from __future__ import annotations
 
@@ -89,7 +89,7 @@ def test_clip_last_block_ordinary_path_is_not_computed():
         blk.register_forward_hook(lambda *_, i=i: calls.append(i))
     with torch.no_grad():
         m(torch.randn(1, 3, 64, 64))
-    assert calls == [0, 1, 2]  # block 3 only runs its value path (spec 1.2: its regular path feeds nothing)
+    assert calls == [0, 1, 2]  # block 3 only runs its value path (docs/method.md §2.1: its regular path feeds nothing)
 
 
 def test_clip_run_time_position_resize_matches_a_model_built_for_that_size():
@@ -156,10 +156,10 @@ def test_full_clip_shapes_counts_and_freeze_rule(clip256):
         outs512 = m(torch.randn(1, 3, 512, 512))  # position grid resized at run time
     assert [tuple(o.shape) for o in outs] == [(1, 768, 16, 16), (1, 768, 16, 16), (1, 512, 16, 16)]
     assert [tuple(o.shape) for o in outs512] == [(1, 768, 32, 32), (1, 768, 32, 32), (1, 512, 32, 32)]
-    # spec 6.3: 86.24 M at 256; the position embedding holds (1 + hw) * 768 so it grows with the crop.
+    # The reference's analytic count: 86.24 M at 256; the position embedding holds (1 + hw) * 768 so it grows with the crop.
     assert count_parameters(m) == (86_238_720, 86_238_720)
     assert count_parameters(m)[0] + (32 * 32 - 16 * 16) * 768 == 86_828_544  # 86.83 M at 512
-    assert _attn_params(m) == 28_348_416  # spec 1.4: 12 x 2,362,368
+    assert _attn_params(m) == 28_348_416  # docs/method.md §2.3: 12 x 2,362,368
 
 
 def test_full_dinov3_shapes_counts_and_freeze_rule(dinov3_512):
@@ -170,7 +170,7 @@ def test_full_dinov3_shapes_counts_and_freeze_rule(dinov3_512):
         outs256 = m(torch.randn(1, 3, 256, 256))
     assert [tuple(o.shape) for o in outs] == [(1, 768, 32, 32)] * 3
     assert [tuple(o.shape) for o in outs256] == [(1, 768, 16, 16)] * 3
-    assert count_parameters(m)[0] == 85_659_648  # spec: 85.66 M (Meta's module adds a 768-d mask_token)
+    assert count_parameters(m)[0] == 85_659_648  # the reference: 85.66 M (Meta's module adds a 768-d mask_token)
     # Meta's module counts 28,348,416: its 12 x 768 k-biases are multiplied by a zero mask; timm's qkvb
     # variant keeps the k-bias as a zero buffer instead, so it is not a parameter here.
     assert _attn_params(m) == 28_339_200

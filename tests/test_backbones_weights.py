@@ -1,5 +1,5 @@
 """Weight loading: official key layouts written from random tiny models load into differently seeded models
-and reproduce their features exactly; bad files fail with Co2SInputError naming the file and key (spec F2)."""
+and reproduce their features exactly; bad files fail with Co2SInputError naming the file and key (docs/method.md §2.4)."""
 
 from __future__ import annotations
 

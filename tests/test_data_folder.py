@@ -1,4 +1,4 @@
-"""Reference-layout folder datasets (spec 4.1): split files, per-benchmark file formats, clear errors."""
+"""Reference-layout folder datasets (docs/method.md §11): split files, per-benchmark file formats, clear errors."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from PIL import Image
 from co2s.errors import Co2SInputError
 from co2s.train.data import SplitDataset, build_splits, get_dataset_info, open_split
 
-# Image and label suffixes per benchmark (spec 4.2).
+# Image and label suffixes per benchmark (the reference's data, docs/method.md §11).
 FORMATS = {
     "whdld": (".jpg", ".png"),
     "loveda": (".png", ".png"),

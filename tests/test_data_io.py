@@ -1,4 +1,4 @@
-"""Image and label reading: formats, label decoding (spec 4.2), colour masks, clear errors."""
+"""Image and label reading: formats, label decoding (docs/method.md §11), colour masks, clear errors."""
 
 from __future__ import annotations
 

@@ -1,15 +1,21 @@
-"""Dataset registry: built-in values from the spec (2.3, 4.2) and user-defined YAML datasets."""
+"""Dataset registry: built-in values from the reference (docs/method.md §11), shipped as data files, and
+user-defined YAML datasets."""
 
 from __future__ import annotations
 
+import fnmatch
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from co2s.errors import Co2SInputError
 from co2s.train.data import DatasetInfo, get_dataset_info, list_datasets, load_dataset_yaml
+from co2s.train.data.registry import BUILTIN_DIR
 
-# Spec 4.2: classes in order, reduce_zero_label, crop size, palette.
+ROOT = Path(__file__).resolve().parents[1]
+
+# The reference's classes in order, reduce_zero_label, crop size, palette.
 SPEC = {
     "whdld": (
         ["building", "road", "pavement", "vegetation", "bare soil", "water"],
@@ -86,7 +92,7 @@ MARS = (
 )
 SPEC["mer"] = SPEC["msl"] = MARS
 
-# Spec 2.3: number of entries per concept set (class name included).
+# The reference's number of entries per concept set (class name included).
 CONCEPT_COUNTS = {
     "whdld": [6, 6, 6, 6, 6, 7],
     "loveda": [5, 6, 6, 6, 6, 6, 6],
@@ -99,6 +105,24 @@ CONCEPT_COUNTS = {
 
 def test_list_datasets():
     assert list_datasets() == sorted(["whdld", "loveda", "potsdam", "gid", "mer", "msl", "dubai", "synthetic"])
+
+
+@pytest.mark.parametrize("name", ["whdld", "loveda", "potsdam", "gid", "mer", "msl", "dubai", "synthetic"])
+def test_builtin_datasets_are_data_files_read_like_a_users(tmp_path, name):
+    shipped = BUILTIN_DIR / f"{name}.yaml"
+    user_copy = tmp_path / f"my_{name}.yaml"
+    user_copy.write_text(shipped.read_text())
+    assert get_dataset_info(name) == load_dataset_yaml(shipped) == get_dataset_info(user_copy)
+    assert get_dataset_info(name.upper()) == get_dataset_info(name)
+
+
+def test_builtin_dataset_files_are_package_data():
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert "co2s.train.data.datasets" in setuptools["packages"]  # a data-only package: no __init__.py
+    patterns = setuptools["package-data"]["co2s.train.data.datasets"]
+    assert BUILTIN_DIR == ROOT / "train" / "data" / "datasets"
+    for path in sorted(BUILTIN_DIR.iterdir()):
+        assert any(fnmatch.fnmatch(path.name, p) for p in patterns), path.name
 
 
 @pytest.mark.parametrize("name", sorted(SPEC))

@@ -1,4 +1,5 @@
-"""VLG head: shapes, parameter counts against the spec, and the (batch x class) folding done right."""
+"""VLG head: shapes, parameter counts against the reference, the (batch x class) folding done right, and the two
+choices aligned with the reference (docs/method.md §4, §10.2): the FFN width and non-finite class vectors."""
 
 from __future__ import annotations
 
@@ -34,10 +35,29 @@ def test_output_size_follows_the_caller_not_the_crop():
     assert out.shape == (1, 6, 128, 192)
 
 
-def test_parameter_counts_match_the_spec():
-    # spec 1.6: 2,217,185 for the CLIP head (text 512 -> 128) and 2,249,953 for the DINOv3 head (768 -> 128)
+def test_parameter_counts_match_the_reference():
+    # The reference's head: 2,217,185 parameters for CLIP (text 512 -> 128) and 2,249,953 for DINOv3 (768 -> 128)
     assert sum(p.numel() for p in _head(512).parameters()) == 2_217_185
     assert sum(p.numel() for p in _head(768).parameters()) == 2_249_953
+
+
+def test_ffn_width_is_four_times_the_visual_width_whatever_the_text_width():
+    head = VLGHead(64, (32,), 48, channels=32, text_channels=16, up_channels=(16,), skip_channels=(8,), num_heads=2)
+    for layer in head.layers:
+        first, last = layer.transformer.ffn[0], layer.transformer.ffn[-1]
+        assert (first.in_features, first.out_features, last.out_features) == (48, 128, 48)  # 32 + 16 -> 4 x 32
+
+
+def test_non_finite_class_vectors_clamp_like_the_reference():
+    head = _head()
+    text = torch.randn(3, 512)
+    text[0, 5], text[1, 7], text[2, 9] = float("inf"), float("-inf"), float("nan")
+    clamped = text.clone()
+    clamped[0, 5], clamped[1, 7], clamped[2, 9] = 1e4, -1e4, 0.0
+    folded, expected = head.fold_text(text)[0], head.fold_text(clamped)[0]
+    assert torch.isfinite(folded).all()
+    torch.testing.assert_close(folded, expected, rtol=0, atol=0)
+    assert folded[0, 5] > 0.99 and folded[1, 7] < -0.99  # the overflowing entry sets the direction
 
 
 def test_batch_items_do_not_mix():

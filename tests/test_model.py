@@ -75,9 +75,10 @@ def test_student_names_and_bad_prototypes():
         build_student("dinov3", N, preset="huge")
 
 
-def test_full_size_students_match_the_spec_counts():
-    # spec 6.3: CLIP backbone 86.24 M at 256 (the position embedding grows with the tile), DINOv3 85.66 M (timm has
-    # no k-bias parameter: 768 per block fewer than the reference's 85.67 M, whose k-bias was masked to zero);
+def test_full_size_students_match_the_reference_counts():
+    # The reference's analytic counts: CLIP backbone 86.24 M at 256 (the position embedding grows with the tile),
+    # DINOv3 85.66 M (timm has no k-bias parameter: 768 per block fewer than the reference's 85.67 M, whose k-bias
+    # was masked to zero);
     # heads 2.217 M / 2.250 M; trainable attention weights 28.35 M per backbone (DINOv3: 9,216 fewer, same reason).
     expected = {"clip": (86.24e6, 28_348_416, 2_217_185), "dinov3": (85.66e6, 28_339_200, 2_249_953 + 6 * 768)}
     for kind, protos in (("clip", _protos(6, 512)), ("dinov3", None)):

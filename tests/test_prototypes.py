@@ -1,4 +1,4 @@
-"""Class prototypes (spec 2.1): mean of UN-normalised concept embeddings then L2, seeded determinism,
+"""Class prototypes (docs/method.md §3.1): mean of UN-normalised concept embeddings then L2, seeded determinism,
 text weights from a CLIP checkpoint, and the .npy (+ class names) files, ours and the reference's fp16 ones."""
 
 from __future__ import annotations

@@ -8,8 +8,9 @@ import torch
 import torchvision.transforms.v2.functional as TF
 
 from co2s.train import augment as A
+from co2s.train.losses import Targets
 from co2s.train.sampling import IterationBatches, photometric_params, stream_index
-from co2s.train.step import mixed_targets
+from co2s.train.step import cutmix_targets
 
 
 def _box(b: int, h: int, w: int) -> torch.Tensor:
@@ -31,8 +32,10 @@ def test_cutmix_images_labels_confidences_pixel_exact():
 
     label_w, label_o = torch.zeros(b, h, w, dtype=torch.long), torch.ones(b, h, w, dtype=torch.long)
     conf_w, conf_o = torch.full((b, h, w), 0.3), torch.full((b, h, w), 0.9)
-    label, conf = mixed_targets((label_w, conf_w), (label_o, conf_o), box)
+    ign_w, ign_o = torch.zeros(b, h, w, dtype=torch.uint8), torch.full((b, h, w), 255, dtype=torch.uint8)
+    label, conf, ignore = cutmix_targets(Targets(label_w, conf_w, ign_w), Targets(label_o, conf_o, ign_o), box)
     assert torch.equal(label, box.long())
+    assert torch.equal(ignore, torch.where(box, 255, 0).to(torch.uint8))
     assert torch.equal(conf, torch.where(box, 0.9, 0.3))
     assert label[0].sum() == 6 and label[1].sum() == 0
 

@@ -1,4 +1,4 @@
-"""Loss terms: the six L_sta cases of spec 3.4, gradient routing of L_sta, the pixelwise CE and the ramp."""
+"""Loss terms: the six L_sta cases (docs/method.md §7.2), gradient routing of L_sta, the pixelwise CE and the ramp."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from co2s.train.losses import (
+    Targets,
     confidence_weighted_ce,
     stability_loss,
     stability_masks,
@@ -19,7 +20,7 @@ from co2s.train.step import stability_losses
 
 TAU = 0.95
 
-# (c_clip, c_dinov3) -> (CLIP learns, DINOv3 learns), one row per case of the spec 3.4 table.
+# (c_clip, c_dinov3) -> (CLIP learns, DINOv3 learns), one row per case of the table in docs/method.md §7.2.
 SIX_CASES = [
     ((0.97, 0.99), (True, False)),  # both high, c_d > c_c
     ((0.99, 0.97), (False, True)),  # both high, c_c > c_d
@@ -108,7 +109,7 @@ def test_confidence_weighted_ce_denominator_counts_all_unpadded_pixels():
     ignore = torch.tensor([[[0, 0], [0, 255]]], dtype=torch.uint8)
     ce = F.cross_entropy(logits, pseudo, reduction="none")[0]
     expected = (ce[0, 0] + ce[1, 0]) / 3  # confident and unpadded: (0,0), (1,0); 3 unpadded pixels
-    got = confidence_weighted_ce(logits, pseudo, conf, ignore, TAU, torch.tensor(3.0))
+    got = confidence_weighted_ce(logits, Targets(pseudo, conf, ignore), TAU, torch.tensor(3.0))
     assert got.item() == pytest.approx(expected.item(), rel=1e-6)
 
 
@@ -130,3 +131,10 @@ def test_stability_weight_ramp():
     ws = [stability_weight(t, total) for t in range(20)]
     assert ws == sorted(ws)
     assert stability_weight(0, 2) == 0.5  # ramp shorter than one iteration: flat
+
+
+@pytest.mark.parametrize("total", [3, 4, 5, 6, 7])
+def test_stability_weight_one_iteration_ramp_is_at_the_peak_as_in_the_reference(total):
+    # round(0.2 T) = 1: the reference's ramp (x = 1 for a one-step ramp) is at the peak from t = 0
+    assert stability_weight(0, total) == 0.5
+    assert stability_weight(0, 8) == 0.0 and stability_weight(1, 8) == 0.5  # round(1.6) = 2: 0, then the peak

@@ -97,3 +97,51 @@ def test_baselines_share_the_step(batch, students, semi, stability):
     assert all(f"{n}/x" in logs for n in names)
     assert all((f"{n}/sta" in logs) == stability for n in names)
     assert all((f"{n}/s1" in logs) == semi for n in names)
+
+
+# Losses of this batch on the seed-0 tiny pair (tau = 0, so every term is active; w_sta = 0.5), recorded from the
+# step as it was before the one-screen rewrite (commit 611702a), with the sum of |gradient| per student: the rewrite
+# and any later change to the step must keep them.
+RECORDED = {
+    "loss": 3.2033700942993164,
+    "clip/x": 1.6107066869735718,
+    "clip/s1": 1.5819467306137085,
+    "clip/s2": 1.5858983993530273,
+    "clip/fp": 1.6050785779953003,
+    "clip/sta": 6.761197437299415e-05,
+    "clip/confident": 1.0,
+    "dinov3/x": 1.611068844795227,
+    "dinov3/s1": 1.5808683633804321,
+    "dinov3/s2": 1.584343433380127,
+    "dinov3/fp": 1.5980647802352905,
+    "dinov3/sta": 6.0564361774595454e-05,
+    "dinov3/confident": 1.0,
+}
+RECORDED_GRAD_ABS_SUM = {"clip": 27.71084698956916, "dinov3": 34.83271842550592}
+RECORDED_SUPERVISED = {"loss": 3.221775531768799, "clip/x": 1.6107066869735718, "dinov3/x": 1.611068844795227}
+
+
+def test_step_reproduces_the_recorded_losses_and_gradients(batch):
+    model = _model()
+    loss, logs, grads = _grads(model, batch, StepOptions(tau=0.0), sta_weight=0.5)
+    assert list(logs) == ["w_sta", *(k for k in RECORDED if k != "loss")]  # also the metrics.csv column order
+    assert logs["w_sta"] == 0.5
+    assert {"loss": loss.item(), **logs} == pytest.approx({"w_sta": 0.5, **RECORDED}, rel=1e-4)
+    for student, expected in RECORDED_GRAD_ABS_SUM.items():
+        got = sum(g.double().abs().sum().item() for n, g in grads.items() if g is not None and f".{student}." in n)
+        assert got == pytest.approx(expected, rel=1e-4), student
+
+    loss, logs, _ = _grads(_model(), batch, StepOptions(semi=False, stability=False), sta_weight=0.5)
+    assert {"loss": loss.item(), **logs} == pytest.approx(RECORDED_SUPERVISED, rel=1e-4)
+
+
+def test_sta_ignore_padding_switch_changes_only_the_stability_term(batch):
+    assert (batch["u_ignore"] == 255).any()  # this batch has padded pixels, so the switch must matter
+    model = _model()
+    _, skip, _ = _grads(model, batch, StepOptions(tau=0.0), sta_weight=0.5)
+    _, keep, _ = _grads(model, batch, StepOptions(tau=0.0, sta_ignore_padding=False), sta_weight=0.5)
+    for key in skip:
+        if key.endswith("/sta"):
+            assert keep[key] != pytest.approx(skip[key], rel=1e-3), key
+        else:
+            assert keep[key] == skip[key], key

@@ -1,4 +1,4 @@
-"""Training augmentations (spec 3.7).
+"""Training augmentations (docs/method.md §5).
 
 Randomness is drawn on the CPU, per sample, from an explicit numpy Generator (see `sampling.py` for how those are
 seeded), while the strong photometric ops run batched on torch tensors on the training device. The ops themselves
@@ -38,7 +38,7 @@ def scale_crop_flip(
     """(image uint8 [crop, crop, 3], label uint8 [crop, crop]) with padding marked IGNORE_INDEX in the label.
 
     An unlabelled image passes label=None; its returned "label" is then only the padding mask (0 or IGNORE_INDEX), which
-    is what UniMatch's 254-padding turns into (spec 3.3).
+    is what UniMatch's 254-padding turns into (docs/method.md §5.2).
     """
     h, w = image.shape[:2]
     if label is None:

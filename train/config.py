@@ -1,6 +1,6 @@
 """Training configuration: the fields of a run, the methods (Co2S and its baselines) and the presets.
 
-`paper` follows spec 3.5-3.6: crop = the dataset's crop, batch 2 per GPU for WHDLD and 1 otherwise, 80 epochs
+`paper` follows the reference (docs/method.md §9): crop = the dataset's crop, batch 2 per GPU for WHDLD and 1 otherwise, 80 epochs
 (150 for MER) of floor(ceil(|U| / 4) / batch) iterations (the reference ran 4 GPUs; the iteration count is
 global, so match it with 4 ranks x this batch to see the same number of images), evaluation once per epoch.
 `tiny` is the same code path at a size a 2-core CPU trains in minutes (tests, demo, benchmarks): 128 px crops,
@@ -45,19 +45,20 @@ class TrainConfig:
     eval_every: int | None = None
     crop: int | None = None
     seed: int = 0
-    # optimisation (spec 3.5)
+    # optimisation (docs/method.md §9.1)
     lr: float = 1e-4
     weight_decay: float = 0.01
     backbone_lr_mult: float | None = None  # None: from the preset (paper 0.01, tiny 1)
     head_lr_mult: float = 10.0
     poly_power: float = 0.9
     amp: str | None = None  # None, "bf16" or "fp16" (CUDA only)
-    # semi-supervision (spec 3.2-3.4)
+    # semi-supervision (docs/method.md §6-§7)
     tau: float = 0.95
     fp_rate: float = 0.5
     sta_peak: float = 0.5
     sta_ramp: float = 0.2
     sta_grad: bool = True
+    sta_ignore_padding: bool = True  # False: padded pixels take part in L_sta, as in the reference
     # inputs
     clip_weights: str | None = None
     dinov3_weights: str | None = None
@@ -98,7 +99,7 @@ class Schedule:
 
 
 def paper_schedule(dataset: str, num_unlabeled: int, crop_size: int) -> Schedule:
-    """Spec 3.6: bs 2 (WHDLD) or 1, 80 epochs (MER: 150) of floor(ceil(|U| / 4 GPUs) / bs) iterations."""
+    """docs/method.md §9.2: bs 2 (WHDLD) or 1, 80 epochs (MER: 150) of floor(ceil(|U| / 4 GPUs) / bs) iterations."""
     batch = 2 if dataset == "whdld" else 1
     per_epoch = max(math.ceil(num_unlabeled / 4) // batch, 1)
     epochs = 150 if dataset == "mer" else 80

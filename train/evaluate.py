@@ -1,9 +1,9 @@
-"""Evaluation (spec 1.9, 4.3): sliding-window logits per student, fused prediction, dataset-level mIoU.
+"""Evaluation (docs/method.md §8): sliding-window logits per student, fused prediction, dataset-level mIoU.
 
 The confusion matrix is summed over the whole split, then scored by `co2s.metrics` (the definition the export
 parity report uses too): IoU per class, mIoU over the classes present in labels or predictions; only label
 IGNORE_INDEX pixels are excluded. Images are evaluated at their native size (no test-time rescale, unlike the
-reference's img_scale, spec 1.9).
+reference's img_scale, docs/method.md §10.1).
 """
 
 from __future__ import annotations

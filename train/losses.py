@@ -1,4 +1,4 @@
-"""Loss terms of one Co2S student (spec 3.2-3.4).
+"""Loss terms of one Co2S student (docs/method.md §7).
 
 Every loss takes its denominator from the caller (`den`) instead of counting locally: under DDP the trainer passes
 the count summed over all ranks (times the world size, because DDP averages gradients), so a 2-process run takes
@@ -8,11 +8,20 @@ exactly the step of one process holding both halves of the batch. Single-process
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
 from co2s.bundle.formats import IGNORE_INDEX
+
+
+class Targets(NamedTuple):
+    """Per-pixel pseudo-label targets of an unlabelled view, each [B, H, W]."""
+
+    label: torch.Tensor  # class index
+    conf: torch.Tensor  # softmax probability of that class
+    ignore: torch.Tensor  # IGNORE_INDEX where the crop is padding
 
 
 def supervised_ce(logits: torch.Tensor, labels: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
@@ -21,17 +30,10 @@ def supervised_ce(logits: torch.Tensor, labels: torch.Tensor, den: torch.Tensor)
     return ce / den.clamp(min=1)
 
 
-def confidence_weighted_ce(
-    logits: torch.Tensor,
-    pseudo: torch.Tensor,
-    conf: torch.Tensor,
-    ignore: torch.Tensor,
-    tau: float,
-    den: torch.Tensor,
-) -> torch.Tensor:
+def confidence_weighted_ce(logits: torch.Tensor, targets: Targets, tau: float, den: torch.Tensor) -> torch.Tensor:
     """UniMatch's pixelwise loss: sum of CE over confident, non-padded pixels / `den` (all non-padded pixels)."""
-    ce = F.cross_entropy(logits.float(), pseudo.long(), reduction="none")
-    keep = (conf >= tau) & (ignore != IGNORE_INDEX)
+    ce = F.cross_entropy(logits.float(), targets.label.long(), reduction="none")
+    keep = (targets.conf >= tau) & (targets.ignore != IGNORE_INDEX)
     return (ce * keep).sum() / den.clamp(min=1)
 
 
@@ -41,7 +43,7 @@ def valid_count(mask: torch.Tensor) -> torch.Tensor:
 
 
 def stability_masks(conf_a: torch.Tensor, conf_b: torch.Tensor, tau: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-pixel arbitration of spec 3.4: (where a learns from b, where b learns from a).
+    """Per-pixel arbitration of docs/method.md §7.2: (where a learns from b, where b learns from a).
 
     A student learns from its partner where the partner is confident (>= tau) and at least as confident as itself.
     That one rule gives all six cases: both high -> the less confident learns (both on a tie); only one high ->
@@ -63,8 +65,12 @@ def stability_loss(
 
 
 def stability_weight(iteration: int, total: int, peak: float = 0.5, ramp: float = 0.2) -> float:
-    """w_sta(t): cosine ramp from 0 to `peak` over the first round(ramp*T) iterations, then flat (spec 3.4)."""
+    """w_sta(t): cosine ramp from 0 to `peak` over the first round(ramp*T) iterations, then flat (docs/method.md §7.3).
+
+    The ramp's last iteration is at the peak, so a ramp of one iteration (or none) is flat from t = 0, as in the
+    reference.
+    """
     ramp_iters = round(ramp * total)
-    if iteration >= ramp_iters:
+    if iteration >= ramp_iters - 1:
         return peak
-    return peak * 0.5 * (1 - math.cos(math.pi * iteration / max(ramp_iters - 1, 1)))
+    return peak * 0.5 * (1 - math.cos(math.pi * iteration / (ramp_iters - 1)))

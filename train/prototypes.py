@@ -1,4 +1,4 @@
-"""Class prototypes for the CLIP student (spec 1.5, 2.1): one unit vector per class from CLIP's text tower.
+"""Class prototypes for the CLIP student (docs/method.md §3.1): one unit vector per class from CLIP's text tower.
 
 For class k with concepts C_k (the first is the class name itself), prototype_k = normalise(mean over
 c in C_k of text_embedding("a photo of a {c}")), the mean taken over the UN-normalised embeddings, as the
@@ -61,7 +61,7 @@ def text_prototypes(
 
     protos, i = [], 0
     for cls in concepts:
-        protos.append(emb[i : i + len(cls)].mean(dim=0))  # mean of UN-normalised embeddings (spec 2.1)
+        protos.append(emb[i : i + len(cls)].mean(dim=0))  # mean of UN-normalised embeddings (docs/method.md §3.1)
         i += len(cls)
     return torch.nn.functional.normalize(torch.stack(protos), dim=-1).numpy().astype(np.float32)
 

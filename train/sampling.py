@@ -7,7 +7,7 @@ with W ranks x b images sees the same samples and augmentations as one process w
 slots r*b .. r*b+b-1, like DistributedSampler).
 
 The mixing partner of the strong views is drawn from its own shuffle of the unlabelled set, so it is (almost always)
-a different image; the reference reuses the same images under new augmentation (spec 8.5).
+a different image; the reference reuses the same images under new augmentation (docs/method.md §5.4).
 """
 
 from __future__ import annotations

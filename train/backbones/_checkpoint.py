@@ -1,7 +1,7 @@
 """Reading weight files and checking them key by key, shared by the backbone families and the text tower.
 
 Every problem a user can fix (missing or unreadable file, wrong family or size) raises `Co2SInputError`
-naming the file and the first offending key with its expected/found shape (spec finding F2).
+naming the file and the first offending key with its expected/found shape (docs/method.md §2.4).
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def check_state_dict(
 
 
 def verify_loaded(path: Path, module_state: Mapping[str, torch.Tensor], source: Mapping[str, torch.Tensor]) -> None:
-    """Assert that every tensor of the module now equals its source tensor exactly (spec F2)."""
+    """Assert that every tensor of the module now equals its source tensor exactly (docs/method.md §2.4)."""
     for key, t in module_state.items():
         src = source.get(key)
         if src is None or not torch.equal(t, src.to(device=t.device, dtype=t.dtype)):

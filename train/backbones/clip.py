@@ -1,8 +1,8 @@
-"""CLIP student backbone: open_clip's ViT vision tower with MaskCLIP value-path taps (spec 1.2, 7.1).
+"""CLIP student backbone: open_clip's ViT vision tower with MaskCLIP value-path taps (docs/method.md §2.1).
 
 Numerics follow the original OpenAI CLIP (QuickGELU, LayerNorm eps 1e-5), not the reference's exact
-GELU / eps 1e-6 (spec 8.11). Inputs are normalised with CLIP's own mean/std; the reference fed
-ImageNet-normalised pixels to CLIP instead (spec 1.2 "Input normalisation").
+GELU / eps 1e-6. Inputs are normalised with CLIP's own mean/std; the reference fed
+ImageNet-normalised pixels to CLIP instead (docs/method.md §10.1).
 
 The module keeps open_clip's vision tower as the child `visual`, so parameter names are open_clip's
 (`visual.transformer.resblocks.{i}.attn.in_proj_weight`, ...): the freeze rule "name contains 'attn'"

@@ -1,10 +1,10 @@
-"""DINOv3 student backbone: timm's `vit_base_patch16_dinov3_qkvb` (an Eva model) (spec 1.3, 7.2).
+"""DINOv3 student backbone: timm's `vit_base_patch16_dinov3_qkvb` (an Eva model) (docs/method.md §2.2).
 
 Numerics follow the official DINOv3 hub model (LayerNorm eps 1e-5, fp32 RoPE periods), not the
 reference's eps 1e-6 / bf16 RoPE. The `_qkvb` variant has trainable q/v biases and a k-bias fixed at zero
 (a non-persistent zero buffer), which is what Meta's `LinearKMaskedBias` computes. Meta's module therefore
 counts 9,216 more "attn" parameters (the k thirds of qkv.bias, multiplied by a zero mask, so they never
-act): attention-only trainable is 28,339,200 here versus the spec's 28.35 M.
+act): attention-only trainable is 28,339,200 here versus the reference's 28.35 M (docs/method.md §2.3).
 
 The timm model is kept as the child `vit`, so parameter names are timm's (`vit.blocks.{i}.attn.qkv.weight`,
 `attn.q_bias`, `attn.v_bias`, `attn.proj.*`); the freeze rule "name contains 'attn'" selects exactly those.

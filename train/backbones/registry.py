@@ -35,7 +35,7 @@ def build_backbone(name: str, weights: str | os.PathLike | None = None, *, img_s
     check_patch_multiple(img_size, "img_size")
     model = _FACTORIES[name](img_size)
     if weights is not None:
-        model.load_weights(weights)  # after every init, so nothing can overwrite it (spec F2)
+        model.load_weights(weights)  # after every init, so nothing can overwrite it (docs/method.md §2.4)
     return model
 
 

@@ -1,4 +1,4 @@
-"""Datasets on disk in the reference layout (spec 4.1).
+"""Datasets on disk in the reference layout (docs/method.md §11).
 
     <root>/images/..., <root>/labels/...
     <root>/splits/<dataset>/<split>/labeled.txt      e.g. split = "1_8"

@@ -1,7 +1,7 @@
 """Reading images and label masks into the arrays every co2s dataset returns.
 
 Images become uint8 [H, W, 3] RGB. Labels become uint8 [H, W] with class indices 0..N-1 and
-IGNORE_INDEX (255) for "no label", decoded per spec 4.2 (index labels, optional reduce_zero_label)
+IGNORE_INDEX (255) for "no label", decoded as docs/method.md §11 describes (index labels, optional reduce_zero_label)
 or from colour-coded masks (DatasetInfo.label_colors).
 """
 

@@ -1,8 +1,13 @@
-"""Dataset descriptions: classes, palettes, CLIP concept lists and label encodings (spec 2.3, 4.2)."""
+"""Dataset descriptions: classes, palettes, CLIP concept lists and label encodings (docs/method.md §3.1, §11).
+
+Every dataset, built-in or a user's new region, is one YAML file read by `load_dataset_yaml`; the built-in ones are
+`datasets/<name>.yaml` next to this module.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 from co2s.bundle.formats import IGNORE_INDEX
@@ -87,272 +92,33 @@ def _check_colors(colors, field: str, expected_count: int | None, fail) -> None:
             fail(f"{field}[{k}]", f"expected [r, g, b] with integers 0..255, got {color!r}")
 
 
-def _info(name, concepts, palette, *, reduce_zero_label, crop_size, **colors) -> DatasetInfo:
-    """Built-in entry from concept lists (class name first) and a palette."""
-    return DatasetInfo(
-        name=name,
-        classes=tuple(c[0] for c in concepts),
-        palette=tuple(palette),
-        concepts=tuple(tuple(c) for c in concepts),
-        reduce_zero_label=reduce_zero_label,
-        crop_size=crop_size,
-        **colors,
-    )
-
-
-_MARS_CONCEPTS = (
-    ("Martian Soil", "mars soil", "red soil", "martian regolith", "planetary soil", "extraterrestrial soil"),
-    ("Sands", "martian sand", "fine grains", "loose sand", "desert sand", "silica sand"),
-    ("Gravel", "martian gravel", "coarse gravel", "pebbles", "stone fragments", "rocky gravel"),
-    ("Bedrock", "martian bedrock", "solid rock", "bedrock layer", "parent rock", "foundation rock"),
-    ("Rocks", "martian rocks", "boulders", "stone blocks", "rock formations", "large rocks"),
-    ("Tracks", "rover tracks", "vehicle tracks", "wheel tracks", "trail marks", "path imprints"),
-    ("Shadows", "martian shadows", "rock shadows", "shadow regions", "dark areas", "sun shadows"),
-    ("Unknown", "unidentified object", "unknown material", "ambiguous feature", "unclassified", "mysterious object"),
-    ("Background", "martian background", "scene background", "context area", "surroundings", "environment background"),
-)
-_MARS_PALETTE = (
-    (128, 0, 0),
-    (0, 128, 0),
-    (128, 128, 0),
-    (0, 0, 128),
-    (128, 0, 128),
-    (0, 128, 128),
-    (128, 128, 128),
-    (64, 0, 0),
-    (192, 0, 0),
-)
-
-# Dubai mask colours (shared/data/dubai_aerial/README.txt; NOT the colours in classes.original.json).
-_DUBAI_COLORS = ((60, 16, 152), (132, 41, 246), (110, 193, 228), (254, 221, 58), (226, 169, 41), (155, 155, 155))
-
-_BUILTIN = {
-    info.name: info
-    for info in (
-        _info(
-            "whdld",
-            (
-                (
-                    "building",
-                    "residential building",
-                    "commercial building",
-                    "industrial building",
-                    "high-rise",
-                    "low-rise",
-                ),
-                ("road", "highway", "arterial road", "residential road", "asphalt road", "concrete road"),
-                ("pavement", "sidewalk", "pedestrian path", "concrete pavement", "brick pavement", "stone pavement"),
-                ("vegetation", "tree", "shrub", "grassland", "farmland", "vegetation patch"),
-                ("bare soil", "unvegetated land", "soil exposure", "construction site", "quarry", "desert area"),
-                ("water", "lake", "river", "pond", "water body", "water surface", "reservoir"),
-            ),
-            ((255, 0, 0), (255, 255, 0), (192, 192, 0), (0, 255, 0), (128, 128, 128), (0, 0, 255)),
-            reduce_zero_label=True,
-            crop_size=256,
-        ),
-        _info(
-            "loveda",
-            (
-                ("background", "undeveloped land", "open space", "background area", "unclassified region"),
-                (
-                    "building",
-                    "residential building",
-                    "commercial building",
-                    "industrial building",
-                    "public building",
-                    "high-rise",
-                ),
-                ("road", "highway", "urban road", "rural road", "asphalt road", "concrete road"),
-                ("water", "lake", "river", "pond", "reservoir", "water body"),
-                ("barren", "bare soil", "desert", "construction site", "mining area", "exposed rock"),
-                ("forest", "deciduous forest", "evergreen forest", "mixed forest", "woodland", "tree canopy"),
-                ("agriculture", "farmland", "cropland", "orchard", "vineyard", "greenhouse"),
-            ),
-            ((255, 255, 255), (255, 0, 0), (255, 255, 0), (0, 0, 255), (159, 129, 183), (0, 255, 0), (255, 195, 128)),
-            reduce_zero_label=True,
-            crop_size=512,
-        ),
-        _info(
-            "potsdam",
-            (
-                ("impervious_surface", "asphalt", "concrete", "pavement", "roof", "sidewalk"),
-                ("building", "residential building", "commercial building", "church", "factory", "historical building"),
-                ("low_vegetation", "grass", "lawn", "meadow", "pasture", "flower bed"),
-                ("tree", "deciduous tree", "evergreen tree", "tree row", "park tree", "forest edge"),
-                ("car", "passenger car", "truck", "van", "bus", "parked vehicle"),
-                ("clutter", "fence", "wall", "railway", "construction site", "unclassified object"),
-            ),
-            ((255, 255, 255), (0, 0, 255), (0, 255, 255), (0, 255, 0), (255, 255, 0), (255, 0, 0)),
-            reduce_zero_label=True,
-            crop_size=512,
-        ),
-        _info(
-            "gid",
-            (
-                (
-                    "industrial_land",
-                    "factory area",
-                    "industrial park",
-                    "workshop zone",
-                    "warehouse area",
-                    "industrial facility",
-                ),
-                (
-                    "urban_residential",
-                    "apartment area",
-                    "high-density housing",
-                    "urban housing",
-                    "residential block",
-                    "city community",
-                ),
-                (
-                    "rural_residential",
-                    "village housing",
-                    "countryside settlement",
-                    "rural homestead",
-                    "low-rise rural house",
-                    "scattered village",
-                ),
-                ("traffic_land", "road network", "highway", "urban road", "transport corridor", "parking and driveway"),
-                (
-                    "paddy_field",
-                    "rice field",
-                    "paddy rice farmland",
-                    "flooded field",
-                    "irrigated paddy",
-                    "cultivated paddy",
-                ),
-                (
-                    "irrigated_land",
-                    "irrigated farmland",
-                    "canal-irrigated field",
-                    "well-irrigated cropland",
-                    "watered field",
-                    "intensive irrigated land",
-                ),
-                (
-                    "dry_cropland",
-                    "rainfed cropland",
-                    "dry farming field",
-                    "non-irrigated farmland",
-                    "upland crop field",
-                    "seasonal cropland",
-                ),
-                (
-                    "garden_plot",
-                    "orchard",
-                    "vegetable garden",
-                    "economic crop field",
-                    "plantation",
-                    "horticultural land",
-                ),
-                (
-                    "arbor_woodland",
-                    "forest land",
-                    "tree plantation",
-                    "tall woodland",
-                    "closed canopy forest",
-                    "tree-covered area",
-                ),
-                ("shrub_land", "bushland", "scrub vegetation", "low shrub area", "shrub-covered slope", "sparse shrub"),
-                (
-                    "natural_grassland",
-                    "native grassland",
-                    "pasture",
-                    "meadow",
-                    "natural herbaceous area",
-                    "grazing land",
-                ),
-                (
-                    "artificial_grassland",
-                    "man-made grassland",
-                    "artificial lawn",
-                    "urban green grass",
-                    "reclaimed grassland",
-                    "managed grass field",
-                ),
-                ("river", "river channel", "stream", "watercourse", "flowing water", "river system"),
-                ("lake", "water lake", "inland lake", "large water body", "open water surface", "natural lake"),
-                ("pond", "fish pond", "small water pond", "artificial pond", "storage pond", "still water body"),
-            ),
-            (
-                (200, 0, 0),
-                (250, 0, 150),
-                (200, 150, 150),
-                (250, 150, 150),
-                (0, 200, 0),
-                (150, 250, 0),
-                (150, 200, 150),
-                (200, 0, 200),
-                (150, 0, 250),
-                (150, 150, 250),
-                (250, 200, 0),
-                (200, 200, 0),
-                (0, 0, 200),
-                (0, 150, 200),
-                (0, 200, 250),
-            ),
-            reduce_zero_label=False,
-            crop_size=512,
-        ),
-        _info("mer", _MARS_CONCEPTS, _MARS_PALETTE, reduce_zero_label=False, crop_size=512),
-        _info("msl", _MARS_CONCEPTS, _MARS_PALETTE, reduce_zero_label=False, crop_size=512),
-        _info(
-            "dubai",
-            (
-                ("Building", "residential building", "commercial building", "villa", "tower", "rooftop"),
-                ("Land", "unpaved area", "desert sand", "bare ground", "open land", "construction site"),
-                ("Road", "highway", "street", "asphalt road", "roundabout", "parking lot"),
-                ("Vegetation", "tree", "palm tree", "grass", "park", "garden"),
-                ("Water", "sea", "coastal water", "canal", "lagoon", "swimming pool"),
-                (
-                    "Unlabeled",
-                    "unlabeled area",
-                    "unknown object",
-                    "miscellaneous structure",
-                    "clutter",
-                    "unclassified region",
-                ),
-            ),
-            _DUBAI_COLORS,
-            reduce_zero_label=False,
-            crop_size=256,
-            label_colors=_DUBAI_COLORS,
-            ignore_colors=((0, 0, 0),),  # unannotated pixels (README: 0.56 %, mostly Tile_8 part 3)
-        ),
-        _info(
-            "synthetic",
-            (
-                ("bare_soil", "bare soil", "sand", "dry earth", "open ground"),
-                ("vegetation", "tree", "grass", "shrub", "forest"),
-                ("water", "lake", "river", "pond", "water body"),
-                ("building", "house", "roof", "residential building", "warehouse"),
-                ("road", "street", "asphalt road", "highway", "lane"),
-            ),
-            ((180, 150, 110), (40, 160, 40), (30, 90, 220), (220, 40, 40), (250, 250, 80)),
-            reduce_zero_label=False,
-            crop_size=128,
-        ),
-    )
-}
+# The built-in datasets are data files of the same format as a user's, shipped with the package.
+BUILTIN_DIR = Path(__file__).parent / "datasets"
 
 
 def list_datasets() -> list[str]:
     """Names accepted by get_dataset_info (besides paths to dataset YAML files)."""
-    return sorted(_BUILTIN)
+    return sorted(p.stem for p in BUILTIN_DIR.glob("*.yaml"))
 
 
 def get_dataset_info(name: str | Path) -> DatasetInfo:
     """A built-in dataset by name, or a user-defined one from a .yaml/.yml file."""
     if str(name).lower().endswith((".yaml", ".yml")):
         return load_dataset_yaml(name)
-    try:
-        return _BUILTIN[str(name).lower()]
-    except KeyError:
+    if str(name).lower() not in list_datasets():
         raise Co2SInputError(
             f"unknown dataset {str(name)!r}; known datasets: {', '.join(list_datasets())}, "
             "or the path of a dataset .yaml file"
-        ) from None
+        )
+    return _builtin(str(name).lower())
+
+
+@cache
+def _builtin(name: str) -> DatasetInfo:
+    info = load_dataset_yaml(BUILTIN_DIR / f"{name}.yaml")
+    if info.name != name:  # the file name is what users type, the field is what checkpoints record
+        raise Co2SInputError(f"{BUILTIN_DIR / name}.yaml: field 'name' is {info.name!r}, expected {name!r}")
+    return info
 
 
 _YAML_FIELDS = (

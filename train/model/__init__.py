@@ -17,7 +17,6 @@ from .student import (
     FrozenPrototypes,
     LearnableQueries,
     Student,
-    feature_perturbation,
     freeze_backbone_except_attention,
 )
 
@@ -35,7 +34,6 @@ __all__ = [
     "build_co2s",
     "build_student",
     "co2s_from_state",
-    "feature_perturbation",
     "freeze_backbone_except_attention",
     "fuse_probabilities",
     "get_preset",

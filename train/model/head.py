@@ -1,4 +1,4 @@
-"""The VLG decode head (spec 1.6), written for export from day one.
+"""The VLG decode head (docs/method.md §4), written for export from day one.
 
 Differences from the reference that change no numbers: the einsum similarity is a broadcast matmul, the
 final upsample targets the size the caller passes (the reference hard-codes the crop), attention is an explicit
@@ -57,14 +57,14 @@ class Attention(nn.Module):
 
 
 class TransformerLayer(nn.Module):
-    """Pre-norm encoder layer (LayerNorm eps 1e-5, GELU FFN with ratio 2) as in the reference head."""
+    """Pre-norm encoder layer (LayerNorm eps 1e-5, GELU FFN of `hidden` channels) as in the reference head."""
 
-    def __init__(self, dim: int, num_heads: int):
+    def __init__(self, dim: int, num_heads: int, hidden: int):
         super().__init__()
         self.ln1 = nn.LayerNorm(dim)
         self.attn = Attention(dim, num_heads)
         self.ln2 = nn.LayerNorm(dim)
-        self.ffn = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+        self.ffn = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.ln1(x))
@@ -78,7 +78,8 @@ class SemanticTransformer(nn.Module):
         super().__init__()
         self.channels = channels
         self.pool_size = pool_size
-        self.transformer = TransformerLayer(channels + text_channels, num_heads)
+        # The FFN is 4 x the visual width, whatever the text width (docs/method.md §4).
+        self.transformer = TransformerLayer(channels + text_channels, num_heads, 4 * channels)
 
     def forward(self, x: torch.Tensor, text: torch.Tensor, batch: int) -> torch.Tensor:
         # x: [(B*N), C, h, w]; text: [N, Ct] (the same class vectors for every image)
@@ -110,7 +111,7 @@ class Up(nn.Module):
 
 
 class VLGHead(nn.Module):
-    """Class-agnostic decoding of per-class cosine-similarity maps (spec 1.6).
+    """Class-agnostic decoding of per-class cosine-similarity maps (docs/method.md §4).
 
     ``feats`` is the backbone's tapped list: the last map is compared with the class vectors, the others are skip
     maps consumed deepest first. Cost grows linearly with the class count because classes are folded into the batch.
@@ -162,7 +163,9 @@ class VLGHead(nn.Module):
 
         Constant at inference, so `co2s.export` computes it once and bakes both into the graph.
         """
-        text = F.normalize(torch.nan_to_num(text), dim=-1)
+        # Non-finite entries clamp to +-1e4 as in the reference, so an overflowing entry still points the way
+        # (nan_to_num's default, the float maximum, would overflow the norm and zero the whole vector).
+        text = F.normalize(torch.nan_to_num(text, nan=0.0, posinf=1e4, neginf=-1e4), dim=-1)
         return text, self.text_proj(text)
 
     def decode_folded(

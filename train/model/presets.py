@@ -12,7 +12,7 @@ from co2s.errors import Co2SInputError
 class ModelPreset:
     name: str
     backbones: dict[str, str]  # student kind -> backbone registry name
-    head: dict = field(default_factory=dict)  # VLGHead keyword arguments (spec 1.6 defaults when empty)
+    head: dict = field(default_factory=dict)  # VLGHead keyword arguments (the reference's widths when empty)
     tile: int = 512  # default crop / export tile
 
 

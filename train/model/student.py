@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .head import VLGHead
@@ -66,11 +65,6 @@ class Student(nn.Module):
 
 
 def freeze_backbone_except_attention(student: Student) -> None:
-    """The reference's rule (spec 1.4): only backbone parameters whose name contains 'attn' train."""
+    """The reference's rule (docs/method.md §2.3): only backbone parameters whose name contains 'attn' train."""
     for name, param in student.backbone.named_parameters():
         param.requires_grad = "attn" in name
-
-
-def feature_perturbation(feats: list[torch.Tensor], rate: float = 0.5) -> list[torch.Tensor]:
-    """UniMatch's feature-perturbation stream: channel dropout on every tapped map, active in train and eval."""
-    return [F.dropout2d(f, rate, training=True) for f in feats]
