@@ -193,7 +193,9 @@ def python_signature(func, names: Names, method: bool) -> list[dict]:
         star = {p.VAR_POSITIONAL: "*", p.VAR_KEYWORD: "**"}.get(p.kind, "")
         if p.kind is p.KEYWORD_ONLY and not any(q[0].startswith("*") for q in params):
             params.append(["*", None, None])
-        ann = None if p.annotation is p.empty else (p.annotation if isinstance(p.annotation, str) else repr(p.annotation))
+        ann = (
+            None if p.annotation is p.empty else (p.annotation if isinstance(p.annotation, str) else repr(p.annotation))
+        )
         default = None if p.default is p.empty else repr(p.default)
         params.append([star + p.name, names(ann) if ann else None, default])
     ret = sig.return_annotation
@@ -206,7 +208,13 @@ def describe_pybind_class(cls, names: Names, qual: str, classes: dict) -> None:
     members: dict = {}
     for key, value in cls.__dict__.items():
         kind = type(value).__name__
-        if key.startswith(("__pybind11", "_pybind11")) or key in ("__doc__", "__module__", "__entries", "__dict__", "__weakref__"):
+        if key.startswith(("__pybind11", "_pybind11")) or key in (
+            "__doc__",
+            "__module__",
+            "__entries",
+            "__dict__",
+            "__weakref__",
+        ):
             continue
         if isinstance(value, property):
             members[key] = {"kind": "property", "type": property_type(value, names), "writable": value.fset is not None}
@@ -367,7 +375,11 @@ def describe_onnxruntime() -> dict:
                     if m in members or m.startswith("_") and m != "__init__":
                         continue
                     if isinstance(v, property):
-                        members[m] = {"kind": "property", "type": property_type(v, names), "writable": v.fset is not None}
+                        members[m] = {
+                            "kind": "property",
+                            "type": property_type(v, names),
+                            "writable": v.fset is not None,
+                        }
                     elif isinstance(v, (staticmethod, classmethod)):
                         f, bound = v.__func__, isinstance(v, classmethod)
                         sigs = pybind_signatures(f, m, names, bound) or python_signature(f, names, bound)
@@ -382,7 +394,13 @@ def describe_onnxruntime() -> dict:
             functions[key] = pybind_signatures(value, key, names, False) or python_signature(value, names, False)
         else:
             values[key] = {"kind": "value", "type": type(value).__name__}
-    return {"module": "onnxruntime", "version": ort.__version__, "functions": functions, "values": values, "classes": classes}
+    return {
+        "module": "onnxruntime",
+        "version": ort.__version__,
+        "functions": functions,
+        "values": values,
+        "classes": classes,
+    }
 
 
 # --------------------------------------------------------------------------------------------- pycuda (source)
@@ -492,7 +510,7 @@ def preprocess(src: str, cuda_version: int = 12060, py_hex: int = 0x030B0000) ->
                 expr = expr.replace("CUDAPP_CUDA_VERSION", str(cuda_version)).replace("PY_VERSION_HEX", str(py_hex))
                 expr = re.sub(r"defined\s*\(\s*\w+\s*\)", "True", expr)
                 try:
-                    ok = bool(eval(expr, {"__builtins__": {}}, {"True": True}))  # noqa: S307 - digits and operators
+                    ok = bool(eval(expr, {"__builtins__": {}}, {"True": True}))  # digits and operators only
                 except Exception:  # noqa: BLE001 - any other macro: keep the block
                     ok = True
             stack.append(stack[-1] and ok)
@@ -511,7 +529,7 @@ def preprocess(src: str, cuda_version: int = 12060, py_hex: int = 0x030B0000) ->
 def py_args(text: str) -> list[list]:
     """`(py::args("self", "name"), py::arg("flags")=0)` -> [["name", None, None], ["flags", None, "0"]]."""
     params = []
-    for m in re.finditer(r'py::args?\(([^()]*)\)(\s*=\s*([^,()]+(?:\(\))?))?', text):
+    for m in re.finditer(r"py::args?\(([^()]*)\)(\s*=\s*([^,()]+(?:\(\))?))?", text):
         for n in re.findall(r'"(\w+)"', m.group(1)):
             params.append([n, None, None])
         if m.group(3) is not None and params:
@@ -551,7 +569,9 @@ def describe_pycuda(sdist: Path) -> dict:
                 if opt and params:
                     params[-1][2] = params[-1][2] or "<optional>"
                 members["__init__"] = {"kind": "method", "signatures": [{"params": params, "returns": "None"}]}
-            for d in re.finditer(r"\.(def|DEF_SIMPLE_METHOD|add_property|def_readonly|def_readwrite|staticmethod)\(", stmt):
+            for d in re.finditer(
+                r"\.(def|DEF_SIMPLE_METHOD|add_property|def_readonly|def_readwrite|staticmethod)\(", stmt
+            ):
                 body, kind = balanced(stmt, d.end() - 1), d.group(1)
                 if kind == "DEF_SIMPLE_METHOD":
                     members[body.strip()] = {
@@ -603,11 +623,14 @@ def describe_pycuda(sdist: Path) -> dict:
             functions[f.group(1).removeprefix("py_")] = [signature_from(f.group(1), None, cpp, text, False)]
     for enum_m in re.finditer(r'py::enum_<\w+>\("(\w+)"\)((?:\s*\.value\("\w+",[^)]*\))*)', src):
         values = re.findall(r'\.value\("(\w+)"', enum_m.group(2))
-        classes[enum_m.group(1)] = {"bases": [], "members": {v: {"kind": "value", "type": enum_m.group(1)} for v in values}}
+        classes[enum_m.group(1)] = {
+            "bases": [],
+            "members": {v: {"kind": "value", "type": enum_m.group(1)} for v in values},
+        }
     for c in classes.values():
         c["members"] = dict(sorted(c["members"].items()))
     values = {"Error": {"kind": "exception", "base": "Exception"}}
-    for e, base in re.findall(r"DECLARE_EXC\((\w+),\s*(\w+)", src):
+    for e in re.findall(r"DECLARE_EXC\((\w+),", src):
         if e != "Error" and e != "NAME":
             values[e] = {"kind": "exception", "base": "Error"}
     values["HostAllocation"] = {"kind": "class_alias", "class": "PagelockedHostAllocation"}
@@ -757,7 +780,9 @@ def record(work: Path) -> dict:
         stand_in_libraries(so, libs)
         env = {"LD_LIBRARY_PATH": f"{libs}:{os.environ.get('LD_LIBRARY_PATH', '')}", "PYTHONPATH": str(root)}
         api = child("tensorrt", None, env)
-        api["source"] = f"{wheel.name} (PyPI), imported over stand-in {', '.join(sorted(p.name for p in libs.glob('lib*')))}"
+        api["source"] = (
+            f"{wheel.name} (PyPI), imported over stand-in {', '.join(sorted(p.name for p in libs.glob('lib*')))}"
+        )
         apis[f"tensorrt-{'.'.join(api['version'].split('.')[:2])}"] = api
     sdist = extract(pip_download(PYCUDA_SDIST, work / "downloads", sdist=True), work / "pycuda-src")
     api = describe_pycuda(sdist)
