@@ -325,8 +325,14 @@ def describe_cudart() -> dict:
         if cls is None:
             continue
         members = {}
-        if hasattr(cls, "__members__"):
+        if hasattr(cls, "__members__"):  # an IntEnum: its values, and what every member has (int, name, value)
             members = {m: {"kind": "value", "type": key} for m in cls.__members__}
+            for m in ("__init__", "__int__", "__index__"):
+                if hasattr(cls, m):
+                    members[m] = {"kind": "method", "signatures": python_signature(getattr(cls, m), names, method=True)}
+            for m, typ in (("name", "str"), ("value", "int")):
+                if hasattr(next(iter(cls)), m):
+                    members[m] = {"kind": "property", "type": typ, "writable": False}
         else:
             for m in dir(cls):
                 if m.startswith("_") and m not in ("__init__", "__int__", "__index__"):

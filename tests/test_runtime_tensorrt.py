@@ -4,12 +4,12 @@ skipped otherwise, with the reason."""
 
 from __future__ import annotations
 
-import types
 from pathlib import Path
 
 import numpy as np
 import pytest
 from fakes.api import FakeApiError
+from fakes.gpu import Gpu
 from fakes.tensorrt import TENSORRT_KEYS, VERSIONS, install
 from runtime_fakes import make_bundle
 
@@ -61,27 +61,10 @@ def bundle_with_engine(root: Path, *, version="10.3.0", cc="8.7", device="Orin")
     return root
 
 
-class _FakeDevice:
-    def __init__(self, n):
-        pass
-
-    def compute_capability(self):
-        return (9, 0)
-
-    def name(self):
-        return "NVIDIA H100 80GB HBM3"
-
-
-def _fake_modules(version="10.8.0"):
-    trt = types.SimpleNamespace(__version__=version)
-    cuda = types.SimpleNamespace(Device=_FakeDevice)
-    return trt, cuda
-
-
 def test_mismatched_engine_is_refused_with_a_rebuild_command(tmp_path, monkeypatch):
     """Before deserialising: the manifest says TensorRT 10.3 / Orin (sm_87), this 'machine' is 10.8 / H100."""
     b = load_bundle(bundle_with_engine(tmp_path / "b"))
-    monkeypatch.setattr(trt_backend, "import_tensorrt", lambda: _fake_modules())
+    gpu = install(monkeypatch, gpu=Gpu(name="NVIDIA H100 80GB HBM3", cc=(9, 0)), version="10.8.0")
     with pytest.raises(Co2SInputError) as e:
         open_backend(b, "tensorrt", "fp16")
     msg = str(e.value)
@@ -90,6 +73,7 @@ def test_mismatched_engine_is_refused_with_a_rebuild_command(tmp_path, monkeypat
     # auto: says why, then runs the ONNX model instead
     be = open_backend(b, "auto", "fp16")
     assert be.name.startswith("ort-") and be.precision == "fp16"
+    assert gpu.primary_retains == 0  # refused before any context was taken
 
 
 def test_engine_checksum_is_verified_before_deserialising(tmp_path, monkeypatch):
@@ -98,7 +82,7 @@ def test_engine_checksum_is_verified_before_deserialising(tmp_path, monkeypatch)
     data = bytearray((root / "model.fp16.engine").read_bytes())
     data[0] ^= 1
     (root / "model.fp16.engine").write_bytes(bytes(data))
-    monkeypatch.setattr(trt_backend, "import_tensorrt", lambda: _fake_modules())
+    install(monkeypatch, gpu=Gpu(name="NVIDIA H100 80GB HBM3", cc=(9, 0)), version="10.8.0")
     with pytest.raises(Co2SInputError, match=r"checksum mismatch for model\.fp16\.engine"):
         open_backend(b, "tensorrt", "fp16")
 
