@@ -3,9 +3,12 @@
 Torch-free: a Jetson builds with `co2s-export --from-bundle BUNDLE --engine fp16` and only tensorrt installed.
 
 * Strongly typed networks: precision comes from the ONNX (FP16 islands, Q/DQ), the builder sets shapes only.
-  TensorRT 10.x opts in with NetworkDefinitionCreationFlag.STRONGLY_TYPED; 11.x is always strongly typed
-  (the flag may be gone, and BuilderFlag.FP16/INT8 and the calibrators are removed). If a 10.x build
-  lacks the flag we fall back to a weakly typed build with FP16/INT8 flags and record it.
+  TensorRT 10.x and 11.x both have NetworkDefinitionCreationFlag.STRONGLY_TYPED (11.x removed BuilderFlag.FP16/
+  INT8 and the calibrators, so there is no weakly typed way left to build there anyway); a TensorRT without the
+  flag is refused with the version to install.
+* Every failure TensorRT reports is checked: a nullptr from a factory (pybind11 raises TypeError, e.g. when CUDA
+  cannot start), a None network or plan, add_optimization_profile's -1. A timing cache TensorRT refuses is
+  skipped with a note, not fatal.
 * One optimisation profile on the batch dim (min/opt/max from the manifest); H, W are static.
 * A timing cache beside the bundle (timing.cache) makes rebuilds faster; workspace is capped.
 * The plan is written as is: no metadata header (the manifest is the sidecar), so trtexec and Triton
@@ -112,20 +115,23 @@ def build_engine(
     trt = import_tensorrt()
     version = trt.__version__
     major = int(version.split(".")[0])
+    creation = getattr(trt, "NetworkDefinitionCreationFlag", None)
+    if major < 10 or not hasattr(creation, "STRONGLY_TYPED"):
+        raise EngineBuildError(
+            f"TensorRT {version} cannot build strongly typed networks; install TensorRT 10.3 or newer "
+            "(pip install 'co2s[gpu]'; JetPack 6.2 ships 10.3)"
+        )
     logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-
-    flags = 0
-    strongly_typed = False
-    creation = trt.NetworkDefinitionCreationFlag
-    if hasattr(creation, "STRONGLY_TYPED"):
-        flags |= 1 << int(creation.STRONGLY_TYPED)
-        strongly_typed = True
-    elif major >= 11:
-        strongly_typed = True  # always on, flag removed
-    if major < 10 and hasattr(creation, "EXPLICIT_BATCH"):
-        flags |= 1 << int(creation.EXPLICIT_BATCH)
-    network = builder.create_network(flags)
+    try:
+        builder = trt.Builder(logger)
+    except TypeError as e:  # pybind11's answer to a nullptr: the builder could not start
+        raise EngineBuildError(
+            f"TensorRT {version} could not create a builder ({e}); check that CUDA works here (nvidia-smi, or "
+            "tegrastats on Jetson) and that no other process holds all GPU memory"
+        ) from None
+    network = builder.create_network(1 << int(creation.STRONGLY_TYPED))
+    if network is None:
+        raise EngineBuildError(f"TensorRT {version} could not create a network (see the TensorRT log above)")
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):  # handles external data next to the file
         errs = [str(parser.get_error(i)) for i in range(parser.num_errors)]
@@ -135,25 +141,24 @@ def build_engine(
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
     if builder_optimization_level is not None:
         config.builder_optimization_level = builder_optimization_level
-    weak_flags = []
-    if not strongly_typed:  # TensorRT 10.x without STRONGLY_TYPED: tell it what the typed graph means
-        if precision in ("fp16", "int8") and hasattr(trt.BuilderFlag, "FP16"):
-            config.set_flag(trt.BuilderFlag.FP16)
-            weak_flags.append("FP16")
-        if precision == "int8" and hasattr(trt.BuilderFlag, "INT8"):
-            config.set_flag(trt.BuilderFlag.INT8)  # Q/DQ graph: explicit quantisation, no calibrator
-            weak_flags.append("INT8")
 
     lo, opt, hi = batch["min"], batch["opt"], batch["max"]
     if batch.get("dynamic"):
         profile = builder.create_optimization_profile()
         rest = tuple(input_shape[1:])
         profile.set_shape(input_name, (lo, *rest), (opt, *rest), (hi, *rest))
-        config.add_optimization_profile(profile)
+        if config.add_optimization_profile(profile) < 0:
+            raise EngineBuildError(
+                f"{onnx_path}: TensorRT {version} refused the batch profile {lo}/{opt}/{hi} for input "
+                f"{input_name!r} (see the TensorRT log above)"
+            )
 
     cache_bytes = timing_cache.read_bytes() if timing_cache and timing_cache.is_file() else b""
     cache = config.create_timing_cache(cache_bytes)
-    config.set_timing_cache(cache, ignore_mismatch=True)  # a cache from another GPU is ignored, not fatal
+    # a cache from another GPU is ignored (ignore_mismatch); one TensorRT cannot read at all is skipped, not fatal
+    if cache is None or not config.set_timing_cache(cache, ignore_mismatch=True):
+        log(f"TensorRT {version} did not take the timing cache; building without it (it is not updated)")
+        timing_cache = None
 
     t0 = time.perf_counter()
     log(f"building TensorRT {version} {precision} engine from {onnx_path.name} (this takes minutes)...")
@@ -172,8 +177,8 @@ def build_engine(
 
     return {
         "version": version,
-        "strongly_typed": strongly_typed,
-        "builder_flags": weak_flags,
+        "strongly_typed": True,
+        "builder_flags": [],  # kept in the record: weakly typed builds (FP16/INT8 flags) are gone
         "workspace_gib": workspace_gib,
         "profile": {"min": lo, "opt": opt, "max": hi} if batch.get("dynamic") else None,
         "build_seconds": round(seconds, 1),

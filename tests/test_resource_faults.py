@@ -493,72 +493,13 @@ def test_infer_disk_full_while_writing_geotiff_outputs(where, bundle, tmp_path, 
 
 
 # ------------------------------------------------------------------------------------- TensorRT engines
-def fake_tensorrt(plan: bytes, version: str = "10.3.0"):
-    """Stand-in `tensorrt` module with what export.tensorrt_build.build_engine calls: the build 'succeeds' with
-    `plan` as the serialized engine and extends the timing cache it was given by a few bytes."""
-    import types
-
-    class Config:
-        cache = None
-
-        def set_memory_pool_limit(self, *a):
-            pass
-
-        def set_flag(self, flag):
-            pass
-
-        def add_optimization_profile(self, profile):
-            pass
-
-        def create_timing_cache(self, data):
-            return types.SimpleNamespace(serialize=lambda: bytes(data) + b"+timing")
-
-        def set_timing_cache(self, cache, ignore_mismatch=False):
-            self.cache = cache
-
-        def get_timing_cache(self):
-            return self.cache
-
-    class Builder:
-        def __init__(self, logger):
-            pass
-
-        def create_network(self, flags):
-            return object()
-
-        def create_builder_config(self):
-            return Config()
-
-        def create_optimization_profile(self):
-            return types.SimpleNamespace(set_shape=lambda *a: None)
-
-        def build_serialized_network(self, network, config):
-            return plan
-
-    class OnnxParser:
-        num_errors = 0
-
-        def __init__(self, network, logger):
-            pass
-
-        def parse_from_file(self, path):
-            return Path(path).is_file()
-
-    trt = types.ModuleType("tensorrt")
-    trt.__version__ = version
-    trt.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None})
-    trt.Builder, trt.OnnxParser = Builder, OnnxParser
-    trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(STRONGLY_TYPED=1)
-    trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE=0)
-    trt.BuilderFlag = types.SimpleNamespace(FP16=1, INT8=2)
-    return trt
-
-
 def _stand_in_gpu(monkeypatch, plan: bytes) -> None:
+    from fakes.tensorrt import tensorrt_module
+
     import co2s.export.engines as engines
     import co2s.export.tensorrt_build as tensorrt_build
 
-    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt(plan))
+    monkeypatch.setitem(sys.modules, "tensorrt", tensorrt_module(plan=plan))
     monkeypatch.setattr(engines, "has_nvidia_gpu", lambda: True)
     monkeypatch.setattr(tensorrt_build, "device_info", lambda: {"name": "Stand-in GPU", "compute_capability": "8.7"})
 

@@ -4,11 +4,13 @@ skipped otherwise, with the reason."""
 
 from __future__ import annotations
 
-import types
 from pathlib import Path
 
 import numpy as np
 import pytest
+from fakes.api import FakeApiError
+from fakes.gpu import Gpu
+from fakes.tensorrt import TENSORRT_KEYS, VERSIONS, install
 from runtime_fakes import make_bundle
 
 from co2s.bundle import Artefact, artefact_record, load_bundle, read_manifest, write_manifest
@@ -16,7 +18,7 @@ from co2s.bundle.formats import get_format
 from co2s.errors import Co2SInputError
 from co2s.runtime.backends import BackendUnavailable, open_backend
 from co2s.runtime.backends import tensorrt as trt_backend
-from co2s.runtime.backends.tensorrt import engine_mismatch
+from co2s.runtime.backends.tensorrt import TensorRTBackend, engine_mismatch
 
 
 def _art(version="10.3.0", cc=(8, 7), vc=False, hw=None, name="Orin"):
@@ -58,27 +60,10 @@ def bundle_with_engine(root: Path, *, version="10.3.0", cc="8.7", device="Orin")
     return root
 
 
-class _FakeDevice:
-    def __init__(self, n):
-        pass
-
-    def compute_capability(self):
-        return (9, 0)
-
-    def name(self):
-        return "NVIDIA H100 80GB HBM3"
-
-
-def _fake_modules(version="10.8.0"):
-    trt = types.SimpleNamespace(__version__=version)
-    cuda = types.SimpleNamespace(Device=_FakeDevice)
-    return trt, cuda
-
-
 def test_mismatched_engine_is_refused_with_a_rebuild_command(tmp_path, monkeypatch):
     """Before deserialising: the manifest says TensorRT 10.3 / Orin (sm_87), this 'machine' is 10.8 / H100."""
     b = load_bundle(bundle_with_engine(tmp_path / "b"))
-    monkeypatch.setattr(trt_backend, "import_tensorrt", lambda: _fake_modules())
+    gpu = install(monkeypatch, gpu=Gpu(name="NVIDIA H100 80GB HBM3", cc=(9, 0)), version="10.8.0")
     with pytest.raises(Co2SInputError) as e:
         open_backend(b, "tensorrt", "fp16")
     msg = str(e.value)
@@ -87,6 +72,7 @@ def test_mismatched_engine_is_refused_with_a_rebuild_command(tmp_path, monkeypat
     # auto: says why, then runs the ONNX model instead
     be = open_backend(b, "auto", "fp16")
     assert be.name.startswith("ort-") and be.precision == "fp16"
+    assert gpu.primary_retains == 0  # refused before any context was taken
 
 
 def test_engine_checksum_is_verified_before_deserialising(tmp_path, monkeypatch):
@@ -95,7 +81,7 @@ def test_engine_checksum_is_verified_before_deserialising(tmp_path, monkeypatch)
     data = bytearray((root / "model.fp16.engine").read_bytes())
     data[0] ^= 1
     (root / "model.fp16.engine").write_bytes(bytes(data))
-    monkeypatch.setattr(trt_backend, "import_tensorrt", lambda: _fake_modules())
+    install(monkeypatch, gpu=Gpu(name="NVIDIA H100 80GB HBM3", cc=(9, 0)), version="10.8.0")
     with pytest.raises(Co2SInputError, match=r"checksum mismatch for model\.fp16\.engine"):
         open_backend(b, "tensorrt", "fp16")
 
@@ -206,205 +192,32 @@ def test_tensorrt_pipeline_end_to_end(tmp_path):
     assert np.mean(a == r) > 0.999
 
 
-# --- orchestration with stand-in tensorrt/pycuda modules (runs everywhere) ----------------------------------------
+# --- orchestration with stand-in tensorrt/pycuda/cuda-python modules (runs everywhere) ----------------------------
+# The stand-ins (tests/fakes/) keep to the real API recorded in tests/data/gpu_api.json: a call the real bindings
+# refuse, or a return value they never give, fails the test.
+
+ORT_FALLBACK = "ort-"
 
 
-class _Fakes:
-    """Just enough of tensorrt + pycuda.driver to drive TensorRTBackend: 'device memory' is numpy, the 'engine'
-    applies runtime_fakes.pixel_rule, and stream capture records enqueues for replay."""
-
-    def __init__(self, tile: int, num_classes: int, profile=(1, 2, 4), version="10.3.0.26"):
-        from runtime_fakes import pixel_rule
-
-        fk = self
-        self.memory: dict[int, np.ndarray] = {}
-        self.launches = {"enqueue": 0, "graph": 0}
-        T, N = tile, num_classes
-
-        class Mem:
-            next_ptr = 4096
-
-            def __init__(self, nbytes):
-                self.buf = np.zeros(nbytes, np.uint8)
-                self.ptr = Mem.next_ptr
-                Mem.next_ptr += nbytes + 4096
-                fk.memory[self.ptr] = self.buf
-
-            def __int__(self):
-                return self.ptr
-
-            def free(self):
-                fk.memory.pop(self.ptr, None)
-
-        class Graph:
-            def __init__(self, calls):
-                self.calls = calls
-
-            def instantiate(self):
-                return self
-
-            def launch(self, stream=None):
-                fk.launches["graph"] += 1
-                for c in self.calls:
-                    c()
-
-        class Stream:
-            handle = 1
-
-            def __init__(self):
-                self.capture = None
-
-            def synchronize(self):
-                pass
-
-            def begin_capture(self):
-                self.capture = []
-
-            def end_capture(self):
-                g, self.capture = Graph(self.capture), None
-                return g
-
-        class Event:
-            def record(self, stream=None):
-                pass
-
-            def synchronize(self):
-                pass
-
-            def time_since(self, other):
-                return 0.5
-
-        class Ctx:
-            def push(self):
-                pass
-
-            def detach(self):
-                pass
-
-        class Device:
-            def __init__(self, i):
-                pass
-
-            @staticmethod
-            def count():
-                return 1
-
-            def compute_capability(self):
-                return (8, 7)
-
-            def name(self):
-                return "Orin"
-
-            def retain_primary_context(self):
-                return Ctx()
-
-        def htod(dst, src, stream):
-            dst.buf[: src.nbytes] = np.ascontiguousarray(src).view(np.uint8).ravel()
-
-        def dtoh(dst, src, stream):
-            dst.view(np.uint8).reshape(-1)[:] = src.buf[: dst.nbytes]
-
-        self.cuda = types.SimpleNamespace(
-            init=lambda: None,
-            Device=Device,
-            Context=types.SimpleNamespace(pop=lambda: None),
-            Stream=Stream,
-            Event=Event,
-            pagelocked_empty=lambda shape, dtype: np.zeros(shape, dtype),
-            mem_alloc=Mem,
-            memcpy_htod_async=htod,
-            memcpy_dtoh_async=dtoh,
-            Error=RuntimeError,
-        )
-
-        outs = {"labels": np.uint8, "confidence": np.float16, "probs": np.float16}
-
-        class Context:
-            def __init__(self):
-                self.addr, self.b = {}, None
-
-            def set_input_shape(self, name, shape):
-                self.b = shape[0]
-                return True
-
-            def get_tensor_shape(self, name):
-                return (self.b, N, T, T) if name == "probs" else (self.b, T, T)
-
-            def set_tensor_address(self, name, ptr):
-                self.addr[name] = ptr
-
-            def _run(self, b):
-                x = fk.memory[self.addr["images"]][: b * T * T * 3].reshape(b, T, T, 3)
-                res = pixel_rule(x, N)
-                for name, dt in outs.items():
-                    v = np.ascontiguousarray(res[name].astype(dt)).view(np.uint8).ravel()
-                    fk.memory[self.addr[name]][: v.size] = v
-
-            def execute_async_v3(self, handle):
-                b = self.b
-                if stream_capture[0] is not None:
-                    stream_capture[0].append(lambda: self._run(b))
-                else:
-                    fk.launches["enqueue"] += 1
-                    self._run(b)
-                return True
-
-        stream_capture = [None]
-        orig_begin, orig_end = Stream.begin_capture, Stream.end_capture
-
-        def begin(self_s):
-            orig_begin(self_s)
-            stream_capture[0] = self_s.capture
-
-        def end(self_s):
-            stream_capture[0] = None
-            return orig_end(self_s)
-
-        Stream.begin_capture, Stream.end_capture = begin, end
-
-        names = ["images", "labels", "confidence", "probs"]
-
-        class Engine:
-            num_io_tensors = 4
-
-            def get_tensor_name(self, i):
-                return names[i]
-
-            def get_tensor_mode(self, name):
-                return "in" if name == "images" else "out"
-
-            def get_tensor_shape(self, name):
-                return [-1, T, T, 3] if name == "images" else [-1, T, T]
-
-            def get_tensor_dtype(self, name):
-                return np.uint8 if name == "images" else outs[name]
-
-            def get_tensor_profile_shape(self, name, i):
-                return [(b, T, T, 3) for b in profile]
-
-            def create_execution_context(self):
-                return Context()
-
-        class Runtime:
-            engine_host_code_allowed = False
-
-            def __init__(self, logger):
-                pass
-
-            def deserialize_cuda_engine(self, data):
-                return Engine()
-
-        self.trt = types.SimpleNamespace(
-            __version__=version,
-            Logger=type("L", (), {"WARNING": 2, "__init__": lambda s, lvl: None}),
-            Runtime=Runtime,
-            TensorIOMode=types.SimpleNamespace(INPUT="in", OUTPUT="out"),
-            nptype=lambda d: d,
-        )
+def _stand_in(tmp_path, monkeypatch, api_key=TENSORRT_KEYS[0], **engine):
+    gpu = install(monkeypatch, api_key, **engine)
+    version = VERSIONS[api_key]
+    b = load_bundle(bundle_with_engine(tmp_path / "b", version=version, cc="8.7"))
+    return gpu, b
 
 
+def _assert_released(gpu) -> None:
+    """Nothing allocated, nothing current: the retained primary context was given back and popped everywhere."""
+    assert gpu.primary_retains == 0
+    assert gpu.driver_stack == [] and gpu.pycuda_stack == []
+    assert gpu.memory == {}
+    graphs, execs = gpu.modules["cudart"].live_graphs
+    assert graphs == {} and execs == {}
+
+
+@pytest.mark.parametrize("api_key", TENSORRT_KEYS)
 @pytest.mark.parametrize("cuda_graph", [False, True])
-def test_tensorrt_orchestration_with_stand_in_modules(tmp_path, monkeypatch, cuda_graph):
+def test_tensorrt_orchestration_with_stand_in_modules(tmp_path, monkeypatch, api_key, cuda_graph):
     """Slots, pinned staging, padding, copy-back and event timings, without a GPU (the real API is exercised by
     the GPU tests above)."""
     from runtime_fakes import pixel_rule
@@ -412,10 +225,7 @@ def test_tensorrt_orchestration_with_stand_in_modules(tmp_path, monkeypatch, cud
     from co2s.runtime.pipeline import predict_array
     from co2s.runtime.profiler import StageProfiler
 
-    fakes = _Fakes(32, 4)
-    monkeypatch.setattr(trt_backend, "import_tensorrt", lambda: (fakes.trt, fakes.cuda))
-    root = bundle_with_engine(tmp_path / "b", version="10.3.0", cc="8.7")
-    b = load_bundle(root)
+    gpu, b = _stand_in(tmp_path, monkeypatch, api_key)
     be = open_backend(b, "tensorrt", "fp16", cuda_graph=cuda_graph)
     assert (be.name, be.batch.max, be.in_flight) == ("tensorrt", 4, 2)
     prof = StageProfiler()
@@ -427,8 +237,154 @@ def test_tensorrt_orchestration_with_stand_in_modules(tmp_path, monkeypatch, cud
         np.testing.assert_allclose(got["confidence"].astype(np.float32), want["confidence"], atol=1e-3)
     rep = prof.report()
     assert rep["stages"]["compute"]["count"] == 3 and rep["stages"]["compute"]["source"] == "cuda-events"
+    assert gpu.counts["compute"] == 3  # each batch computed exactly once
     if cuda_graph:
-        assert fakes.launches["graph"] == 3
+        # the first batch on each slot is an ordinary enqueue, captured after it; the third replays slot 0's graph
+        assert (gpu.counts["enqueue"], gpu.counts["capture"], gpu.counts["graph_launch"]) == (2, 2, 1)
+        assert "CUDA graphs" in be.info().notes
+    else:
+        assert (gpu.counts["enqueue"], gpu.counts["capture"], gpu.counts["graph_launch"]) == (3, 0, 0)
     rgb = np.random.default_rng(1).integers(0, 256, (70, 50, 3), dtype=np.uint8)
     assert np.array_equal(predict_array(be, rgb)["labels"], pixel_rule(rgb[None], 4)["labels"][0])
+    be.close()
+    _assert_released(gpu)
+
+
+def test_cuda_graphs_replace_the_enqueue_after_the_first_batch_of_each_size(tmp_path, monkeypatch):
+    from runtime_fakes import pixel_rule
+
+    gpu, b = _stand_in(tmp_path, monkeypatch)
+    be = TensorRTBackend(b, "fp16", cuda_graph=True, slots=1)
+    rng = np.random.default_rng(2)
+    sizes = [3, 3, 3, 2, 2, 3, 4]
+    for n in sizes:
+        x = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+        assert np.array_equal(be.run(x)["labels"], pixel_rule(x, 4)["labels"])
+    assert gpu.counts["compute"] == len(sizes)
+    # one ordinary enqueue (then a capture) per batch size seen; every other batch is a graph launch
+    assert gpu.counts["enqueue"] == gpu.counts["capture"] == len(set(sizes))
+    assert gpu.counts["graph_launch"] == len(sizes) - len(set(sizes))
+    be.warmup(batches=2, batch_size=2)  # warm-up batches follow the same rule: no batch runs twice
+    assert gpu.counts["compute"] == len(sizes) + 2 and gpu.counts["graph_launch"] == len(sizes) - len(set(sizes)) + 2
+    be.close()
+    _assert_released(gpu)
+
+
+@pytest.mark.parametrize("fail", ["cudaStreamBeginCapture", "cudaStreamEndCapture", "cudaGraphInstantiate"])
+def test_a_failed_capture_turns_graphs_off_without_running_the_batch_again(tmp_path, monkeypatch, caplog, fail):
+    from runtime_fakes import pixel_rule
+
+    gpu, b = _stand_in(tmp_path, monkeypatch)
+    gpu.fail.add(fail)
+    be = TensorRTBackend(b, "fp16", cuda_graph=True, slots=1)
+    x = np.random.default_rng(3).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    with caplog.at_level("WARNING", logger="co2s.runtime"):
+        for _ in range(3):
+            assert np.array_equal(be.run(x)["labels"], pixel_rule(x, 4)["labels"])
+    assert "CUDA graph capture failed" in caplog.text and fail in caplog.text
+    assert be.cuda_graph is False and "CUDA graphs" not in be.info().notes
+    assert gpu.counts["compute"] == gpu.counts["enqueue"] == 3 and gpu.counts["graph_launch"] == 0
+    be.close()
+    _assert_released(gpu)
+
+
+def test_cuda_graph_without_cuda_python_says_what_to_install(tmp_path, monkeypatch):
+    gpu, b = _stand_in(tmp_path, monkeypatch)
+
+    def missing():
+        raise BackendUnavailable("tensorrt: --cuda-graph needs cuda-python (pip install cuda-python)")
+
+    monkeypatch.setattr(trt_backend, "import_cudart", missing)
+    with pytest.raises(BackendUnavailable, match="cuda-python"):
+        open_backend(b, "tensorrt", "fp16", cuda_graph=True)
+    assert open_backend(b, "auto", "fp16", cuda_graph=True).name.startswith(ORT_FALLBACK)
+    assert gpu.primary_retains == 0
+
+
+def test_the_real_import_paths_of_cuda_python(monkeypatch):
+    """cuda-python >= 12.6 has cuda.bindings.runtime; older releases only `from cuda import cudart`."""
+    import sys
+    import types
+
+    new = types.ModuleType("cuda.bindings.runtime")
+    old = types.ModuleType("cuda.cudart")
+    for name in ("cuda", "cuda.bindings", "cuda.bindings.runtime", "cuda.cudart"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    pkg, bindings = types.ModuleType("cuda"), types.ModuleType("cuda.bindings")
+    pkg.__path__, bindings.__path__ = [], []
+    pkg.bindings, bindings.runtime, pkg.cudart = bindings, new, old
+    monkeypatch.setitem(sys.modules, "cuda", pkg)
+    monkeypatch.setitem(sys.modules, "cuda.bindings", bindings)
+    monkeypatch.setitem(sys.modules, "cuda.bindings.runtime", new)
+    assert trt_backend.import_cudart() is new
+    monkeypatch.setitem(sys.modules, "cuda.bindings.runtime", None)  # not there: the old path
+    monkeypatch.delattr(bindings, "runtime")
+    assert trt_backend.import_cudart() is old
+    monkeypatch.setitem(sys.modules, "cuda.cudart", None)
+    monkeypatch.delattr(pkg, "cudart")
+    with pytest.raises(BackendUnavailable, match="pip install cuda-python"):
+        trt_backend.import_cudart()
+
+
+# each: the stand-in call that fails, and what the real bindings do then
+SETUP_FAILURES = {
+    "Runtime": "could not start a runtime",  # pybind11 TypeError: factory function returned nullptr
+    "create_execution_context": "could not create an execution context",  # returns None
+    "set_input_shape": "refuses input shape",  # returns False
+    "set_tensor_address": "refused the device buffer",  # returns False
+    "mem_alloc": "out of GPU memory",  # pycuda MemoryError
+    "pagelocked_empty": "out of GPU memory",  # pycuda MemoryError
+    "retain_primary_context": "cannot use the CUDA context",  # pycuda Error
+}
+
+
+@pytest.mark.parametrize("fail", sorted(SETUP_FAILURES))
+def test_setup_failures_are_backend_unavailable_and_release_the_context(tmp_path, monkeypatch, caplog, fail):
+    gpu, b = _stand_in(tmp_path, monkeypatch)
+    gpu.fail.add(fail)
+    with pytest.raises(BackendUnavailable, match=SETUP_FAILURES[fail]) as e:
+        open_backend(b, "tensorrt", "fp16")
+    assert "\n" not in str(e.value)
+    _assert_released(gpu)
+    gpu.fail.add(fail)
+    with caplog.at_level("INFO", logger="co2s.runtime"):
+        be = open_backend(b, "auto", "fp16")  # falls back to onnxruntime, and says why
+    assert be.name.startswith(ORT_FALLBACK)
+    assert SETUP_FAILURES[fail] in caplog.text
+    _assert_released(gpu)
+
+
+def test_an_engine_that_does_not_deserialise_names_the_rebuild_and_releases(tmp_path, monkeypatch):
+    gpu, b = _stand_in(tmp_path, monkeypatch)
+    gpu.fail.add("deserialize_cuda_engine")
+    with pytest.raises(Co2SInputError, match="could not deserialise this engine; rebuild the engine"):
+        open_backend(b, "tensorrt", "fp16")
+    _assert_released(gpu)
+
+
+@pytest.mark.parametrize("fail", ["execute_async_v3", "set_input_shape", "cudaGraphLaunch"])
+def test_run_time_failures_are_reported_not_ignored(tmp_path, monkeypatch, fail):
+    gpu, b = _stand_in(tmp_path, monkeypatch)
+    be = TensorRTBackend(b, "fp16", cuda_graph=True, slots=1)
+    x = np.zeros((2, 32, 32, 3), np.uint8)
+    be.run(x)  # enqueue + capture for a batch of 2
+    gpu.fail.add(fail)
+    y = x if fail == "cudaGraphLaunch" else np.zeros((3 if fail == "set_input_shape" else 1, 32, 32, 3), np.uint8)
+    with pytest.raises(RuntimeError, match="execute_async_v3 failed|refused a batch of 3|cudaGraphLaunch failed"):
+        be.run(y)
+    be.close()
+    _assert_released(gpu)
+
+
+def test_stand_ins_refuse_what_the_real_api_refuses(tmp_path, monkeypatch):
+    """The fakes are not looser than the bindings: a wrong argument type or an unknown member fails."""
+    gpu, b = _stand_in(tmp_path, monkeypatch)
+    be = TensorRTBackend(b, "fp16", slots=1)
+    ctx = be._slots[0].context
+    with pytest.raises(FakeApiError, match="execute_async_v3"):
+        ctx.execute_async_v3(be._slots[0].stream)  # a pycuda Stream, not its int handle
+    with pytest.raises(FakeApiError, match="set_input_shape"):
+        ctx.set_input_shape("images", "4x32x32x3")
+    with pytest.raises(AttributeError):
+        be._slots[0].stream.begin_capture  # noqa: B018 - pycuda's Stream has no capture API
     be.close()

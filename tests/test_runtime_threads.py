@@ -203,12 +203,10 @@ def test_one_pipeline_object_run_from_several_threads(bundle, tmp_path):
 
 @pytest.mark.parametrize("cuda_graph", [False, True])
 def test_tensorrt_backend_shared_between_threads(tmp_path, monkeypatch, cuda_graph):
-    from test_runtime_tensorrt import _Fakes, bundle_with_engine
+    from fakes.tensorrt import install
+    from test_runtime_tensorrt import bundle_with_engine
 
-    from co2s.runtime.backends import tensorrt as trt_backend
-
-    fakes = _Fakes(TILE, N_CLASSES)
-    monkeypatch.setattr(trt_backend, "import_tensorrt", lambda: (fakes.trt, fakes.cuda))
+    install(monkeypatch, tile=TILE, num_classes=N_CLASSES)
     b = load_bundle(bundle_with_engine(tmp_path / "b", version="10.3.0", cc="8.7"))
     be = open_backend(b, "tensorrt", "fp16", cuda_graph=cuda_graph)
     assert be.in_flight == 2  # two slots for six threads: slots are contended

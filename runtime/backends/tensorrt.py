@@ -5,7 +5,16 @@ device buffers sized for the largest batch, and four CUDA events. `submit` stage
 queues copy-in, compute and copy-out on the slot's stream without waiting, so the pipeline can queue the next
 batch on the other slot while this one runs; `result()` waits on the slot's last event and reads the GPU-side
 stage times from the events. Optional CUDA-graph capture of the enqueue removes per-layer launch overhead
-(useful on Jetson, where the CPU is slow).
+(useful on Jetson, where the CPU is slow): pycuda has no graph API, so capture goes through cuda-python's runtime
+bindings on the slot's stream handle (`cudaStreamBeginCapture` in thread-local mode, so other threads' CUDA calls
+neither break nor are broken by it; the streams are non-blocking, so work on the legacy default stream cannot
+invalidate a capture). The first batch of each size on a slot is an ordinary enqueue (TensorRT wants one after a
+shape change before capture) and is that batch's compute; the capture that follows only records, and later batches
+of that size launch the graph. No batch is computed twice.
+
+Every failure the GPU libraries report (a False or -1 return, a nullptr that pybind11 turns into TypeError,
+pycuda's errors) becomes BackendUnavailable while the backend is being set up, so `--backend auto` moves on to the
+next backend, and the CUDA context is released on the way out.
 
 Thread safety: an execution context, its stream, pinned buffers and events serve one batch at a time, so each
 slot has a lock, held from "wait for the slot's previous batch" through staging and enqueue, and again while a
@@ -60,6 +69,48 @@ def import_tensorrt():
     return trt, cuda
 
 
+def import_cudart():
+    """cuda-python's runtime bindings (for CUDA graphs) or BackendUnavailable saying what to install."""
+    try:
+        from cuda.bindings import runtime as cudart  # type: ignore[import-not-found]  # cuda-python >= 12.6
+    except ImportError:
+        try:
+            from cuda import cudart  # type: ignore[import-not-found,no-redef]  # older cuda-python
+        except ImportError:
+            raise BackendUnavailable(
+                "tensorrt: --cuda-graph needs cuda-python (pip install cuda-python; on JetPack 6 "
+                "pip install 'cuda-python==12.6.*'), or run without --cuda-graph"
+            ) from None
+    return cudart
+
+
+def pop_driver_context() -> None:
+    """Take the current context off CUDA's own per-thread stack. pycuda's `Context.detach()` of a retained primary
+    context pushes it, releases it and leaves it current there (its C++ says "pop is implicit in detach", which
+    holds for ordinary contexts only), and pycuda has no call that pops CUDA's stack alone."""
+    import ctypes
+
+    ctx = ctypes.c_void_p()
+    ctypes.CDLL("libcuda.so.1").cuCtxPopCurrent_v2(ctypes.byref(ctx))
+
+
+# cuda.h CUstream_flags: CU_STREAM_NON_BLOCKING (pycuda takes the raw flags and names no constant for them)
+STREAM_NON_BLOCKING = 1
+
+
+class CudaCallFailed(RuntimeError):
+    """A cuda-python call returned an error code."""
+
+
+def cuda_check(cudart, result: tuple, call: str):
+    """The outputs of a cuda-python call (which returns `(error, *outputs)`), or CudaCallFailed naming the error."""
+    err, *out = result
+    if err != cudart.cudaError_t.cudaSuccess:
+        _, name = cudart.cudaGetErrorName(err)
+        raise CudaCallFailed(f"{call} failed: {name.decode() if isinstance(name, bytes) else name}")
+    return out[0] if len(out) == 1 else tuple(out)
+
+
 def parse_version(v: str | None) -> tuple[int, ...]:
     return tuple(int(x) for x in re.findall(r"\d+", v or "")[:3])
 
@@ -101,30 +152,55 @@ class _Slot:
     """One in-flight batch worth of context, stream, buffers and events."""
 
     def __init__(self, trt, cuda, engine, input_name: str, outputs: list[str], tile: int, bmax: int):
-        self.context = engine.create_execution_context()
-        if self.context is None:
-            raise Co2SInputError("TensorRT could not create an execution context (out of GPU memory?)")
-        self.stream = cuda.Stream()
-        self.input_name = input_name
-        self.h_in = cuda.pagelocked_empty((bmax, tile, tile, 3), np.uint8)
-        self.d_in = cuda.mem_alloc(self.h_in.nbytes)
-        self.context.set_input_shape(input_name, (bmax, tile, tile, 3))
-        self.context.set_tensor_address(input_name, int(self.d_in))
-        self.h_out, self.d_out = {}, {}
-        for name in outputs:
-            shape = tuple(self.context.get_tensor_shape(name))
-            dtype = trt.nptype(engine.get_tensor_dtype(name))
-            self.h_out[name] = cuda.pagelocked_empty(shape, dtype)
-            self.d_out[name] = cuda.mem_alloc(max(1, self.h_out[name].nbytes))
-            self.context.set_tensor_address(name, int(self.d_out[name]))
-        self.bound_batch = bmax
-        self.events = [cuda.Event() for _ in range(4)]
-        self.graphs: dict[int, object] = {}
+        self.d_in, self.d_out, self.graphs = None, {}, {}  # what free() releases, even if set-up stops halfway
+        try:
+            self._allocate(trt, cuda, engine, input_name, outputs, tile, bmax)
+        except BaseException:
+            self.free(None)
+            raise
         self.pending: _TrtPending | None = None
         # guards everything above between threads: re-entrant because submit, holding it, may finish the slot's
         # previous batch (`pending.result()` takes it too)
         self.lock = threading.RLock()
         self.closed = False
+
+    def _allocate(self, trt, cuda, engine, input_name: str, outputs: list[str], tile: int, bmax: int) -> None:
+        self.context = engine.create_execution_context()
+        if self.context is None:
+            raise BackendUnavailable("tensorrt: TensorRT could not create an execution context (out of GPU memory?)")
+        self.stream = cuda.Stream(STREAM_NON_BLOCKING)
+        self.input_name = input_name
+        self.h_in = cuda.pagelocked_empty((bmax, tile, tile, 3), np.uint8)
+        self.d_in = cuda.mem_alloc(self.h_in.nbytes)
+        if not self.context.set_input_shape(input_name, (bmax, tile, tile, 3)):
+            raise BackendUnavailable(
+                f"tensorrt: the engine refuses input shape [{bmax}, {tile}, {tile}, 3] (the bundle's largest "
+                "batch); rebuild the engine from this bundle"
+            )
+        self.h_out: dict[str, np.ndarray] = {}
+        self.bind(input_name, self.d_in)
+        for name in outputs:
+            shape = tuple(self.context.get_tensor_shape(name))
+            dtype = trt.nptype(engine.get_tensor_dtype(name))
+            self.h_out[name] = cuda.pagelocked_empty(shape, dtype)
+            self.d_out[name] = cuda.mem_alloc(max(1, self.h_out[name].nbytes))
+            self.bind(name, self.d_out[name])
+        self.bound_batch = bmax
+        self.events = [cuda.Event() for _ in range(4)]
+
+    def bind(self, name: str, buffer) -> None:
+        if not self.context.set_tensor_address(name, int(buffer)):
+            raise BackendUnavailable(f"tensorrt: TensorRT refused the device buffer of tensor {name!r}")
+
+    def free(self, cudart) -> None:
+        """Release the device memory and graphs (the caller has the backend's context current)."""
+        for g in self.graphs.values():
+            cuda_check(cudart, cudart.cudaGraphExecDestroy(g), "cudaGraphExecDestroy")
+        self.graphs.clear()
+        for d in [self.d_in, *self.d_out.values()]:
+            if d is not None:
+                d.free()
+        self.d_in, self.d_out = None, {}
 
 
 class _TrtPending(Pending):
@@ -169,8 +245,11 @@ class TensorRTBackend(Backend):
                 f"bundle {bundle.root} has no {precision} TensorRT engine (engines: {have}); "
                 + rebuild_hint(bundle, precision)
             )
-        dev = cuda.Device(device_id)
-        cc, dev_name = tuple(dev.compute_capability()), dev.name()
+        try:
+            dev = cuda.Device(device_id)
+            cc, dev_name = tuple(dev.compute_capability()), dev.name()
+        except cuda.Error as e:
+            raise BackendUnavailable(f"tensorrt: no usable CUDA device {device_id} ({e})") from None
         self.device = f"{dev_name} (sm_{cc[0]}{cc[1]})"
         reasons = []
         art = None
@@ -197,34 +276,73 @@ class TensorRTBackend(Backend):
             )
         path = verify_artefact(bundle, art)
         self.artefact = art
-        self._ctx = dev.retain_primary_context()  # TensorRT uses the runtime API, i.e. the primary context
         self.cuda_graph = bool(cuda_graph)
+        self._cudart = import_cudart() if self.cuda_graph else None
         self._next = 0
         self._lock = threading.Lock()  # hands out slots; each slot has its own lock
-        with self.active():
-            self._logger = trt.Logger(trt.Logger.WARNING)
-            self._runtime = trt.Runtime(self._logger)
-            if art.version_compatible:
-                self._runtime.engine_host_code_allowed = True  # version-compatible plans embed a lean runtime
-            with open(path, "rb") as f:
-                self.engine = self._runtime.deserialize_cuda_engine(f.read())
-            if self.engine is None:
-                raise Co2SInputError(
-                    f"{path}: TensorRT {trt.__version__} could not deserialise this engine; "
-                    + rebuild_hint(bundle, precision)
-                )
-            self.input_name, self.batch = self._check_io(path)
-            names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-            self.outputs = tuple(o for o in bundle.outputs if o in names)
-            if "labels" not in self.outputs:
-                raise Co2SInputError(f"{path}: engine has no 'labels' output (tensors: {', '.join(sorted(names))})")
-            # every output tensor needs a device address, even those never copied back
-            engine_outputs = [n for n in names if n != self.input_name]
-            self._slots = [
-                _Slot(trt, cuda, self.engine, self.input_name, engine_outputs, self.tile, self.batch.max)
-                for _ in range(max(1, slots))
-            ]
+        self._slots: list[_Slot] | None = []
+        try:
+            self._ctx = dev.retain_primary_context()  # TensorRT uses the runtime API, i.e. the primary context
+        except cuda.Error as e:
+            raise BackendUnavailable(f"tensorrt: cannot use the CUDA context of {self.device} ({e})") from None
+        try:
+            with self.active():
+                self._load(path, art, slots)
+        except BaseException as e:
+            self._release(getattr(self, "_slots", None) or [])
+            if isinstance(e, cuda.MemoryError):
+                raise BackendUnavailable(
+                    f"tensorrt: out of GPU memory for the engine's buffers ({e}); free GPU memory, export a bundle "
+                    "with a smaller batch, or use another backend"
+                ) from None
+            if isinstance(e, cuda.Error):
+                raise BackendUnavailable(f"tensorrt: CUDA failed while loading the engine ({e})") from None
+            raise
         self.in_flight = len(self._slots)
+
+    def _load(self, path, art: Artefact, slots: int) -> None:
+        """Deserialise the engine and set up the slots (the caller has the context current and cleans up)."""
+        trt, cuda, bundle, precision = self._trt, self._cuda, self.bundle, self.precision
+        self._logger = trt.Logger(trt.Logger.WARNING)
+        try:
+            self._runtime = trt.Runtime(self._logger)
+        except TypeError as e:  # pybind11's answer to a nullptr: the runtime could not start (CUDA not usable)
+            raise BackendUnavailable(f"tensorrt: TensorRT {trt.__version__} could not start a runtime ({e})") from None
+        if art.version_compatible:
+            self._runtime.engine_host_code_allowed = True  # version-compatible plans embed a lean runtime
+        with open(path, "rb") as f:
+            self.engine = self._runtime.deserialize_cuda_engine(f.read())
+        if self.engine is None:
+            raise Co2SInputError(
+                f"{path}: TensorRT {trt.__version__} could not deserialise this engine; "
+                + rebuild_hint(bundle, precision)
+            )
+        self.input_name, self.batch = self._check_io(path)
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        self.outputs = tuple(o for o in bundle.outputs if o in names)
+        if "labels" not in self.outputs:
+            raise Co2SInputError(f"{path}: engine has no 'labels' output (tensors: {', '.join(sorted(names))})")
+        # every output tensor needs a device address, even those never copied back
+        engine_outputs = [n for n in names if n != self.input_name]
+        for _ in range(max(1, slots)):
+            self._slots.append(
+                _Slot(trt, cuda, self.engine, self.input_name, engine_outputs, self.tile, self.batch.max)
+            )
+
+    def _release(self, slots: list[_Slot]) -> None:
+        """Free the slots' memory and graphs, drop the engine, and give the primary context back, leaving it current
+        nowhere (also after a failed set-up: nothing may stay allocated or current)."""
+        ctx, self._ctx = getattr(self, "_ctx", None), None
+        if ctx is None:
+            return
+        ctx.push()
+        try:
+            for s in slots:
+                s.free(self._cudart)
+            self.engine = self._runtime = None
+        finally:
+            ctx.detach()  # while current: pycuda takes it off its stack ...
+            pop_driver_context()  # ... and this off CUDA's
 
     def active(self):
         """Context manager making this backend's CUDA context current on the calling thread."""
@@ -262,30 +380,38 @@ class TensorRTBackend(Backend):
         return name, BatchSpec(lo, opt, hi)
 
     def _launch(self, slot: _Slot, bb: int) -> None:
+        """Queue the compute of one batch of `bb` on the slot's stream: a graph launch when one was captured for this
+        size, else an ordinary enqueue (then, with graphs on, a capture of it for the next batch of this size)."""
         handle = slot.stream.handle
-        if self.cuda_graph:
-            g = slot.graphs.get(bb)
-            if g is None:
-                try:
-                    # TensorRT wants one ordinary enqueue after a shape change before capture (deferred updates).
-                    slot.context.execute_async_v3(handle)
-                    slot.stream.synchronize()
-                    slot.stream.begin_capture()
-                    try:
-                        slot.context.execute_async_v3(handle)
-                    finally:
-                        graph = slot.stream.end_capture()
-                    g = graph.instantiate()
-                    slot.graphs[bb] = g
-                except Exception as e:  # noqa: BLE001 - capture unsupported here: fall back, keep running
-                    log.warning("CUDA graph capture failed (%s); running without graphs", e)
-                    self.cuda_graph = False
-                    g = None
-            if g is not None:
-                g.launch(slot.stream)
-                return
+        graph = slot.graphs.get(bb) if self.cuda_graph else None
+        if graph is not None:
+            cuda_check(self._cudart, self._cudart.cudaGraphLaunch(graph, handle), "cudaGraphLaunch")
+            return
         if not slot.context.execute_async_v3(handle):
             raise RuntimeError("TensorRT execute_async_v3 failed (see the TensorRT log above)")
+        if self.cuda_graph:
+            try:
+                slot.graphs[bb] = self._capture(slot, handle)
+            except CudaCallFailed as e:  # e.g. an engine whose enqueue cannot be captured: keep running without
+                log.warning("CUDA graph capture failed (%s); running without graphs", e)
+                self.cuda_graph = False
+
+    def _capture(self, slot: _Slot, handle: int):
+        """Record (not run) one enqueue on the slot's stream; returns the instantiated graph."""
+        cudart = self._cudart
+        mode = cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
+        cuda_check(cudart, cudart.cudaStreamBeginCapture(handle, mode), "cudaStreamBeginCapture")
+        try:
+            enqueued = slot.context.execute_async_v3(handle)
+        finally:  # always end the capture: a stream left capturing refuses all later work
+            ended = cudart.cudaStreamEndCapture(handle)
+        graph = cuda_check(cudart, ended, "cudaStreamEndCapture")
+        try:
+            if not enqueued:
+                raise CudaCallFailed("TensorRT execute_async_v3 failed while being captured")
+            return cuda_check(cudart, cudart.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate")
+        finally:
+            cuda_check(cudart, cudart.cudaGraphDestroy(graph), "cudaGraphDestroy")  # the executable graph stays
 
     def submit(
         self, tiles: np.ndarray, profiler: StageProfiler | None = None, *, outputs: Iterable[str] | None = None
@@ -318,7 +444,8 @@ class TensorRTBackend(Backend):
             if profiler:
                 profiler.add("preprocess", time.perf_counter() - t0)
             if slot.bound_batch != bb:
-                slot.context.set_input_shape(self.input_name, (bb, self.tile, self.tile, 3))
+                if not slot.context.set_input_shape(self.input_name, (bb, self.tile, self.tile, 3)):
+                    raise RuntimeError(f"TensorRT refused a batch of {bb} (engine profile {self.batch})")
                 slot.bound_batch = bb
             ev, s = slot.events, slot.stream
             ev[0].record(s)
@@ -355,9 +482,5 @@ class TensorRTBackend(Backend):
                 with s.lock:
                     if s.pending is not None:  # copy it out: its handle may still be asked for the result
                         s.pending.result()
-                    s.graphs.clear()
-                    for d in [s.d_in, *s.d_out.values()]:
-                        d.free()
                     s.closed = True
-            del self.engine
-        self._ctx.detach()
+        self._release(slots)
