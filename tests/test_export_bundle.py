@@ -159,7 +159,7 @@ def test_triton_config_parses(cli, bundle, tmp_path):
     assert code == 1 and "--force" in err
 
 
-def test_engine_without_gpu_exits_2_and_leaves_a_complete_onnx_bundle(cli, tmp_path, monkeypatch):
+def test_engine_without_gpu_exits_3_and_leaves_a_complete_onnx_bundle(cli, tmp_path, monkeypatch):
     """Also the planning path: --untrained at a given preset/size."""
     monkeypatch.setenv("CO2S_FORCE_NO_GPU", "1")
     out = tmp_path / "plan"
@@ -172,7 +172,7 @@ def test_engine_without_gpu_exits_2_and_leaves_a_complete_onnx_bundle(cli, tmp_p
             "4",
             "--tile",
             "64",
-            "--precisions",
+            "--precision",
             "fp32",
             "--engine",
             "fp16",
@@ -182,7 +182,7 @@ def test_engine_without_gpu_exits_2_and_leaves_a_complete_onnx_bundle(cli, tmp_p
             out,
         ]
     )
-    assert code == 2, err
+    assert code == 3, err
     last = err.strip().splitlines()[-1]
     assert last.startswith("TensorRT engines are built on the target GPU")
     assert f"co2s-export --from-bundle {out} --engine fp16" in last
@@ -200,7 +200,7 @@ def test_from_bundle_engine_is_torch_free(bundle):
     )
     env = {**os.environ, "CO2S_FORCE_NO_GPU": "1"}
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
-    assert r.returncode == 2, r.stderr
+    assert r.returncode == 3, r.stderr
     assert "Traceback" not in r.stderr and "TensorRT engines are built on the target GPU" in r.stderr
 
 
