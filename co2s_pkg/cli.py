@@ -106,24 +106,15 @@ def _verbosity(ctx: click.Context, param: click.Parameter, value: bool) -> None:
 
 def log_options(f: Callable) -> Callable:
     """-q/--quiet and -v/--verbose, the same on every tool (read the result with is_verbose())."""
-    f = click.option(
-        "-v",
-        "--verbose",
-        is_flag=True,
-        expose_value=False,
-        is_eager=True,
-        callback=_verbosity,
-        help="more detail: debug messages, and the traceback of an unexpected error",
-    )(f)
-    return click.option(
-        "-q",
-        "--quiet",
-        is_flag=True,
-        expose_value=False,
-        is_eager=True,
-        callback=_verbosity,
-        help="only warnings and errors: no progress lines or bars",
-    )(f)
+    for short, long, help in (
+        ("-v", "--verbose", "more detail: debug messages, and the traceback of an unexpected error"),
+        ("-q", "--quiet", "only warnings and errors: no progress lines or bars"),
+    ):
+        flag = click.option(
+            short, long, is_flag=True, expose_value=False, is_eager=True, callback=_verbosity, help=help
+        )
+        f = flag(f)
+    return f
 
 
 # ------------------------------------------------------------------------------------------------ progress
@@ -230,7 +221,8 @@ def renamed_option(old: str, new: str, why: str = ""):
         if value is not None:
             raise click.UsageError(f"{old} is now {new}{f' ({why})' if why else ''}", ctx)
 
-    return click.option(old, hidden=True, expose_value=False, callback=refuse, help=f"renamed {new}")
+    name = "renamed_" + old.lstrip("-").replace("-", "_")  # its own name: `--precisions` is `--precision`'s dest
+    return click.option(old, name, hidden=True, expose_value=False, callback=refuse, help=f"renamed {new}")
 
 
 # ------------------------------------------------------------------------------------------------ outputs

@@ -296,4 +296,6 @@ def test_bad_option_values_are_one_line_errors(cli, tmp_path):
     code, err = cli(["--from-bundle", tmp_path / "missing", "--engine", "fp16"])
     assert code == 1 and "missing" in err
     code, err = cli(["--checkpoint", trained_tiny_checkpoint(), "--engine", "fp8", "--out", tmp_path / "b"])
-    assert code == 1 and "--engine" in err and "fp8" in err
+    assert code == 2 and "--engine" in err and "fp8" in err  # not among the choices: a usage error
+    code, err = cli(["--checkpoint", trained_tiny_checkpoint(), "--engine", "fp16,int8", "--batch", "0"])
+    assert code == 2 and "--batch" in err and "x>=1" in err
