@@ -137,8 +137,8 @@ class _TqdmProgress:
 )
 @click.option(
     "--tile-overlap",
-    help="overlap of neighbouring tiles: a fraction of the tile (0.25) or pixels (64); "
-    "default 1/6 of the tile (stride 5/6)",
+    help="overlap of neighbouring tiles: a fraction of the tile (0.25) or whole pixels (64), at most half the "
+    "tile; default 1/6 of the tile (stride 5/6)",
 )
 @click.option(
     "--blend/--no-blend",

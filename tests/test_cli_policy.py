@@ -353,6 +353,40 @@ def test_progress_bars_draw_only_on_a_terminal(monkeypatch):
     policy.setup_logging()
 
 
+def test_export_reports_each_long_step(tmp_path, capsys, monkeypatch):
+    import co2s.export.pipeline as pipeline
+
+    seen = []
+
+    class Recorder:
+        def __init__(self, total, desc):
+            seen.append(("total", total))
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            seen.append(("closed", None))
+
+        def next(self, name):
+            seen.append(("step", name))
+
+    monkeypatch.setattr(pipeline, "step_progress", Recorder)
+    argv = ["--untrained", "--preset", "tiny", "--num-classes", "3", "--tile", "64", "--calib-count", "1"]
+    code, err = _status(_export, [*argv, "--precision", "fp32,fp16", "--out", tmp_path / "b"], capsys)
+    assert code == EXIT_OK, err
+    steps = [name for kind, name in seen if kind == "step"]
+    assert seen[0] == ("total", len(steps)) and seen[-1] == ("closed", None)
+    assert steps == [
+        "loading the model and the calibration tiles",
+        "PyTorch reference predictions",
+        "exporting the fp32 ONNX",
+        "fp32 parity",
+        "converting to fp16",
+        "fp16 parity",
+    ]
+
+
 def test_list_options():
     import click
 
