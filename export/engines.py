@@ -1,8 +1,8 @@
 """Add TensorRT engines to an existing bundle, torch-free (`co2s-export --from-bundle B --engine fp16`).
 
 Without an NVIDIA GPU nothing is built: the bundle is left complete (all ONNX) and the caller exits with
-status 3 (engines deferred) and one sentence saying where and how to build. With one, each engine is built from the bundle's
-ONNX of that precision.
+status 3 (engines deferred) and one sentence saying where and how to build. With one, each engine is built from
+the bundle's ONNX of that precision.
 
 The bundle is changed in place, so every file goes in under a temporary name first: the engine and the updated
 timing cache are written as `.<name>.<pid>.<tag>.tmp` in the bundle folder, then renamed over their final names
