@@ -69,7 +69,7 @@ def export_tiny_bundle(work: Path, tile: int, log=print) -> Path:
         "6",
         "--tile",
         str(tile),
-        "--precisions",
+        "--precision",
         "fp32",
         "--dynamic-batch",
         "1:4:4",

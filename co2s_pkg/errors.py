@@ -1,4 +1,12 @@
-"""Errors a user can act on. CLIs print them as one clear message (no traceback) and exit non-zero."""
+"""The errors a user can act on, one hierarchy: every CLI prints a `Co2SError` as one `error: <message>` line (no
+traceback) and exits with status 1 (`co2s.cli` holds the exit-status table).
+
+    Co2SError               root: catch this to handle any of them
+      Co2SInputError        bad input: a file, a field or an option value; also a ValueError (older code catches that)
+      Co2SOutputError       an output cannot be written (disk full, no permission, read-only file system)
+      Co2SCheckFailed       a check on a result failed (export: a parity threshold, the TensorRT operator audit)
+      BackendUnavailable    this inference backend cannot run here (package, provider or device missing)
+"""
 
 from __future__ import annotations
 
@@ -8,18 +16,30 @@ import tempfile
 from pathlib import Path
 
 
-class Co2SInputError(ValueError):
+class Co2SError(Exception):
+    """A problem the user can act on; the message names the file, field or option and says what was expected."""
+
+
+class Co2SInputError(Co2SError, ValueError):
     """Bad input: the message names the file or field and says what was expected."""
 
 
-class Co2SOutputError(Co2SInputError):
+class Co2SOutputError(Co2SError):
     """An output could not be written (disk full, no permission, read-only file system): the message names the path
-    and the reason. A Co2SInputError, so every CLI reports it the same way (one line, its usual exit status).
-    `errno` is the OS error number when there was one (e.g. errno.ENOSPC: no point trying the next output)."""
+    and the reason. `errno` is the OS error number when there was one (e.g. errno.ENOSPC: no point trying the next
+    output)."""
 
     def __init__(self, message: str, code: int | None = None):
         super().__init__(message)
         self.errno = code
+
+
+class Co2SCheckFailed(Co2SError):
+    """A check on what was produced failed (a parity threshold, an operator audit); nothing was kept."""
+
+
+class BackendUnavailable(Co2SError):
+    """This backend cannot run here (package, provider or device missing); auto-selection tries the next one."""
 
 
 # errno -> what the user is told; these are problems with where the output goes, not bugs

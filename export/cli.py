@@ -4,28 +4,36 @@
     co2s-export --untrained --preset paper --num-classes 6 --tile 512 --out bundles/plan
     co2s-export --from-bundle bundles/potsdam --engine fp16          # on the target GPU; no torch needed
 
-Exit status: 0 done; 1 error (one line `error: ...`, nothing written); 2 the ONNX bundle is complete but
-engines were asked for on a machine without an NVIDIA GPU (the message says the command to run there).
+Exit status (co2s.cli): 0 done; 1 error (one line `error: ...`, nothing written); 2 usage error; 3 the ONNX
+bundle is complete but engines were asked for on a machine without an NVIDIA GPU (the message says the command
+to run there); 130 interrupted.
 """
 
 from __future__ import annotations
 
-import sys
+import logging
 from pathlib import Path
 
 import click
 
 from co2s.bundle import formats
+from co2s.cli import EXIT_DEFERRED, EXIT_OK, ListParam, log_options, remove_if_failed, renamed_option, run
 from co2s.errors import Co2SInputError
 
-ENGINES_DEFERRED_EXIT = 2  # the ONNX bundle is complete; the engines are to be built on the target GPU
+
+_log = logging.getLogger("co2s.export").info
 
 
-def _log(msg: str) -> None:
-    click.echo(msg, err=True)
+def _status(result) -> int:
+    """The only place an export result becomes an exit status: engines deferred to the target GPU, or done."""
+    if result.engines_deferred is None:
+        return EXIT_OK
+    click.echo(result.engines_deferred.message, err=True)
+    return EXIT_DEFERRED
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@log_options
 @click.option("--checkpoint", type=click.Path(path_type=Path), help="co2s checkpoint written by co2s-train")
 @click.option("--untrained", is_flag=True, help="export a randomly initialised model (plan latency before training)")
 @click.option(
@@ -37,26 +45,41 @@ def _log(msg: str) -> None:
 @click.option("--out", type=click.Path(path_type=Path), help="bundle folder to write (atomically)")
 @click.option("--force", is_flag=True, help="replace a non-empty --out / Triton model folder")
 @click.option("--preset", type=click.Choice(formats.PRESET_NAMES), help="model size for --untrained (default paper)")
-@click.option("--num-classes", type=int, help="class count for --untrained (or checked against the checkpoint)")
+@click.option(
+    "--num-classes",
+    type=click.IntRange(min=1),
+    help="class count for --untrained (or checked against the checkpoint)",
+)
 @click.option("--dataset", help="dataset name or YAML: classes/palette, checked against the checkpoint's class count")
 @click.option("--students", type=click.Choice(["both", "clip", "dinov3"]), default="both", show_default=True)
 @click.option("--fusion", type=click.Choice(formats.FUSIONS), default="mean", show_default=True)
 @click.option("--tile", type=int, help="tile size, a multiple of 16 (default: the training crop / preset tile)")
-@click.option("--batch", type=int, help="fixed batch size (default 1)")
+@click.option("--batch", type=click.IntRange(min=1), help="fixed batch size (default 1)")
 @click.option("--dynamic-batch", help="dynamic batch MIN:OPT:MAX, e.g. 1:4:8 (TensorRT optimisation profile)")
 @click.option(
-    "--precisions",
-    default="fp32,fp16,int8",
+    "--precision",
+    "precisions",
+    type=ListParam(formats.PRECISIONS, keywords=("all",)),
+    default="all",
     show_default=True,
-    help="ONNX precisions to write (fp32 is always written: it is the parity reference)",
+    help="ONNX precisions to write, comma separated (fp32 is always written: it is the parity reference)",
 )
-@click.option("--engine", "engines", multiple=True, help="also build a TensorRT engine: fp32|fp16|int8 (repeatable)")
+@renamed_option("--precisions", "--precision", "a comma-separated list, as in every co2s tool")
+@click.option(
+    "--engine",
+    "engines",
+    type=ListParam(formats.PRECISIONS),
+    multiple=True,
+    help="also build TensorRT engines of these precisions, comma separated (repeatable)",
+)
 @click.option(
     "--calib-data",
     type=click.Path(path_type=Path),
     help="folder of images for INT8 calibration and parity (default: the synthetic scene set)",
 )
-@click.option("--calib-count", type=int, default=32, show_default=True, help="calibration/parity tiles")
+@click.option(
+    "--calib-count", type=click.IntRange(min=1), default=32, show_default=True, help="calibration/parity tiles"
+)
 @click.option(
     "--int8-method",
     type=click.Choice(formats.INT8_METHODS),
@@ -66,7 +89,12 @@ def _log(msg: str) -> None:
 )
 @click.option("--probs", is_flag=True, help="add a float16 `probs` output [B,N,H,W] for overlapped-tile blending")
 @click.option(
-    "--workspace", "workspace_gib", type=float, default=4.0, show_default=True, help="TensorRT workspace, GiB"
+    "--workspace",
+    "workspace_gib",
+    type=click.FloatRange(min=0, min_open=True),
+    default=4.0,
+    show_default=True,
+    help="TensorRT workspace, GiB",
 )
 @click.option("--triton-repo", type=click.Path(path_type=Path), help="also write a Triton model repository here")
 @click.option("--allow-degraded", is_flag=True, help="keep the bundle even when parity is under the thresholds")
@@ -76,7 +104,9 @@ def cli(**kw) -> int:
     if kw["list_formats"]:
         click.echo(formats.table())
         return 0
-    engines = formats.parse_precisions(kw["engines"], "--engine") if kw["engines"] else ()
+    engines = formats.parse_precisions([p for group in kw["engines"] for p in group], "--engine")
+    if kw["triton_repo"] is not None:
+        remove_if_failed(kw["triton_repo"])
     if kw["from_bundle"] is not None:
         return _from_bundle(kw, engines)
     if kw["checkpoint"] is not None and kw["untrained"]:
@@ -86,6 +116,8 @@ def cli(**kw) -> int:
 
     from .options import ExportOptions
     from .pipeline import export_bundle, parse_batch
+
+    remove_if_failed(kw["out"])  # the bundle itself appears atomically; this is about the folders above it
 
     opts = ExportOptions(
         out=kw["out"],
@@ -98,7 +130,9 @@ def cli(**kw) -> int:
         fusion=kw["fusion"],
         tile=kw["tile"],
         batch=parse_batch(kw["batch"], kw["dynamic_batch"]),
-        precisions=formats.parse_precisions(kw["precisions"], "--precisions"),
+        precisions=formats.PRECISIONS
+        if kw["precisions"] == ("all",)
+        else formats.parse_precisions(kw["precisions"], "--precision"),
         engines=engines,
         calib_data=kw["calib_data"],
         calib_count=kw["calib_count"],
@@ -112,14 +146,7 @@ def cli(**kw) -> int:
     )
     if opts.preset and not opts.untrained:
         raise Co2SInputError("--preset applies to --untrained (a checkpoint records its own preset)")
-    return _exit_status(export_bundle(opts))
-
-
-def _exit_status(result) -> int:
-    if result.engines_deferred is None:
-        return 0
-    click.echo(result.engines_deferred.message, err=True)
-    return ENGINES_DEFERRED_EXIT
+    return _status(export_bundle(opts))
 
 
 def _from_bundle(kw: dict, engines: tuple[str, ...]) -> int:
@@ -140,9 +167,9 @@ def _from_bundle(kw: dict, engines: tuple[str, ...]) -> int:
         for message in clean_leftovers(Path(bundle)):
             _log(message)
     manifest = load_bundle(bundle, verify=True)
-    code = 0
+    code = EXIT_OK
     if engines:
-        code = _exit_status(add_engines(bundle, engines, workspace_gib=kw["workspace_gib"], log=_log))
+        code = _status(add_engines(bundle, engines, workspace_gib=kw["workspace_gib"], log=_log))
     if kw["triton_repo"] is not None:
         from .triton import write_triton_repo
 
@@ -154,29 +181,7 @@ def _from_bundle(kw: dict, engines: tuple[str, ...]) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    try:
-        code = cli.main(args=argv, standalone_mode=False)
-    except Co2SInputError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(1)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(130)
-    except click.ClickException as e:  # bad option values: same one-line style, exit 1 (2 means "engines deferred")
-        click.echo(f"error: {e.format_message()}", err=True)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        click.echo("aborted", err=True)
-        sys.exit(130)
-    except Exception as e:
-        from .options import ExportCheckError
-        from .tensorrt_build import EngineBuildError
-
-        if isinstance(e, (ExportCheckError, EngineBuildError)):
-            click.echo(f"error: {e}", err=True)
-            sys.exit(1)
-        raise
-    sys.exit(code or 0)
+    run(cli, argv, prog="co2s-export", extra="export")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """Add TensorRT engines to an existing bundle, torch-free (`co2s-export --from-bundle B --engine fp16`).
 
 Without an NVIDIA GPU nothing is built: the bundle is left complete (all ONNX) and the result says the engines
-are deferred to the target, with the command that builds them there (`ExportResult.engines_deferred`). With one,
-each engine is built from the bundle's ONNX of that precision.
+are deferred to the target, with the command that builds them there (`ExportResult.engines_deferred`; the CLI
+exits with status 3). With one, each engine is built from the bundle's ONNX of that precision.
 
 The bundle is changed in place, so every file goes in under a temporary name first: the engine and the updated
 timing cache are written as `.<name>.<pid>.<tag>.tmp` (co2s.files.temp_name) in the bundle folder, then renamed
@@ -41,7 +41,7 @@ def add_engines(bundle: str | Path, precisions, *, workspace_gib: float = 4.0, l
         raise Co2SInputError(
             f"--engine {missing[0]}: the bundle {bundle} has no {missing[0]} ONNX to build from "
             f"(it has {', '.join(k for k in manifest.data['artifacts'] if k.startswith('onnx_'))}); re-export with "
-            f"--precisions including {missing[0]}"
+            f"--precision including {missing[0]}"
         )
     if not has_nvidia_gpu():
         return ExportResult(bundle, manifest.data, engines_deferred=EnginesDeferred(bundle, precisions))

@@ -11,12 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from co2s.bundle import formats
+from co2s.errors import Co2SCheckFailed
 
 DEFAULT_CALIB_COUNT = 32
 BOTH = "both"
 
 
-class ExportCheckError(RuntimeError):
+class ExportCheckError(Co2SCheckFailed):
     """The exported graph failed the TensorRT audit or a parity threshold; nothing was written."""
 
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from co2s.bundle import formats, sha256_file
 from co2s.bundle.manifest import FORMAT, SCHEMA_VERSION
+from co2s.cli import step_progress
 from co2s.errors import Co2SInputError
 
 from .bundle import AtomicBundle, check_output_dir, check_output_writable, clean_leftovers
@@ -168,8 +169,9 @@ def export_bundle(opts: ExportOptions) -> ExportResult:
             raise Co2SInputError(f"--checkpoint {opts.checkpoint}: file not found")
     precisions = tuple(p for p in formats.PRECISIONS if p in set(opts.precisions) | set(opts.engines) | {"fp32"})
 
-    with _quiet_exporters():
-        return _export(opts, log, t_start, precisions)
+    # steps: model, reference, fp32 export, fp32 parity, then a conversion and a parity run per other precision
+    with _quiet_exporters(), step_progress(4 + 2 * (len(precisions) - 1), "co2s-export") as steps:
+        return _export(opts, log, t_start, precisions, steps)
 
 
 @contextlib.contextmanager
@@ -186,7 +188,7 @@ def _quiet_exporters():
             lg.setLevel(level)
 
 
-def _export(opts: ExportOptions, log, t_start: float, precisions: tuple[str, ...]) -> ExportResult:
+def _export(opts: ExportOptions, log, t_start: float, precisions: tuple[str, ...], steps) -> ExportResult:
     from .audit import audit_file
     from .calibration import load_calibration
     from .deploy import DeployConfig, DeployModel, reference_predict
@@ -194,6 +196,7 @@ def _export(opts: ExportOptions, log, t_start: float, precisions: tuple[str, ...
     from .parity import THRESHOLDS, fp32_vs_pytorch, judge, run_onnx, vs_fp32
     from .precision import quantize_int8, save_fp16
 
+    steps.next("loading the model and the calibration tiles")
     model, preset, dataset, ckpt_record, tile = load_model(opts)
     formats.check_patch_multiple(tile, "--tile")
     students = _student_names(model, opts.students)
@@ -206,6 +209,7 @@ def _export(opts: ExportOptions, log, t_start: float, precisions: tuple[str, ...
     )
 
     # reference on the unfolded training model, before anything is patched for export
+    steps.next("PyTorch reference predictions")
     ref_parts = [reference_predict(model, students, opts.fusion, images[i : i + 4]) for i in range(0, len(images), 4)]
     ref = {k: np.concatenate([r[k] for r in ref_parts]) for k in ref_parts[0]}
 
@@ -231,9 +235,11 @@ def _export(opts: ExportOptions, log, t_start: float, precisions: tuple[str, ...
         fmt = formats.get_format("onnx", "fp32")
         fp32_path = tmp / fmt.filename
         log(f"exporting {fmt.filename} (torch dynamo exporter, opset 19)...")
+        steps.next("exporting the fp32 ONNX")
         stats = export_deploy_onnx(deploy, fp32_path, tile=tile, batch=opts.batch)
         _audit_or_fail(audit_file(fp32_path), fmt.filename)
         log(f"  {stats.nodes_exported} nodes exported, {stats.nodes_clean} after clean-up, {stats.seconds:.0f} s")
+        steps.next("fp32 parity")
         outs = {"fp32": run_onnx(fp32_path, images, batch=run_batch)}
         parity["fp32"] = judge("fp32", fp32_vs_pytorch(outs["fp32"], ref))
         precision_info["fp32"] = {"export_seconds": round(stats.seconds, 1)}
@@ -242,6 +248,7 @@ def _export(opts: ExportOptions, log, t_start: float, precisions: tuple[str, ...
             fmt = formats.get_format("onnx", precision)
             path = tmp / fmt.filename
             t0 = time.perf_counter()
+            steps.next("converting to fp16" if precision == "fp16" else "calibrating and quantising to int8")
             if precision == "fp16":
                 log("converting to FP16 with FP32 islands...")
                 precision_info["fp16"] = save_fp16(fp32_path, path)
@@ -260,6 +267,7 @@ def _export(opts: ExportOptions, log, t_start: float, precisions: tuple[str, ...
                 )
             precision_info[precision]["seconds"] = round(time.perf_counter() - t0, 1)
             _audit_or_fail(audit_file(path), fmt.filename)
+            steps.next(f"{precision} parity")
             outs[precision] = run_onnx(path, images, batch=run_batch)
             parity[precision] = judge(
                 precision,

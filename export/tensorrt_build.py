@@ -24,12 +24,12 @@ import subprocess
 import time
 from pathlib import Path
 
-from co2s.errors import Co2SInputError
+from co2s.errors import Co2SError, Co2SInputError
 from co2s.files import atomic_file
 
 
-class EngineBuildError(RuntimeError):
-    pass
+class EngineBuildError(Co2SError):
+    """TensorRT could not parse the ONNX or build the engine (the message says why)."""
 
 
 def has_nvidia_gpu() -> bool:

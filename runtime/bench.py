@@ -74,20 +74,20 @@ class BenchResult:
 
 
 def bench_backend(
-    backend: Backend, tiles: np.ndarray, agreement_tiles: np.ndarray, *, batch: int, iters: int, warmup: int
+    backend: Backend, tiles: np.ndarray, agreement_tiles: np.ndarray, *, batch: int, calls: int, warmup: int
 ) -> BenchResult:
-    """Time `iters` calls of `backend.run` on batches drawn in turn from `tiles`."""
+    """Time `calls` calls of `backend.run` on batches drawn in turn from `tiles`."""
     if batch > backend.batch.max:
         raise Co2SInputError(f"--batch {batch}: this model takes at most {backend.batch.max} tiles per batch")
     if batch < backend.batch.min:
         raise Co2SInputError(f"--batch {batch}: this model takes at least {backend.batch.min} tiles per batch")
-    batches = [tiles[(i * batch + np.arange(batch)) % len(tiles)] for i in range(max(1, min(iters, 8)))]
+    batches = [tiles[(i * batch + np.arange(batch)) % len(tiles)] for i in range(max(1, min(calls, 8)))]
     for i in range(warmup):
         backend.run(batches[i % len(batches)])
     prof = StageProfiler()
     latencies = []
     prof.start()
-    for i in range(iters):
+    for i in range(calls):
         x = batches[i % len(batches)]
         t = time.perf_counter()
         backend.run(x, prof)
@@ -105,7 +105,7 @@ def bench_backend(
         tile=backend.tile,
         batch=batch,
         warmup_batches=warmup,
-        iterations=iters,
+        iterations=calls,  # the report field keeps its name
         latency=stage_stats(latencies, "host-clock"),
         backend_notes=list(info.notes),
         providers=list(info.providers),
@@ -119,7 +119,7 @@ def run_bench(
     backend: str = "auto",
     precisions: Sequence[str] = ("auto",),
     batches: Sequence[int] = (1,),
-    iters: int = 50,
+    calls: int = 50,
     warmup: int = 5,
     images: Sequence[str] | None = None,
     input_options: InputOptions = InputOptions(),
@@ -141,8 +141,8 @@ def run_bench(
         be = open_backend(bundle, backend, prec, threads=threads, cuda_graph=cuda_graph)
         try:
             for b in batches:
-                log(f"benchmarking {be.name} {be.precision} batch {b} ({iters} iterations, {warmup} warm-up)")
-                res = bench_backend(be, tiles, agree_tiles, batch=b, iters=iters, warmup=warmup)
+                log(f"benchmarking {be.name} {be.precision} batch {b} ({calls} timed calls, {warmup} warm-up)")
+                res = bench_backend(be, tiles, agree_tiles, batch=b, calls=calls, warmup=warmup)
                 if be.precision == "fp32" and ref_labels is None:
                     ref_labels = res.labels
                 reports.append((res, be.precision))
@@ -152,7 +152,7 @@ def run_bench(
         ref = open_backend(bundle, "ort-cpu" if backend in ("auto", "ort-cpu") else backend, "fp32", threads=threads)
         try:
             ref_labels = bench_backend(
-                ref, tiles, agree_tiles, batch=min(ref.batch.max, max(ref.batch.min, 1)), iters=1, warmup=0
+                ref, tiles, agree_tiles, batch=min(ref.batch.max, max(ref.batch.min, 1)), calls=1, warmup=0
             ).labels
         finally:
             ref.close()

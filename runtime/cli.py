@@ -1,8 +1,8 @@
 """`co2s-infer` (segment files, folders and GeoTIFF scenes) and `co2s-bench` (latency per precision and batch).
 
-User-fixable problems (bad bundle, bad input, missing backend, an output folder that cannot be written) print
-`error: <message>` and exit 1 without a traceback; usage errors exit 2 (click); Ctrl-C exits 130 after removing
-partial outputs.
+Exit status and messages follow co2s.cli: user-fixable problems (bad bundle, bad input, missing backend, an
+output folder that cannot be written) print `error: <message>` and exit 1 without a traceback, as does a run in
+which an input failed; usage errors exit 2; Ctrl-C exits 130 after removing partial outputs.
 """
 
 from __future__ import annotations
@@ -15,61 +15,27 @@ from pathlib import Path
 
 import click
 
+from co2s.cli import (
+    EXIT_FAILED,
+    EXIT_OK,
+    ListParam,
+    is_verbose,
+    log_options,
+    progress_bar,
+    remove_if_failed,
+    renamed_option,
+    run,
+)
 from co2s.errors import Co2SInputError, ensure_writable_dir, output_error
 
-from .backends import BACKENDS, PRECISION_CHOICES
+from co2s.bundle import Bundle
+from co2s.bundle.formats import PRECISIONS
+
+from .backends import BACKENDS
 from .io import DEFAULT_MAX_PIXELS, InputOptions, parse_bands, parse_stretch
 
 log = logging.getLogger("co2s.runtime")
-
-
-class _EchoHandler(logging.Handler):
-    """Log lines as `warning: ...` on stderr, written through tqdm so they do not break the progress bar."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        msg = record.getMessage()
-        if record.levelno >= logging.WARNING:
-            msg = f"{record.levelname.lower()}: {msg}"
-        try:
-            from tqdm import tqdm
-
-            tqdm.write(msg, file=sys.stderr)
-        except Exception:  # noqa: BLE001
-            print(msg, file=sys.stderr)
-
-
-def _setup_logging(verbose: bool) -> None:
-    log.handlers[:] = [_EchoHandler()]
-    log.setLevel(logging.INFO if verbose else logging.WARNING)
-    log.propagate = False
-    # GDAL's own chatter (routed through rasterio's logger) only with -v; real failures raise and are reported
-    logging.getLogger("rasterio").setLevel(logging.DEBUG if verbose else logging.ERROR)
-
-
-def _run(cmd: click.Command, argv: list[str] | None) -> None:
-    """Run a click command with co2s's error convention."""
-    try:
-        rc = cmd.main(args=argv, prog_name=cmd.name, standalone_mode=False)
-    except click.exceptions.Exit as e:
-        sys.exit(e.exit_code)
-    except click.ClickException as e:
-        e.show()
-        sys.exit(e.exit_code)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(1)
-    except Co2SInputError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        click.echo("interrupted: partial outputs removed", err=True)
-        sys.exit(130)
-    except Exception as e:
-        if argv is not None and ("-v" in argv or "--verbose" in argv) or "-v" in sys.argv or "--verbose" in sys.argv:
-            raise
-        click.echo(f"error: unexpected {type(e).__name__}: {e} (run with -v for the traceback)", err=True)
-        sys.exit(1)
-    sys.exit(rc or 0)
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 
 
 def _input_options(bands, stretch, nodata, max_pixels) -> InputOptions:
@@ -104,7 +70,7 @@ _common_input = [
     ),
     click.option(
         "--max-pixels",
-        type=int,
+        type=click.IntRange(min=1),
         help=f"largest image decoded whole in memory (PNG/JPEG; default "
         f"{DEFAULT_MAX_PIXELS}): a decompression-bomb guard",
     ),
@@ -120,13 +86,25 @@ def _apply(options):
     return deco
 
 
-class _TqdmProgress:
-    def __init__(self, quiet: bool):
-        from tqdm import tqdm
+def _pick_precision(bundle: Bundle, backend: str, wanted: tuple[str, ...]) -> str:
+    """--precision is a preference list: the first precision the bundle has for this backend (auto: any)."""
+    if len(wanted) == 1:
+        return wanted[0]  # auto, or one precision: open_backend says what is missing
+    kinds = {"auto": ("engine", "onnx"), "tensorrt": ("engine",)}.get(backend, ("onnx",))
+    have = {p for kind in kinds for p in bundle.precisions(kind)}
+    for p in wanted:
+        if p in have:
+            return p
+    raise Co2SInputError(
+        f"--precision {','.join(wanted)}: bundle {bundle.root} has none of these for --backend {backend} "
+        f"(it has {', '.join(p for p in PRECISIONS if p in have) or 'none'})"
+    )
 
-        self.quiet = quiet
+
+class _TqdmProgress:
+    def __init__(self):
         self._lock = threading.Lock()
-        self.bar = tqdm(total=0, unit="tile", disable=quiet, dynamic_ncols=True, file=sys.stderr, leave=False)
+        self.bar = progress_bar(total=0, unit="tile")
 
     def add_total(self, tiles: int) -> None:
         with self._lock:
@@ -138,7 +116,7 @@ class _TqdmProgress:
             self.bar.update(tiles)
 
     def job_done(self, result) -> None:
-        if result.status == "failed" and not self.quiet:  # live, as it happens; the summary lists it again
+        if result.status == "failed" and not self.bar.disable:  # live, as it happens; the summary lists it again
             with self._lock:
                 self.bar.write(f"error: {result.message}", file=sys.stderr)
 
@@ -146,22 +124,23 @@ class _TqdmProgress:
         self.bar.close()
 
 
-@click.command(name="co2s-infer", context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(name="co2s-infer", context_settings=CONTEXT)
+@log_options
 @click.argument("bundle", type=click.Path())
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("--out", "-o", "out_dir", required=True, type=click.Path(file_okay=False), help="output folder")
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
 @click.option(
     "--precision",
-    type=click.Choice(PRECISION_CHOICES),
+    type=ListParam(PRECISIONS, keywords=("auto",)),
     default="auto",
     show_default=True,
-    help="auto: fp16 on a GPU, fp32 on the CPU",
+    help="auto (fp16 on a GPU, fp32 on the CPU), or precisions in order of preference: the first the bundle has",
 )
 @click.option(
     "--tile-overlap",
-    help="overlap of neighbouring tiles: a fraction of the tile (0.25) or pixels (64); "
-    "default 1/6 of the tile (stride 5/6)",
+    help="overlap of neighbouring tiles: a fraction of the tile (0.25) or whole pixels (64), at most half the "
+    "tile; default 1/6 of the tile (stride 5/6)",
 )
 @click.option(
     "--blend/--no-blend",
@@ -179,16 +158,14 @@ class _TqdmProgress:
     help="internal overviews in GeoTIFF outputs (fast zoomed-out display in GIS tools)",
 )
 @_apply(_common_input)
-@click.option("--batch", type=int, help="tiles per batch (default: the model's preferred batch)")
-@click.option("--readers", type=int, default=2, show_default=True, help="decode/read threads")
-@click.option("--threads", type=int, help="onnxruntime CPU threads")
+@click.option("--batch", type=click.IntRange(min=1), help="tiles per batch (default: the model's preferred batch)")
+@click.option("--readers", type=click.IntRange(min=1), default=2, show_default=True, help="decode/read threads")
+@click.option("--threads", type=click.IntRange(min=1), help="onnxruntime CPU threads")
 @click.option("--cuda-graph", is_flag=True, help="native TensorRT: replay the enqueue as a CUDA graph")
 @click.option("--skip-existing", is_flag=True, help="skip inputs whose labels output already exists")
 @click.option("--fail-fast", is_flag=True, help="stop at the first bad input (default: report it and go on)")
 @click.option("--profile", is_flag=True, help="print per-stage timings and write profile.json/.md to --out")
-@click.option("--warmup", type=int, default=2, show_default=True, help="warm-up batches before timing")
-@click.option("--quiet", "-q", is_flag=True, help="no progress bar")
-@click.option("--verbose", "-v", is_flag=True)
+@click.option("--warmup", type=click.IntRange(min=0), default=2, show_default=True, help="untimed backend calls first")
 def infer_command(
     bundle,
     inputs,
@@ -212,8 +189,6 @@ def infer_command(
     fail_fast,
     profile,
     warmup,
-    quiet,
-    verbose,
 ):
     """Segment images, folders of images and GeoTIFF scenes with a co2s bundle.
 
@@ -230,7 +205,6 @@ def infer_command(
     from .profiler import StageProfiler, device_stamp, render_table, write_reports
     from .tiling import parse_overlap
 
-    _setup_logging(verbose)
     in_opts = _input_options(bands, stretch, nodata, max_pixels)
     specs, ignored = collect_inputs(inputs)
     if not specs:
@@ -249,12 +223,13 @@ def infer_command(
         readers=readers,
         overviews=overviews,
     )
+    remove_if_failed(out_dir)
     out = ensure_writable_dir(out_dir, f"--out {out_dir}: cannot write to this folder")  # before the backend loads
-    be = open_backend(b, backend, precision, cuda_graph=cuda_graph, threads=threads)
+    be = open_backend(b, backend, _pick_precision(b, backend, precision), cuda_graph=cuda_graph, threads=threads)
     progress = None
     try:
         info = be.info()
-        log.info(
+        log.debug(
             "backend %s, precision %s, tile %d, overlap %d px, batch %s",
             info.name,
             be.precision,
@@ -265,7 +240,7 @@ def infer_command(
         if warmup:
             be.warmup(warmup)
         prof = StageProfiler(enabled=profile)
-        progress = _TqdmProgress(quiet)
+        progress = _TqdmProgress()
         pipe = InferencePipeline(b, be, out, options, profiler=prof, progress=progress)
         summary = pipe.run(specs, ignored)
     finally:
@@ -312,41 +287,49 @@ def infer_command(
         except OSError as e:
             raise output_error(out / "profile.json", e) from None
         click.echo(f"profile: {', '.join(paths)}", err=True)
-    return 1 if summary.failed else 0
+    return EXIT_FAILED if summary.failed else EXIT_OK
 
 
-def _csv_ints(text: str, what: str) -> list[int]:
-    try:
-        vals = [int(v) for v in str(text).split(",") if v.strip()]
-    except ValueError:
-        raise Co2SInputError(f"{what} {text!r}: expected comma-separated integers like 1,4") from None
-    if not vals or min(vals) < 1:
-        raise Co2SInputError(f"{what} {text!r}: values must be >= 1")
-    return vals
-
-
-@click.command(name="co2s-bench", context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(name="co2s-bench", context_settings=CONTEXT)
+@log_options
 @click.argument("bundle", type=click.Path())
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
-@click.option("--precision", default="auto", show_default=True, help="auto, all, or a comma list of fp32,fp16,int8")
-@click.option("--batch", "batch_text", default="1", show_default=True, help="batch sizes, e.g. 1,4")
-@click.option("--iters", type=int, default=50, show_default=True, help="timed batches per configuration")
-@click.option("--warmup", type=int, default=5, show_default=True, help="untimed batches first")
+@click.option(
+    "--precision",
+    type=ListParam(PRECISIONS, keywords=("auto", "all")),
+    default="auto",
+    show_default=True,
+    help="precisions to benchmark, comma separated; auto: the one co2s-infer would pick; all: every one the bundle has",
+)
+@click.option("--batch", "batches", type=ListParam(), default="1", show_default=True, help="batch sizes, e.g. 1,4")
+@click.option(
+    "--calls",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    help="timed backend calls (one batch each) per configuration",
+)
+@click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True, help="untimed backend calls first")
+@renamed_option("--iters", "--calls", "co2s-train's --iters counts training iterations")
 @click.option(
     "--images", multiple=True, type=click.Path(), help="images/folders to cut tiles from (default: synthetic scenes)"
 )
 @_apply(_common_input)
-@click.option("--threads", type=int, help="onnxruntime CPU threads")
+@click.option("--threads", type=click.IntRange(min=1), help="onnxruntime CPU threads")
 @click.option("--cuda-graph", is_flag=True, help="native TensorRT: replay the enqueue as a CUDA graph")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write all reports as JSON")
-@click.option("--markdown", "md_path", type=click.Path(dir_okay=False), help="write a Markdown report")
-@click.option("--verbose", "-v", is_flag=True, help="also print per-stage tables")
+@click.option(
+    "--markdown",
+    "md_path",
+    type=click.Path(dir_okay=False),
+    help="write a Markdown report",
+)
 def bench_command(
     bundle,
     backend,
     precision,
-    batch_text,
-    iters,
+    batches,
+    calls,
     warmup,
     images,
     bands,
@@ -357,49 +340,41 @@ def bench_command(
     cuda_graph,
     json_path,
     md_path,
-    verbose,
 ):
-    """Latency (p50/p90/p99/max per batch), throughput and agreement with FP32 for each precision and batch."""
+    """Latency (p50/p90/p99/max per batch), throughput and agreement with FP32 for each precision and batch.
+
+    -v also prints the per-stage table of each configuration.
+    """
     from co2s.bundle import load_bundle
-    from co2s.bundle.formats import PRECISIONS
 
     from .bench import render_bench_markdown, render_bench_table, render_bench_terminal, run_bench
 
-    _setup_logging(verbose)
-    if iters < 1 or warmup < 0:
-        raise Co2SInputError("--iters must be >= 1 and --warmup >= 0")
     b = load_bundle(bundle)
-    if precision == "all":
-        precs = b.precisions("engine" if backend == "tensorrt" else "onnx")
-    else:
-        precs = [p.strip() for p in precision.split(",") if p.strip()]
-        bad = [p for p in precs if p not in ("auto",) + PRECISIONS]
-        if bad:
-            raise Co2SInputError(f"--precision {bad[0]!r}: expected auto, all or fp32/fp16/int8")
-    batches = _csv_ints(batch_text, "--batch")
+    precs = list(b.precisions("engine" if backend == "tensorrt" else "onnx")) if precision == ("all",) else precision
     for option, path in (("--json", json_path), ("--markdown", md_path)):
         if path:  # before the benchmark runs, not after
             folder = Path(path).parent
+            remove_if_failed(folder)
             ensure_writable_dir(folder, f"{option} {path}: cannot write to {folder}")
     reports = run_bench(
         b,
         backend=backend,
         precisions=precs,
-        batches=batches,
-        iters=iters,
+        batches=list(batches),
+        calls=calls,
         warmup=warmup,
         images=list(images) or None,
         input_options=_input_options(bands, stretch, nodata, max_pixels),
         threads=threads,
         cuda_graph=cuda_graph,
-        log=lambda m: click.echo(m, err=True),
+        log=log.info,
     )
-    click.echo(render_bench_terminal(reports) if verbose else render_bench_table(reports))
+    click.echo(render_bench_terminal(reports) if is_verbose() else render_bench_table(reports))
     if json_path:
         _write_report(json_path, json.dumps({"bundle": str(b.root), "reports": reports}, indent=2, default=str))
     if md_path:
         _write_report(md_path, render_bench_markdown(reports))
-    return 0
+    return EXIT_OK
 
 
 def _write_report(path: str, text: str) -> None:
@@ -410,11 +385,11 @@ def _write_report(path: str, text: str) -> None:
 
 
 def infer_main(argv: list[str] | None = None) -> None:
-    _run(infer_command, argv)
+    run(infer_command, argv, prog="co2s-infer")
 
 
 def bench_main(argv: list[str] | None = None) -> None:
-    _run(bench_command, argv)
+    run(bench_command, argv, prog="co2s-bench")
 
 
 if __name__ == "__main__":  # python -m co2s.runtime.cli infer|bench ...

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from co2s.bundle import Bundle
-from co2s.errors import Co2SInputError, output_error
+from co2s.errors import Co2SError, Co2SInputError, output_error
 
 from .backends import Backend
 from .heap import limit_heap_retention, release_free_heap
@@ -461,7 +461,7 @@ class InferencePipeline:
                 self._write_tile(job, item)
             except OSError as e:
                 self._write_failed(job, output_error(e.filename or job.spec.input, e))
-            except Co2SInputError as e:
+            except Co2SError as e:  # an output that cannot be written (Co2SOutputError), or a bad tile
                 self._write_failed(job, e)
             except Exception as e:
                 log.debug("writer error", exc_info=True)
@@ -475,7 +475,7 @@ class InferencePipeline:
                     job, f"{job.spec.input}: not finished, the run stopped {self._stop_reason}", status="skipped"
                 )
 
-    def _write_failed(self, job: _Job, e: Co2SInputError) -> None:
+    def _write_failed(self, job: _Job, e: Co2SError) -> None:
         self._fail(job, str(e))
         if getattr(e, "errno", None) in STOP_ERRNOS:  # every later output would fail the same way
             self._stop_reason = f"because the output disk is {'read-only' if e.errno == errno.EROFS else 'full'}"
@@ -593,6 +593,21 @@ def run_inference(
 ProgressFactory = Callable[[], Progress]
 
 
+def check_rgb_array(rgb) -> None:
+    """predict_array takes what Pillow and rasterio-to-numpy users hold: uint8 height x width x 3."""
+    shape = "x".join(map(str, getattr(rgb, "shape", ()))) or "no shape"
+    dtype = getattr(rgb, "dtype", type(rgb).__name__)
+    if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or min(rgb.shape) == 0:
+        hint = ""
+        if isinstance(rgb, np.ndarray) and rgb.ndim == 3 and rgb.shape[0] == 3 and rgb.shape[2] != 3:
+            hint = " (channels first: pass np.moveaxis(rgb, 0, -1))"
+        raise Co2SInputError(f"predict_array expects a uint8 HxWx3 RGB array, got {dtype} {shape}{hint}")
+    if rgb.dtype != np.uint8:
+        raise Co2SInputError(
+            f"predict_array expects a uint8 HxWx3 RGB array, got {dtype} {shape} (scale to 0-255 and convert first)"
+        )
+
+
 def predict_array(
     backend: Backend,
     rgb: np.ndarray,
@@ -605,6 +620,7 @@ def predict_array(
 ) -> dict[str, np.ndarray]:
     """Tiled inference on an in-memory uint8 RGB image (no threads, no files): {'labels', 'confidence'}.
     The same grid and stitcher as the pipeline, for library use and for checking the pipeline against."""
+    check_rgb_array(rgb)
     h, w = rgb.shape[:2]
     T = backend.tile
     grid = TileGrid(h, w, T, round(T / 6) if overlap is None else overlap)

@@ -27,7 +27,11 @@ NODATA_LABEL = IGNORE_INDEX  # label written where the input is nodata
 
 
 def parse_overlap(value: str | float | int | None, tile: int) -> int:
-    """Overlap in pixels from a fraction of the tile (< 1, e.g. 0.25) or a pixel count (>= 1, e.g. 64)."""
+    """Overlap in pixels from a fraction of the tile (< 1, e.g. 0.25) or a whole pixel count (>= 1, e.g. 64).
+
+    At most half the tile: tiles then advance by at least half a tile, so a scene costs at most about 4x the
+    tiles of a grid without overlap (127 px on a 128 tile would cost 16384x: every pixel run by every tile over it).
+    """
     if value is None or value == "":
         return default_overlap(tile)
     try:
@@ -38,11 +42,15 @@ def parse_overlap(value: str | float | int | None, tile: int) -> int:
         ) from None
     if not math.isfinite(v) or v < 0:
         raise Co2SInputError(f"--tile-overlap {value!r}: must be >= 0")
-    px = int(round(v * tile)) if v < 1 else int(round(v))
-    if px >= tile:
+    if v >= 1 and v != int(v):
         raise Co2SInputError(
-            f"--tile-overlap {value!r} = {px} px leaves no stride on a {tile}-pixel tile; "
-            f"use less than {tile} px (or a fraction below 1)"
+            f"--tile-overlap {value!r}: values of 1 and more are pixels and must be whole (a fraction is below 1)"
+        )
+    px = int(round(v * tile)) if v < 1 else int(v)
+    if px > tile // 2:
+        raise Co2SInputError(
+            f"--tile-overlap {value!r} = {px} px on a {tile}-pixel tile: the overlap can be at most half the tile "
+            f"({tile // 2} px, or a fraction up to 0.5)"
         )
     return px
 

@@ -50,7 +50,7 @@ step "infer: co2s-infer $OUT/bundle $OUT/scene.png --out $OUT --profile"
 co2s-infer "$OUT/bundle" "$OUT/scene.png" --out "$OUT" --profile
 
 step "bench: co2s-bench $OUT/bundle --precision all"
-co2s-bench "$OUT/bundle" --precision all --batch 1,4 --iters "$BENCH_ITERS" --warmup 3 \
+co2s-bench "$OUT/bundle" --precision all --batch 1,4 --calls "$BENCH_ITERS" --warmup 3 \
   --json "$OUT/bench.json" --markdown "$OUT/bench.md"
 
 step "report"

@@ -26,7 +26,7 @@ def test_prototypes_command_writes_named_unit_rows(tmp_path):
 
 def test_unknown_dataset_is_one_clear_line(tmp_path):
     r = _run("prototypes", "--dataset", "atlantis", "--preset", "tiny", "--out", str(tmp_path / "x.npy"))
-    assert r.returncode == 2
+    assert r.returncode == 1
     assert "unknown dataset 'atlantis'" in r.stderr and "Traceback" not in r.stderr
     assert not list(tmp_path.iterdir())
 

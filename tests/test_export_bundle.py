@@ -163,7 +163,7 @@ def test_triton_config_parses(cli, bundle, tmp_path):
     assert code == 1 and "--force" in err
 
 
-def test_engine_without_gpu_exits_2_and_leaves_a_complete_onnx_bundle(cli, tmp_path, monkeypatch):
+def test_engine_without_gpu_exits_3_and_leaves_a_complete_onnx_bundle(cli, tmp_path, monkeypatch):
     """Also the planning path: --untrained at a given preset/size."""
     monkeypatch.setenv("CO2S_FORCE_NO_GPU", "1")
     out = tmp_path / "plan"
@@ -176,7 +176,7 @@ def test_engine_without_gpu_exits_2_and_leaves_a_complete_onnx_bundle(cli, tmp_p
             "4",
             "--tile",
             "64",
-            "--precisions",
+            "--precision",
             "fp32",
             "--engine",
             "fp16",
@@ -186,7 +186,7 @@ def test_engine_without_gpu_exits_2_and_leaves_a_complete_onnx_bundle(cli, tmp_p
             out,
         ]
     )
-    assert code == 2, err
+    assert code == 3, err
     last = err.strip().splitlines()[-1]
     assert last.startswith("TensorRT engines are built on the target GPU")
     assert f"co2s-export --from-bundle {out} --engine fp16" in last
@@ -204,7 +204,7 @@ def test_from_bundle_engine_is_torch_free(bundle):
     )
     env = {**os.environ, "CO2S_FORCE_NO_GPU": "1"}
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
-    assert r.returncode == 2, r.stderr
+    assert r.returncode == 3, r.stderr
     assert "Traceback" not in r.stderr and "TensorRT engines are built on the target GPU" in r.stderr
 
 
@@ -302,4 +302,6 @@ def test_bad_option_values_are_one_line_errors(cli, tmp_path):
     code, err = cli(["--from-bundle", tmp_path / "missing", "--engine", "fp16"])
     assert code == 1 and "missing" in err
     code, err = cli(["--checkpoint", trained_tiny_checkpoint(), "--engine", "fp8", "--out", tmp_path / "b"])
-    assert code == 1 and "--engine" in err and "fp8" in err
+    assert code == 2 and "--engine" in err and "fp8" in err  # not among the choices: a usage error
+    code, err = cli(["--checkpoint", trained_tiny_checkpoint(), "--engine", "fp16,int8", "--batch", "0"])
+    assert code == 2 and "--batch" in err and "x>=1" in err

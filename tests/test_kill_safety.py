@@ -195,7 +195,7 @@ EXPORT = [
     "5",
     "--tile",
     "64",
-    "--precisions",
+    "--precision",
     "fp32",
     "--calib-count",
     "1",

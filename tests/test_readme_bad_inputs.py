@@ -82,6 +82,11 @@ def fit_args(root: Path, out: Path) -> list:
     ]
 
 
+FIVE_OTHER_CLASSES = (
+    "name: five\nclasses: [a, b, c, d, e]\nconcepts: {}\npalette: [[0,0,0],[1,1,1],[2,2,2],[3,3,3],[4,4,4]]\n"
+)
+
+
 def one_image(tmp: Path, name="scene.png", write=None) -> Path:
     p = tmp / name
     write(p) if write else Image.fromarray(rgb()).save(p)
@@ -152,6 +157,23 @@ CASES = {
         "--dataset",
         "synthetic",
     ],
+    ("co2s-train", "`evaluate` a checkpoint on a dataset with other classes"): lambda t: [
+        "evaluate",
+        trained_tiny_checkpoint(),
+        "--dataset",
+        one_image(t, "five.yaml", lambda p: p.write_text(FIVE_OTHER_CLASSES)),
+        "--data-root",
+        t,
+    ],
+    ("co2s-train", "`evaluate --split val` (the old name of `--part`)"): lambda t: [
+        "evaluate",
+        trained_tiny_checkpoint(),
+        "--dataset",
+        "synthetic",
+        "--split",
+        "val",
+    ],
+    ("co2s-train", "`--batch-size 0`"): lambda t: fit_args(folder_dataset(t / "d"), t / "run") + ["--batch-size", "0"],
     # co2s-export
     ("co2s-export", "`--checkpoint` missing"): lambda t: ["--checkpoint", t / "nope.pt", "--out", t / "b"],
     ("co2s-export", "`--checkpoint` is not a checkpoint"): lambda t: [
@@ -190,6 +212,13 @@ CASES = {
         "--out",
         one_image(t, "keep.txt", lambda p: p.write_text("user data")).parent,
     ],
+    ("co2s-export", "`--precisions` (the old name of `--precision`)"): lambda t: [
+        "--untrained",
+        "--precisions",
+        "fp32",
+        "--out",
+        t / "b",
+    ],
     ("co2s-export", "`--engine fp8`"): lambda t: [
         "--checkpoint",
         trained_tiny_checkpoint(),
@@ -212,7 +241,14 @@ CASES = {
     ("co2s-infer", "a 16-bit image without `--stretch`"): lambda t: infer_one(
         t, lambda p: Image.fromarray(rgb()[..., 0].astype(np.uint16) * 200).save(p), ["--bands", "1"]
     ),
-    ("co2s-infer", "`--tile-overlap` ≥ half the tile"): lambda t: infer_one(t, extra=["--tile-overlap", "64"]),
+    ("co2s-infer", "`--tile-overlap` more than half the tile"): lambda t: infer_one(t, extra=["--tile-overlap", "17"]),
+    ("co2s-infer", "`--tile-overlap` pixels that are not whole"): lambda t: infer_one(
+        t, extra=["--tile-overlap", "1.5"]
+    ),
+    ("co2s-infer", "`--batch 0`"): lambda t: infer_one(t, extra=["--batch", "0"]),
+    ("co2s-infer", "`--precision` none of which the bundle has"): lambda t: infer_one(
+        t, extra=["--precision", "fp16,int8"]
+    ),
     ("co2s-infer", "a folder with some bad files"): mixed_folder,
     ("co2s-infer", "a bundle whose model file is missing"): lambda t: [
         damaged_bundle(t / "bundle", "missing"),
@@ -234,6 +270,7 @@ CASES = {
     ],
     # co2s-bench
     ("co2s-bench", "a bundle folder without a manifest"): lambda t: [(t / "empty").mkdir() or t / "empty"],
+    ("co2s-bench", "`--iters` (the old name of `--calls`)"): lambda t: [small_bundle(t), "--iters", "3"],
 }
 
 

@@ -56,7 +56,7 @@ EXPORT = [
     "5",
     "--tile",
     "64",
-    "--precisions",
+    "--precision",
     "fp32",
     "--calib-count",
     "1",
@@ -223,7 +223,7 @@ def test_train_disk_full_while_saving_a_checkpoint(tmp_path, monkeypatch, capsys
 
     monkeypatch.setattr(torch, "save", disk_full_at_iteration_4)
     code, _, err = train([*TRAIN, "--iters", "4", "--eval-every", "2", "--out", out], monkeypatch, capsys)
-    assert code == 2
+    assert code == 1
     line = _error_line(err)
     expected = [f"error: {out / name}: cannot write the checkpoint: {DISK_FULL}" for name in ("best.pt", "last.pt")]
     assert line in expected, line
@@ -298,7 +298,7 @@ def test_train_out_not_writable(locked, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(trainer, "load_splits", _never("loading the data"))
     out = locked / "run"
     code, _, err = train([*TRAIN, "--iters", "2", "--out", out], monkeypatch, capsys)
-    assert code == 2
+    assert code == 1
     assert _error_line(err) == f"error: --out {out}: cannot write to this folder: permission denied"
     assert list(locked.iterdir()) == []
 
@@ -330,7 +330,7 @@ def test_bench_report_folder_not_writable(locked, bundle, monkeypatch, capsys):
 
     monkeypatch.setattr(bench, "run_bench", _never("the benchmark"))
     report = locked / "bench.json"
-    code, _, err = _exit(lambda: bench_main([str(bundle), "--iters", "1", "--json", str(report)]), capsys)
+    code, _, err = _exit(lambda: bench_main([str(bundle), "--calls", "1", "--json", str(report)]), capsys)
     assert code == 1
     assert _error_line(err) == f"error: --json {report}: cannot write to {locked}: permission denied"
 
@@ -364,7 +364,7 @@ def test_infer_and_bench_run_from_a_read_only_bundle(tmp_path, monkeypatch, caps
                     str(root),
                     "--precision",
                     "all",
-                    "--iters",
+                    "--calls",
                     "2",
                     "--warmup",
                     "1",
@@ -627,7 +627,7 @@ def test_engine_build_killed_while_replacing_is_repaired_by_the_next_run(tmp_pat
 
     monkeypatch.setattr("co2s.export.engines.has_nvidia_gpu", lambda: False)
     code, _, err = export(["--from-bundle", b, "--engine", "fp16"], capsys)
-    assert code == 2  # no GPU now: nothing built, but the CLI put the bundle right before reading its manifest
+    assert code == 3  # engines deferred (no GPU now): nothing built, but the CLI put the bundle right first
     assert f"removed {builder_temp} (left by an interrupted engine build)" in err
     assert f"restored {engine} (an engine build was interrupted while replacing it)" in err
     assert _digest(b) == before and _hidden(b) == []

@@ -54,7 +54,7 @@ def test_cli_runs_inference_without_torch(tmp_path):
     r = _run(f"""
         from co2s.runtime.cli import infer_main, bench_main
         for main, args in ((infer_main, [{str(bundle)!r}, {str(tmp_path / "a.png")!r}, "--out", {str(tmp_path / "out")!r}, "-q"]),
-                           (bench_main, [{str(bundle)!r}, "--iters", "2", "--warmup", "1"])):
+                           (bench_main, [{str(bundle)!r}, "--calls", "2", "--warmup", "1"])):
             try:
                 main(args)
             except SystemExit as e:

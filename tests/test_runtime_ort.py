@@ -100,7 +100,7 @@ EXPORT_ARGS = [
     "5",
     "--tile",
     "128",
-    "--precisions",
+    "--precision",
     "fp32,int8",
     "--calib-count",
     "8",

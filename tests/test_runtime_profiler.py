@@ -114,7 +114,7 @@ def test_bench_cli_reports_every_precision_and_batch(tmp_path, capsys):
                 "all",
                 "--batch",
                 "1,4",
-                "--iters",
+                "--calls",
                 "5",
                 "--warmup",
                 "2",
@@ -141,5 +141,5 @@ def test_bench_cli_reports_every_precision_and_batch(tmp_path, capsys):
 def test_bench_rejects_a_batch_the_model_cannot_take(tmp_path, capsys):
     bundle = make_bundle(tmp_path / "b", tile=32, batch=(1, 1, 1))
     with pytest.raises(SystemExit) as e:
-        bench_main([str(bundle), "--batch", "4", "--iters", "1"])
+        bench_main([str(bundle), "--batch", "4", "--calls", "1"])
     assert e.value.code == 1 and "at most 1" in capsys.readouterr().err

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -46,6 +48,16 @@ def test_default_overlap_is_a_sixth_and_parsing():
     for bad in ("-1", "512", "abc", "nan"):
         with pytest.raises(Co2SInputError):
             parse_overlap(bad, 512)
+
+
+def test_overlap_is_at_most_half_the_tile_and_pixels_are_whole():
+    assert parse_overlap("64", 128) == 64 and parse_overlap("0.5", 128) == 64  # stride half a tile: the limit
+    assert parse_overlap("1", 128) == 1 and parse_overlap("2.0", 128) == 2
+    for bad, says in (("127", "at most half the tile (64 px"), ("0.999", "or a fraction up to 0.5"), ("65", "64 px")):
+        with pytest.raises(Co2SInputError, match=re.escape(says)):
+            parse_overlap(bad, 128)
+    with pytest.raises(Co2SInputError, match="must be whole"):
+        parse_overlap("1.5", 128)  # once silently 2 px
 
 
 def _whole(rgb: np.ndarray, n: int) -> dict:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from _train_helpers import folder_dataset
+from PIL import Image
 
 from co2s.errors import Co2SInputError
 from co2s.train.config import TrainConfig
@@ -79,10 +81,35 @@ def test_resume_without_a_checkpoint(tmp_path):
 def test_evaluate_with_a_checkpoint_from_another_dataset(tmp_path, synthetic_run):
     with pytest.raises(Co2SInputError, match="model_config.num_classes is 5, expected 9"):
         evaluate_checkpoint(str(synthetic_run / "best.pt"), "mer", data_root=str(folder_dataset(tmp_path / "d")))
-    # same class count, other dataset name: a YAML dataset with five classes
+    # same class count, other classes: a YAML dataset with five other names
     yaml_file = tmp_path / "five.yaml"
     yaml_file.write_text(
         "name: five\nclasses: [a, b, c, d, e]\nconcepts: {}\npalette: [[0,0,0],[1,1,1],[2,2,2],[3,3,3],[4,4,4]]\n"
     )
-    with pytest.raises(Co2SInputError, match="dataset.name is 'synthetic', expected 'five'"):
+    with pytest.raises(Co2SInputError, match=r"classes \(bare_soil, vegetation, water, building, road\) are not"):
         evaluate_checkpoint(str(synthetic_run / "best.pt"), str(yaml_file), data_root=str(tmp_path))
+
+
+def test_evaluate_scores_another_region_with_the_same_classes(tmp_path, synthetic_run):
+    """Cross-region evaluation: another dataset name, the same classes (spelt with spaces here), and only a val
+    split file (no labelled split of the training fraction)."""
+    root = tmp_path / "region_b"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    lines = []
+    for i in range(2):
+        Image.fromarray(np.full((64, 64, 3), 60 * i, np.uint8)).save(root / "images" / f"{i}.png")
+        Image.fromarray(np.full((64, 64), i, np.uint8)).save(root / "labels" / f"{i}.png")
+        lines.append(f"images/{i}.png labels/{i}.png")
+    (root / "splits" / "region_b").mkdir(parents=True)
+    (root / "splits" / "region_b" / "val.txt").write_text("\n".join(lines) + "\n")
+    yaml_file = tmp_path / "region_b.yaml"
+    yaml_file.write_text(
+        "name: region_b\nclasses: [bare soil, vegetation, water, building, road]\nconcepts: {}\n"
+        "palette: [[0,0,0],[1,1,1],[2,2,2],[3,3,3],[4,4,4]]\n"
+    )
+    result = evaluate_checkpoint(str(synthetic_run / "best.pt"), str(yaml_file), data_root=str(root), progress=False)
+    assert result.classes == ("bare soil", "vegetation", "water", "building", "road")
+    assert set(result.iou) == {"clip", "dinov3", "fused"} and all(len(v) == 5 for v in result.iou.values())
+    with pytest.raises(Co2SInputError, match=r"splits/region_b/1_8/labeled\.txt not found"):
+        evaluate_checkpoint(str(synthetic_run / "best.pt"), str(yaml_file), data_root=str(root), part="labeled")

@@ -161,11 +161,11 @@ def test_cli_fit_then_evaluate(tmp_path):
     assert "mIoU" in res.output and "fused" in res.output and "bare_soil" in res.output
 
 
-def test_cli_reports_bad_checkpoint_with_exit_code_2(tmp_path):
+def test_cli_reports_bad_checkpoint_with_exit_code_1(tmp_path):
     ckpt = tmp_path / "missing.pt"
     exe = Path(sys.executable).parent / "co2s-train"  # the installed console script, next to the interpreter
     proc = subprocess.run([str(exe), "evaluate", str(ckpt), "--dataset", "synthetic"], capture_output=True, text=True)
-    assert proc.returncode == 2
+    assert proc.returncode == 1
     assert "missing.pt" in proc.stderr and "Traceback" not in proc.stderr
 
 

@@ -14,6 +14,8 @@ corrupt file under the final name:
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -33,8 +35,15 @@ def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
     )
 
 
-def load_checkpoint(path: str | os.PathLike, *, num_classes: int | None = None, dataset: str | None = None) -> dict:
-    """Read and check a checkpoint; optionally that it was trained for this dataset / class count."""
+def load_checkpoint(
+    path: str | os.PathLike,
+    *,
+    num_classes: int | None = None,
+    dataset: str | None = None,
+    classes: Sequence[str] | None = None,
+) -> dict:
+    """Read and check a checkpoint; optionally that it was trained for this dataset, class count or classes (names
+    compared without case, spaces or underscores: another region with the same classes is scored as is)."""
     path = Path(path)
     if not path.is_file():
         raise Co2SInputError(f"{path}: checkpoint file not found")
@@ -54,4 +63,14 @@ def load_checkpoint(path: str | os.PathLike, *, num_classes: int | None = None, 
         raise Co2SInputError(f"{path}: field model_config.num_classes is {have}, expected {num_classes}")
     if dataset is not None and ckpt["dataset"]["name"] != dataset:
         raise Co2SInputError(f"{path}: field dataset.name is {ckpt['dataset']['name']!r}, expected {dataset!r}")
+    have_classes = list(ckpt["dataset"].get("classes") or [])
+    if classes is not None and [_class_key(c) for c in have_classes] != [_class_key(c) for c in classes]:
+        raise Co2SInputError(
+            f"{path}: the checkpoint's classes ({', '.join(have_classes)}) are not the dataset's "
+            f"({', '.join(classes)}); a dataset with the same classes in the same order is needed"
+        )
     return ckpt
+
+
+def _class_key(name: str) -> str:
+    return re.sub(r"[\s_-]+", " ", str(name).strip().lower())

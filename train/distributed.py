@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from co2s.errors import Co2SInputError
+from co2s.errors import Co2SError, Co2SInputError
 
 T = TypeVar("T")
 
@@ -53,12 +53,12 @@ def close_distributed(d: Dist) -> None:
 
 
 def stop_together(d: Dist, work: Callable[[], T]) -> T | None:
-    """Run `work` on every rank; if it raises Co2SInputError on rank 0, every rank raises that message (nobody hangs
+    """Run `work` on every rank; if it raises Co2SInputError on rank 0 (any Co2SError), every rank raises that message (nobody hangs
     in a collective). Every rank must call this. In one process the error simply propagates."""
     error, result = None, None
     try:
         result = work()
-    except Co2SInputError as e:
+    except Co2SError as e:
         if not d.enabled:
             raise
         error = str(e)

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from co2s.bundle.formats import default_overlap
+from co2s.cli import progress_bar
 from co2s.metrics import confusion_matrix, iou_per_class, mean_iou
 
 from .model import Co2S, fuse_probabilities
@@ -128,7 +128,7 @@ def evaluate(
     model.eval()
     meters: dict[str, IoUAccumulator] = {}
     indices = range(rank, len(dataset), world)
-    for i in tqdm(indices, desc="evaluate", disable=not progress, leave=False):
+    for i in progress_bar(indices, desc="evaluate", enabled=progress):
         image, label = dataset[i]
         img = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].to(device).float() / 255
         target = torch.from_numpy(np.asarray(label))

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from co2s.cli import progress_bar
 from co2s.errors import Co2SInputError
 from co2s.files import atomic_write, atomic_write_text
 
@@ -55,7 +55,7 @@ def text_prototypes(
     starts = range(0, len(prompts), batch_size)
     chunks = []
     with torch.no_grad():
-        for s in tqdm(starts, desc="text prototypes", unit="batch", disable=len(starts) <= 1):
+        for s in progress_bar(starts, desc="text prototypes", unit="batch", enabled=len(starts) > 1):
             chunks.append(tower(tokenizer(prompts[s : s + batch_size])).float())
     emb = torch.cat(chunks)
 

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import yaml
-from tqdm import tqdm
 
+from co2s.cli import progress_bar
 from co2s.errors import ensure_writable_dir
 from co2s.files import atomic_write_text, remove_stale_temps
 
@@ -66,7 +66,7 @@ class RunLog:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(out / "tb"), purge_step=start or None)
-        self.bar = tqdm(total=total, initial=start, disable=not (progress and enabled), dynamic_ncols=True, desc=desc)
+        self.bar = progress_bar(None, total=total, initial=start, enabled=progress and enabled, dynamic_ncols=True, desc=desc)
         self.window: dict[str, list[float]] = {}  # since the last TensorBoard write
         self.since_eval: dict[str, list[float]] = {}  # since the last metrics.csv row
         self.t0 = time.time()

@@ -129,9 +129,14 @@ def step_options(cfg: TrainConfig) -> StepOptions:
 
 
 # ---------------------------------------------------------------------------------------------------- building
-def load_splits(cfg: TrainConfig, d: Dist, check: tuple[str, ...] = ("labeled", "unlabeled", "val")) -> dict:
-    """labeled / unlabeled / val datasets; the `check` parts have every file read once (on rank 0) up front, so
-    a bad file stops the run before the first iteration."""
+def load_splits(
+    cfg: TrainConfig,
+    d: Dist,
+    check: tuple[str, ...] = ("labeled", "unlabeled", "val"),
+    parts: tuple[str, ...] = ("labeled", "unlabeled", "val"),
+) -> dict:
+    """The `parts` of labeled / unlabeled / val; the `check` parts have every file read once (on rank 0) up
+    front, so a bad file stops the run before the first iteration."""
     from .data import build_splits
 
     extra = {k: getattr(cfg, k) for k in ("num_labeled", "num_unlabeled", "num_val") if getattr(cfg, k) is not None}
@@ -139,8 +144,8 @@ def load_splits(cfg: TrainConfig, d: Dist, check: tuple[str, ...] = ("labeled", 
         extra["size"] = cfg.image_size
 
     def build() -> dict:
-        splits = build_splits(cfg.dataset, cfg.data_root, cfg.split, seed=cfg.seed, **extra)
-        if len(splits["labeled"]) == 0:
+        splits = build_splits(cfg.dataset, cfg.data_root, cfg.split, seed=cfg.seed, parts=parts, **extra)
+        if "labeled" in splits and len(splits["labeled"]) == 0:
             raise Co2SInputError(f"dataset {cfg.dataset!r}, split {cfg.split!r}: the labelled split is empty")
         if d.is_main:
             for part in check:
@@ -294,24 +299,27 @@ def evaluate_checkpoint(
     part: str = "val",
     fusion: str = "mean",
     device: str | None = None,
+    progress: bool = True,
     **split_overrides,
 ) -> EvalResult:
     """mIoU of each student and the fused prediction of a checkpoint on one part of a dataset split.
 
-    The split is rebuilt as in training (split, seed, synthetic sizes from the checkpoint's train_config);
-    `split_overrides` (split, seed, num_labeled, num_unlabeled, num_val, image_size) replace those values.
+    Any dataset with the checkpoint's classes will do (cross-region evaluation). `part="val"` reads only the
+    dataset's val split; "labeled" rebuilds the training split (split, seed, synthetic sizes from the
+    checkpoint's train_config). `split_overrides` (split, seed, num_labeled, num_unlabeled, num_val, image_size)
+    replace those values.
     """
     from .data import get_dataset_info
     from .model import co2s_from_state
 
     d = init_distributed(device)
     info = get_dataset_info(dataset)
-    ckpt = load_checkpoint(path, num_classes=info.num_classes, dataset=info.name)
+    ckpt = load_checkpoint(path, num_classes=info.num_classes, classes=info.classes)
     saved = ckpt.get("train_config") or {}
     cfg = TrainConfig.from_dict({**saved, "dataset": dataset, "out": "", "data_root": data_root, **split_overrides})
     if part not in ("labeled", "val"):
         raise Co2SInputError(f"--split: expected labeled or val, got {part!r}")
-    splits = load_splits(cfg, d, check=(part,))
+    splits = load_splits(cfg, d, check=(part,), parts=(part,))
     data = splits[part]
     if getattr(data, "with_labels", True) is False:
         raise Co2SInputError(f"--split {part}: this part has no labels to score against")
@@ -320,7 +328,7 @@ def evaluate_checkpoint(
         saved.get("crop") or ckpt["model_config"].get("img_size") or get_preset(ckpt["model_config"]["preset"]).tile
     )
     result = evaluate(
-        model, data, window=window, fusion=fusion, device=d.device, rank=d.rank, world=d.world, progress=d.is_main
+        model, data, window=window, fusion=fusion, device=d.device, rank=d.rank, world=d.world, progress=progress and d.is_main
     )
     close_distributed(d)
     return result

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from co2s.bundle import Artefact, BatchSpec, Bundle, verify_artefact
-from co2s.errors import Co2SInputError
+from co2s.errors import BackendUnavailable, Co2SInputError
 
 from ..profiler import StageProfiler
 from .base import Backend, BackendInfo
@@ -36,10 +36,6 @@ INSTALL_HINT = {
     "ort-cuda": "install onnxruntime-gpu with CUDA 12 (pip install onnxruntime-gpu)",
     "ort-cpu": "install onnxruntime",
 }
-
-
-class BackendUnavailable(Co2SInputError):
-    """This backend cannot run here (package, provider or device missing); auto-selection tries the next one."""
 
 
 def cache_dir() -> Path:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 import numpy as np
-from tqdm import tqdm
 
+from co2s.cli import progress_bar
 from co2s.errors import Co2SInputError
 
 from .registry import DatasetInfo
@@ -44,7 +44,7 @@ def check_all(items: Iterable, read: Callable, progress: bool, source: str) -> N
     """Call `read` on every item and raise one Co2SInputError listing the first failures."""
     items = list(items)
     errors = []
-    for item in tqdm(items, desc=f"checking {source}", disable=not progress, leave=False):
+    for item in progress_bar(items, desc=f"checking {source}", enabled=progress):
         try:
             read(item)
         except Co2SInputError as e:

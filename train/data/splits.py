@@ -32,8 +32,10 @@ def build_splits(
     num_labeled: int = 32,
     num_unlabeled: int = 224,
     num_val: int = 32,
+    parts: tuple[str, ...] = ("labeled", "unlabeled", "val"),
 ) -> dict[str, SegmentationDataset]:
-    """{"labeled", "unlabeled", "val"} datasets (each with `.info`; unlabeled items carry no label).
+    """The `parts` of {"labeled", "unlabeled", "val"} (each with `.info`; unlabeled items carry no label); a
+    folder dataset opens only their split files (scoring val needs no labelled split file).
 
     * whdld, loveda, potsdam, gid, mer, msl, or a dataset .yaml: the reference folder layout under `root`
       (required), split files splits/<name>/<split>/{labeled,unlabeled}.txt and splits/<name>/val.txt.
@@ -46,13 +48,15 @@ def build_splits(
     name = str(dataset).lower()
     if name == "synthetic":
         size = size or get_dataset_info(name).crop_size
-        return synthetic_splits(num_labeled, num_unlabeled, num_val, size=size, seed=seed)
+        made = synthetic_splits(num_labeled, num_unlabeled, num_val, size=size, seed=seed)
+        return {part: made[part] for part in parts}
     if name == "dubai":
         size = size or get_dataset_info(name).crop_size
-        return dubai_splits(root, labeled_fraction=labeled_fraction(split), patch=size, seed=seed)
+        made = dubai_splits(root, labeled_fraction=labeled_fraction(split), patch=size, seed=seed)
+        return {part: made[part] for part in parts}
     info = get_dataset_info(dataset)
     if root is None:
         raise Co2SInputError(
             f"dataset {info.name!r} needs a data root: the folder holding images/, labels/ and splits/{info.name}/"
         )
-    return {part: open_split(info, root, split, part) for part in ("labeled", "unlabeled", "val")}
+    return {part: open_split(info, root, split, part) for part in parts}
