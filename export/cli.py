@@ -20,7 +20,6 @@ from co2s.bundle import formats
 from co2s.cli import EXIT_DEFERRED, EXIT_OK, ListParam, log_options, remove_if_failed, renamed_option, run
 from co2s.errors import Co2SInputError
 
-
 _log = logging.getLogger("co2s.export").info
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import click
 
+from co2s.bundle import Bundle
+from co2s.bundle.formats import PRECISIONS
 from co2s.cli import (
     EXIT_FAILED,
     EXIT_OK,
@@ -27,9 +29,6 @@ from co2s.cli import (
     run,
 )
 from co2s.errors import Co2SInputError, ensure_writable_dir, output_error
-
-from co2s.bundle import Bundle
-from co2s.bundle.formats import PRECISIONS
 
 from .backends import BACKENDS
 from .io import DEFAULT_MAX_PIXELS, InputOptions, parse_bands, parse_stretch

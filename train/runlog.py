@@ -66,7 +66,9 @@ class RunLog:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(out / "tb"), purge_step=start or None)
-        self.bar = progress_bar(None, total=total, initial=start, enabled=progress and enabled, dynamic_ncols=True, desc=desc)
+        self.bar = progress_bar(
+            None, total=total, initial=start, enabled=progress and enabled, dynamic_ncols=True, desc=desc
+        )
         self.window: dict[str, list[float]] = {}  # since the last TensorBoard write
         self.since_eval: dict[str, list[float]] = {}  # since the last metrics.csv row
         self.t0 = time.time()

@@ -328,7 +328,14 @@ def evaluate_checkpoint(
         saved.get("crop") or ckpt["model_config"].get("img_size") or get_preset(ckpt["model_config"]["preset"]).tile
     )
     result = evaluate(
-        model, data, window=window, fusion=fusion, device=d.device, rank=d.rank, world=d.world, progress=progress and d.is_main
+        model,
+        data,
+        window=window,
+        fusion=fusion,
+        device=d.device,
+        rank=d.rank,
+        world=d.world,
+        progress=progress and d.is_main,
     )
     close_distributed(d)
     return result
