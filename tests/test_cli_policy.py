@@ -166,6 +166,12 @@ def test_quiet_and_verbose_are_accepted(tool, tmp_path, bundle, image, capsys):
 
 
 def test_quiet_silences_progress_lines_and_verbose_adds_detail(bundle, capsys):
+    import logging
+
+    logging.getLogger("co2s.runtime").setLevel(
+        logging.ERROR
+    )  # as a library user (or the fuzz harness) might: -q/-v win
+
     def bench(*flags):
         with pytest.raises(SystemExit):
             _bench([str(bundle), "--calls", "1", "--warmup", "0", *flags])
