@@ -379,6 +379,10 @@ class FrameStream:
             stages, self.counter.since_last(), out.tiles,
         )
 
+    def add_stage(self, name: str, seconds: float) -> None:
+        """A stage the caller times itself (the CLI: `write`), reported with the others in the summary."""
+        self._stage_samples.setdefault(name, array("d")).append(seconds)
+
     def stop(self) -> None:
         """End after the frame in flight (safe from a signal handler: it only sets a flag)."""
         self._stop.set()

@@ -262,7 +262,8 @@ class OverlayVideo:
         self.stream = self.container.add_stream(codec, rate=Fraction(round(self.fps * 1000), 1000))
         self.stream.width, self.stream.height = self.width, self.height
         self.stream.pix_fmt = "yuv420p"
-        self.stream.time_base = Fraction(1, 1000)
+        # millisecond timestamps in the encoder too (else they are rounded to 1/fps and collide after a drop)
+        self.stream.time_base = self.stream.codec_context.time_base = Fraction(1, 1000)
         self.stream.codec_context.gop_size = gop or max(1, round(self.fps))
         if codec == "libx264":
             self.stream.codec_context.options = {"tune": "zerolatency", "preset": "veryfast"}
