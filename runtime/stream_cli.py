@@ -207,7 +207,7 @@ def stream_command(
                     from .io.video import OverlayVideo
 
                     video = OverlayVideo(out / "overlay.mp4", *r.rgb.shape[:2], fs.source.fps or options.fps)
-                video.write(overlay_image(r.rgb, r.labels, b.palette), r.capture_t)
+                video.write(overlay_image(r.rgb, r.labels, b.palette), r.capture_t if r.pts_s is None else r.pts_s)
             save(r)
             write_s = time.perf_counter() - t0
             fs.add_stage("write", write_s)

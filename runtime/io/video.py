@@ -29,6 +29,7 @@ INSTALL_VIDEO = "pip install 'co2s[video]'"
 # ends the read instead of blocking forever (then --reconnect applies).
 LIVE_OPTIONS = {"fflags": "nobuffer", "flags": "low_delay", "probesize": "500000", "analyzeduration": "1000000"}
 SOCKET_TIMEOUT_US = "5000000"
+NO_FRAMES = "no decodable video frames (a zero-frame, truncated or corrupt file)"
 
 
 def _av():
@@ -72,6 +73,8 @@ class AvSource(FrameSource):
         av = _av()
         a = self.address
         options, fmt = ({}, None) if not a.live else open_options(a)
+        if a.kind == "file" and Path(a.target).stat().st_size == 0:
+            raise Co2SInputError(f"{a}: empty file (0 bytes), expected a video")
         try:
             self.container = av.open(a.target, mode="r", format=fmt, options=options, timeout=10.0)
         except av.error.FileNotFoundError:
@@ -80,6 +83,8 @@ class AvSource(FrameSource):
             raise Co2SInputError(
                 f"{a}: not a video PyAV can read (unknown format, or a truncated file without its index)"
             ) from None
+        except av.error.EOFError:
+            raise Co2SInputError(f"{a}: {NO_FRAMES}") from None
         except (av.error.FFmpegError, OSError) as e:
             raise Co2SInputError(self._what(f"does not open: {getattr(e, 'strerror', None) or e}")) from None
         video = [s for s in self.container.streams if s.type == "video"]
@@ -91,9 +96,6 @@ class AvSource(FrameSource):
         self.stream.thread_type = "SLICE" if a.live else "AUTO"
         rate = self.stream.average_rate or self.stream.guessed_rate
         self.fps = float(rate) if rate else None
-        if not a.live and self.stream.frames == 0 and self.container.duration in (None, 0):
-            self.container.close()
-            raise Co2SInputError(f"{a}: the video has no frames")
 
     def _what(self, text: str) -> str:
         label = "camera" if self.address.kind == "device" else "stream" if self.address.live else "video"
@@ -106,9 +108,7 @@ class AvSource(FrameSource):
         try:
             first = next(it)
         except StopIteration:
-            raise Co2SInputError(
-                f"{self.address}: no decodable video frames (zero-frame, truncated or corrupt file)"
-            ) from None
+            raise Co2SInputError(f"{self.address}: {NO_FRAMES}") from None
         self._pending = (first, it)
         return first
 
@@ -246,8 +246,10 @@ FRAGMENTED_MP4 = {"movflags": "frag_keyframe+empty_moov+default_base_moof", "flu
 
 class OverlayVideo:
     """overlay.mp4 written frame by frame with PyAV. H.264 when PyAV's FFmpeg has libx264 (tuned for zero latency,
-    a keyframe, hence a fragment, every `gop` frames), MPEG-4 Part 2 otherwise. Timestamps follow the frames'
-    capture times, so dropped frames show as the held previous frame, as the live view would."""
+    a keyframe, hence a fragment, every `gop` frames), MPEG-4 Part 2 otherwise. Constant frame rate with gaps:
+    a frame's timestamp is its capture time in whole frame intervals (at least one after the previous one), so
+    dropped frames show as the held previous frame, as the live view would. (Millisecond timestamps were tried:
+    libx264 then produces packets the MP4 muxer rejects for some spacings.)"""
 
     def __init__(self, path: Path, height: int, width: int, fps: float | None, *, gop: int | None = None):
         av = _av()
@@ -259,12 +261,11 @@ class OverlayVideo:
         except (av.error.FFmpegError, OSError) as e:
             raise output_error(self.path, e if isinstance(e, OSError) else OSError(str(e))) from None
         codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
-        self.stream = self.container.add_stream(codec, rate=Fraction(round(self.fps * 1000), 1000))
+        self.fps = round(self.fps) or 1  # a whole frame rate: the encoder's clock, 1/fps per tick
+        self.stream = self.container.add_stream(codec, rate=self.fps)
         self.stream.width, self.stream.height = self.width, self.height
         self.stream.pix_fmt = "yuv420p"
-        # millisecond timestamps in the encoder too (else they are rounded to 1/fps and collide after a drop)
-        self.stream.time_base = self.stream.codec_context.time_base = Fraction(1, 1000)
-        self.stream.codec_context.gop_size = gop or max(1, round(self.fps))
+        self.stream.codec_context.gop_size = gop or self.fps
         if codec == "libx264":
             self.stream.codec_context.options = {"tune": "zerolatency", "preset": "veryfast"}
         self.codec = codec
@@ -277,11 +278,11 @@ class OverlayVideo:
         av = _av()
         if self._t0 is None:
             self._t0 = t
-        pts = max(self._last_pts + 1, int(round((t - self._t0) * 1000)))
+        pts = max(self._last_pts + 1, int(round((t - self._t0) * self.fps)))
         self._last_pts = pts
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb[: self.height, : self.width]), format="rgb24")
         frame.pts = pts
-        frame.time_base = self.stream.time_base
+        frame.time_base = Fraction(1, self.fps)
         for packet in self.stream.encode(frame):
             self.container.mux(packet)
         self.frames += 1
