@@ -26,10 +26,10 @@ _API = {
     "InferencePipeline": ".pipeline",
     "InputOptions": ".io",
     "StageProfiler": ".profiler",
-    "stream": ".stream",
-    "FrameStream": ".stream",
-    "StreamOptions": ".stream",
-    "StreamResult": ".stream",
+    "stream": ".streaming",
+    "FrameStream": ".streaming",
+    "StreamOptions": ".streaming",
+    "StreamResult": ".streaming",
 }
 
 __all__ = sorted(_API)

@@ -143,7 +143,7 @@ def stream_command(
     from co2s.bundle import load_bundle
 
     from .io import parse_address
-    from .stream import FrameStream, StreamOptions
+    from .streaming import FrameStream, StreamOptions
     from .stream_report import render_markdown
     from .tiling import parse_overlap
 

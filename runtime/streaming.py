@@ -1,4 +1,4 @@
-"""The onboard loop: frames from a camera, stream, video or folder -> labels, with every drop counted.
+"""The onboard loop (`co2s.runtime.stream`; this module is not named stream so that the name stays the function): frames from a camera, stream, video or folder -> labels, with every drop counted.
 
     for r in co2s.runtime.stream("bundles/potsdam", "rtsp://192.168.1.10/live"):
         r.labels, r.confidence          # (h, w) uint8 classes and float32 confidence of the newest frame
@@ -10,7 +10,7 @@ grow with how far behind the model is:
 
 - `drop="latest"` (default for live sources): a one-frame slot; a newer frame replaces an unread one, which is
   counted as dropped "behind". The model always works on the newest frame.
-- `drop="none"` (default for files and image sequences): a small bounded queue; the decoder waits for the model.
+- `drop="none"` (default for files, image sequences and watched folders): a small bounded queue; the decoder waits for the model.
   A live source under `none` is held back in the OS socket buffer and FFmpeg's capped FIFO, whose overflow
   FFmpeg discards (not counted here): use it for recordings, not cameras.
 - `stride=N`: only every Nth decoded frame is offered (the others are dropped "stride"); `realtime=True` paces a
@@ -262,7 +262,8 @@ class FrameStream:
             self.source.close()
             raise
         self._own_backend = not isinstance(backend, Backend)
-        self.drop = options.drop or ("latest" if self.source.live else "none")
+        # --watch: every still covers new ground and they come every 2-3 s, so each one is processed by default
+        self.drop = options.drop or ("latest" if self.source.live and self.source.address.kind != "watch" else "none")
         blend = self.bundle.has_probs if options.blend is None else options.blend
         self.segment = FrameSegmenter(
             self.backend,
