@@ -39,7 +39,7 @@ class JsonLines:
     def __init__(self, path: Path):
         self.path = path
         try:
-            self.f = open(path, "w", encoding="utf-8", buffering=1)  # noqa: SIM115 - closed in close()
+            self.f = open(path, "w", encoding="utf-8", buffering=1)
         except OSError as e:
             raise output_error(path, e) from None
 
@@ -143,8 +143,8 @@ def stream_command(
     from co2s.bundle import load_bundle
 
     from .io import parse_address
-    from .streaming import FrameStream, StreamOptions
     from .stream_report import render_markdown
+    from .streaming import FrameStream, StreamOptions
     from .tiling import parse_overlap
 
     if (source is None) == (watch_dir is None):

@@ -110,8 +110,7 @@ def render_markdown(s: dict) -> str:
         f"- policy: drop {p['drop']}, stride {p['stride']}, realtime {p['realtime']}, frame scale {p['frame_scale']}",
         f"- backend: {s['backend']} {s['precision']}, tile {s['tile']}, overlap {s['overlap']}, batch {s['batch']}",
         f"- device: {dev}; sensors: {s['jetson_sensors'].get('source') or 'absent'}",
-        f"- frames: {f['decoded']} decoded, {f['processed']} processed; dropped: {drops}; "
-        f"reconnects {s['reconnects']}",
+        f"- frames: {f['decoded']} decoded, {f['processed']} processed; dropped: {drops}; reconnects {s['reconnects']}",
         f"- rate: {_f(s['achieved_fps'], 2)} fps achieved vs {_f(s['source_fps'], 2)} fps source; "
         f"real-time factor {_f(s['real_time_factor'], 2)}; wall {s['wall_s']:.2f} s",
         "",
@@ -124,6 +123,8 @@ def render_markdown(s: dict) -> str:
         "|---|---|---|---|---|",
     ]
     for name, st in s["stages_ms"].items():
-        lines.append(f"| {name} | {_f(st['p50_ms'], 2)} | {_f(st['p90_ms'], 2)} | {_f(st['p99_ms'], 2)} | "
-                     f"{_f(st['max_ms'], 2)} |")
+        lines.append(
+            f"| {name} | {_f(st['p50_ms'], 2)} | {_f(st['p90_ms'], 2)} | {_f(st['p99_ms'], 2)} | "
+            f"{_f(st['max_ms'], 2)} |"
+        )
     return "\n".join(lines) + "\n"

@@ -254,9 +254,7 @@ class FrameStream:
         try:
             self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
             self.backend = (
-                backend
-                if isinstance(backend, Backend)
-                else open_backend(self.bundle, backend, precision, **backend_kw)
+                backend if isinstance(backend, Backend) else open_backend(self.bundle, backend, precision, **backend_kw)
             )
         except BaseException:
             self.source.close()
@@ -316,8 +314,13 @@ class FrameStream:
                 delay = BACKOFF_S[min(attempts, len(BACKOFF_S) - 1)]
                 attempts += 1
                 c.reconnects += 1
-                log.warning("%s: the stream ended; reconnecting in %.1f s (%d of %d)", src.address, delay,
-                            attempts, opts.reconnect)
+                log.warning(
+                    "%s: the stream ended; reconnecting in %.1f s (%d of %d)",
+                    src.address,
+                    delay,
+                    attempts,
+                    opts.reconnect,
+                )
                 if self._stop.wait(delay):
                     return
                 try:
@@ -376,8 +379,18 @@ class FrameStream:
             self._first_pts = frame.pts_s if self._first_pts is None else self._first_pts
             self._last_pts = frame.pts_s
         return StreamResult(
-            frame.index, seq, rgb, out.labels, out.confidence, frame.capture_t, t_done, frame.pts_s, frame.name,
-            stages, self.counter.since_last(), out.tiles,
+            frame.index,
+            seq,
+            rgb,
+            out.labels,
+            out.confidence,
+            frame.capture_t,
+            t_done,
+            frame.pts_s,
+            frame.name,
+            stages,
+            self.counter.since_last(),
+            out.tiles,
         )
 
     def add_stage(self, name: str, seconds: float) -> None:

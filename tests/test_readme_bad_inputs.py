@@ -310,7 +310,9 @@ CASES = {
     ("co2s-stream", "a source that does not exist"): lambda t: stream_one(t, t / "gone.mp4"),
     ("co2s-stream", "an unknown scheme"): lambda t: stream_one(t, "foo://camera"),
     ("co2s-stream", "a camera that does not open"): lambda t: stream_one(t, "/dev/video97"),
-    ("co2s-stream", "`gst:` without OpenCV built with GStreamer"): lambda t: stream_one(t, "gst:videotestsrc ! appsink"),
+    ("co2s-stream", "`gst:` without OpenCV built with GStreamer"): lambda t: stream_one(
+        t, "gst:videotestsrc ! appsink"
+    ),
     ("co2s-stream", "a folder without images"): lambda t: stream_one(t, (t / "empty").mkdir() or t / "empty"),
     ("co2s-stream", "`--drop oldest`"): lambda t: stream_one(t, tiny_video(t / "f.mp4"), ["--drop", "oldest"]),
     # co2s-bench

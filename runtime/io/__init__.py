@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from .base import DEFAULT_MAX_PIXELS, InputOptions, RasterSource, Stretch, parse_bands, parse_stretch
-from .geotiff import GeoTiffSink, GeoTiffSource
 from .frames import Address, Frame, FrameSource, parse_address
+from .geotiff import GeoTiffSink, GeoTiffSource
 from .pillow import PngSink, open_pillow
 from .sinks import OutputPaths, Sink, output_paths
 
@@ -105,12 +105,13 @@ def open_frame_source(
     watch: bool = False,
     fps: float | None = None,
     scale: float | None = None,
-    options: InputOptions = InputOptions(),
+    options: InputOptions | None = None,
     idle_exit_s: float | None = None,
 ) -> FrameSource:
     """The frame source behind one address string (see frames.KNOWN_FORMS), opened: what is wrong with it is
     reported here, before any model loads. Video and streams need PyAV (the [video] extra), imported only here."""
     a = address if isinstance(address, Address) else parse_address(address, watch=watch)
+    options = options or InputOptions()
 
     def read(path: Path) -> np.ndarray:
         src = open_source(path, options)

@@ -9,10 +9,10 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+from runtime_fakes import FakeBackend
 
 from co2s.bundle import BatchSpec
 from co2s.runtime.backends.base import BackendInfo
-from runtime_fakes import FakeBackend
 
 FPS = 30
 
