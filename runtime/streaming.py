@@ -49,6 +49,7 @@ DROP_REASONS = ("behind", "stride", "corrupt", "stopped")
 STAGES = ("decode", "queue_wait", "preprocess", "compute", "postprocess")
 QUEUE_FRAMES = 4  # drop="none": decoded frames waiting for the model at most
 BACKOFF_S = (0.5, 1.0, 2.0, 4.0)
+PACING_JUMP_S = 2.0  # --realtime: a timestamp further ahead than this (or behind) is a discontinuity
 
 
 @dataclass(frozen=True)
@@ -290,14 +291,18 @@ class FrameStream:
         src, opts, c = self.source, self.options, self.counter
         attempts = 0
         t_origin = None
+        last_pts = 0.0
         try:
             while True:
                 for frame in src.frames():
                     if self._stop.is_set():
                         return
                     if opts.realtime and frame.pts_s is not None:
-                        if t_origin is None:
+                        if t_origin is None or not 0 <= frame.pts_s - last_pts <= PACING_JUMP_S:
+                            # the first frame, or a timestamp discontinuity (a new stream epoch, a damaged frame):
+                            # re-anchor so it is due now rather than sleeping until a garbled time
                             t_origin = time.perf_counter() - frame.pts_s
+                        last_pts = frame.pts_s
                         due = t_origin + frame.pts_s
                         wait = due - time.perf_counter()
                         if wait > 0 and self._stop.wait(wait):

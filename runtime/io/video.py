@@ -122,9 +122,15 @@ class AvSource(FrameSource):
         yield from self._decode()
 
     def _decode(self) -> Iterator[Frame]:
+        """Frames in order. Corrupt = frames missing from the source's timeline: a gap in the timestamps of what the
+        decoder puts out (FFmpeg's H.264 decoder drops most damaged frames silently, without an error to count)
+        plus frames it flags as corrupt; where there are no timestamps or no frame rate, each packet that fails to
+        decode counts one."""
         av = _av()
         size = None
         tb = self.stream.time_base
+        timeline = bool(self.fps) and tb is not None
+        gaps = TimelineGaps(self.fps) if timeline else None
         packets = self.container.demux(self.stream)
         while True:
             try:
@@ -134,7 +140,7 @@ class AvSource(FrameSource):
             except (av.error.EOFError, av.error.ExitError):
                 break
             except av.error.InvalidDataError:
-                self.corrupt += 1  # a damaged packet in the container: skip it
+                self.corrupt += not timeline  # a damaged packet in the container: skip it
                 continue
             except (av.error.FFmpegError, OSError) as e:
                 if self.address.live:  # a stream that stopped: the loop may reconnect
@@ -144,13 +150,13 @@ class AvSource(FrameSource):
             t_in = time.perf_counter()
             try:
                 decoded = packet.decode()
-            except av.error.InvalidDataError:
-                self.corrupt += 1
-                continue
             except av.error.FFmpegError:
-                self.corrupt += 1
+                self.corrupt += not timeline
                 continue
             for frame in decoded:
+                pts = float(frame.pts * tb) if frame.pts is not None and tb is not None else None
+                if gaps is not None and pts is not None:
+                    self.corrupt += gaps.missing(pts)
                 if frame.is_corrupt:
                     self.corrupt += 1
                     continue
@@ -158,7 +164,6 @@ class AvSource(FrameSource):
                     size = _scaled(frame.height, frame.width, self.scale)
                 rgb = frame.to_ndarray(format="rgb24", width=size[1], height=size[0])
                 t_out = time.perf_counter()
-                pts = float(frame.pts * tb) if frame.pts is not None and tb is not None else None
                 yield Frame(
                     self._index, rgb, capture_t=t_in if self.address.live else t_out, decode_s=t_out - t_in, pts_s=pts
                 )
@@ -175,6 +180,31 @@ class AvSource(FrameSource):
             except Exception:  # noqa: BLE001 - closing a dead stream may fail; nothing to save
                 pass
             self.container = None
+
+
+class TimelineGaps:
+    """Frames missing between consecutive timestamps at a frame rate. A damaged frame may come out with a garbled
+    timestamp: a jump forward followed by a step back is taken back (the jump was not a gap)."""
+
+    def __init__(self, fps: float):
+        self.fps = fps
+        self.last: float | None = None
+        self.before_jump: float | None = None
+        self.jump = 0
+
+    def missing(self, pts: float) -> int:
+        if self.last is None:
+            self.last = pts
+            return 0
+        if pts > self.last:
+            gap = max(0, round((pts - self.last) * self.fps) - 1)
+            self.before_jump, self.jump, self.last = self.last, gap, pts
+            return gap
+        # backwards: the previous timestamp was the odd one out
+        undo, self.jump = self.jump, 0
+        base = self.before_jump if self.before_jump is not None and self.before_jump < pts else pts
+        self.last = pts
+        return max(0, round((pts - base) * self.fps) - 1) - undo
 
 
 def _scaled(h: int, w: int, scale: float | None) -> tuple[int, int]:

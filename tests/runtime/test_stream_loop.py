@@ -272,3 +272,25 @@ def test_truncated_and_zero_frame_videos_are_reported(bundle, tmp_path):
         c.start_encoding()
     with pytest.raises(Co2SInputError, match="no decodable video frames"):
         stream(bundle, str(zero))
+
+
+def test_corrupt_packets_are_skipped_and_counted(bundle, tmp_path):
+    """An MPEG-TS recording with garbled payloads in its middle third (TS headers intact, so demuxing goes on):
+    the run completes, every decoded frame is processed, and the frames missing from the timeline (FFmpeg drops
+    most damaged frames silently) are counted corrupt: decoded + corrupt is the recording's 60 frames, give or take
+    one where a garbled timestamp leaves it ambiguous which frame was the odd one out."""
+    ts = write_flight(tmp_path / "f.ts", n=60, fmt="mpegts")
+    data = bytearray(ts.read_bytes())
+    rng = np.random.default_rng(0)
+    packets = len(data) // 188
+    for k in range(packets // 3, 2 * packets // 3, 3):
+        data[k * 188 + 8 : (k + 1) * 188] = rng.integers(0, 256, 180, dtype=np.uint8).tobytes()
+    bad = tmp_path / "bad.ts"
+    bad.write_bytes(bytes(data))
+    be = FakeBackend(32, batch=BatchSpec(1, 4, 16), probs=False)
+    results, s = run_all(stream(bundle, str(bad), backend=be))
+    f = s["frames"]
+    assert f["dropped"]["corrupt"] >= 1
+    assert f["processed"] == f["decoded"] == len(results) < 60
+    assert abs(f["decoded"] + f["dropped"]["corrupt"] - 60) <= 1
+    assert results[-1].index == f["decoded"] - 1  # decoding went on past the damage
