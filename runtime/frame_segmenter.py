@@ -1,9 +1,10 @@
 """One frame in, labels and confidence out: the runtime's tiler and stitcher with each stage timed.
 
-`predict_array` (pipeline.py) does the same tiling and stitching for one image; this keeps what a stream reuses
-from frame to frame (the tile grid of a frame size, the output arrays are new per frame because results are
-handed to the caller) and returns the preprocess / compute / postprocess times the streaming loop reports. All the
-tiles of a frame go to the backend together, in batches of up to the model's largest batch.
+`predict_array` (pipeline.py) does the same tiling and stitching for one image (tests check the two agree); this
+keeps the tile grid from frame to frame (frames of a stream share a size), sends all the tiles of a frame to the
+backend together (batches of up to the model's largest batch, not its preferred one: latency of one frame is what
+counts) and returns the preprocess / compute / postprocess times the streaming loop reports. Outputs are new
+arrays per frame: they are handed to the caller, who may keep them.
 """
 
 from __future__ import annotations

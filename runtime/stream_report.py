@@ -71,7 +71,7 @@ def build_summary(fs) -> dict:
         "frames": {
             "decoded": c.decoded,
             "processed": c.processed,
-            "dropped": {**c.dropped, "corrupt": fs.source.corrupt},
+            "dropped": {**c.dropped, "corrupt": fs.source.corrupt},  # the source's count, final
         },
         "reconnects": c.reconnects,
         "latency_ms": {k: lat[k] for k in ("count", "mean_ms", "p50_ms", "p90_ms", "p99_ms", "max_ms")},

@@ -131,6 +131,11 @@ class DropCounter:
         with self._lock:
             self.dropped[reason] += n
 
+    def sync_corrupt(self, n: int) -> None:
+        """The source counts what it could not decode; copied here so results report it with the other reasons."""
+        with self._lock:
+            self.dropped["corrupt"] = n
+
     def since_last(self) -> dict[str, int]:
         with self._lock:
             out = {k: self.dropped[k] - self._reported[k] for k in DROP_REASONS}
@@ -342,6 +347,8 @@ class FrameStream:
     # --- the loop ---------------------------------------------------------------------------------------------
 
     def __iter__(self) -> Iterator[StreamResult]:
+        if self._t_start is not None:
+            raise RuntimeError("a FrameStream is iterated once; open a new one with stream(...)")
         self._t_start = time.perf_counter()
         self._thread = threading.Thread(target=self._decode_loop, name="co2s-decode", daemon=True)
         self._thread.start()
@@ -377,6 +384,7 @@ class FrameStream:
             "postprocess": out.postprocess_s,
         }
         self.counter.processed += 1
+        self.counter.sync_corrupt(self.source.corrupt)
         self._latency.append(t_done - frame.capture_t)
         for k, v in stages.items():
             self._stage_samples[k].append(v)

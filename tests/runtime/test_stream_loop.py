@@ -294,3 +294,4 @@ def test_corrupt_packets_are_skipped_and_counted(bundle, tmp_path):
     assert f["processed"] == f["decoded"] == len(results) < 60
     assert abs(f["decoded"] + f["dropped"]["corrupt"] - 60) <= 1
     assert results[-1].index == f["decoded"] - 1  # decoding went on past the damage
+    assert sum(r.dropped["corrupt"] for r in results) == f["dropped"]["corrupt"]  # reported with the results
