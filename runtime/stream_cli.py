@@ -5,6 +5,7 @@ Outputs in --out:
                       being written)
     summary.json/.md  at the end (also after SIGINT/SIGTERM), written atomically (co2s.files)
     overlay.mp4       classes over the frames, fragmented MP4 (plays up to its last fragment after a kill)
+    footprints.gpkg   with --telemetry: one polygon per placed frame (written at the end, also after a signal)
     frames/NNNNNN.*   with --save-every N: labels/confidence rasters of every Nth processed frame (the runtime's
                       sinks: committed atomically one frame at a time)
 
@@ -111,6 +112,14 @@ class SaveEvery:
 @click.option("--reconnect", type=click.IntRange(min=0), default=0, show_default=True, help="live: reopen N times")
 @click.option("--max-frames", type=click.IntRange(min=1), help="stop after this many processed frames")
 @click.option("--idle-exit", type=click.FloatRange(min=0), help="--watch: stop after this many seconds without a still")
+@click.option(
+    "--telemetry",
+    type=click.Path(),
+    help="DJI .SRT sidecar or CSV (time,lat,lon,alt_agl,yaw[,pitch,roll]): a pose and ground footprint per frame",
+)
+@click.option(
+    "--camera-hfov", type=float, help="camera's horizontal field of view in degrees (needed with --telemetry)"
+)
 @click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True, help="untimed backend calls first")
 def stream_command(
     bundle,
@@ -132,6 +141,8 @@ def stream_command(
     reconnect,
     max_frames,
     idle_exit,
+    telemetry,
+    camera_hfov,
     warmup,
 ):
     """Segment a live camera, stream, video file or folder of stills frame by frame, counting every dropped frame.
@@ -166,6 +177,8 @@ def stream_command(
         reconnect=reconnect,
         max_frames=max_frames,
         idle_exit_s=idle_exit,
+        telemetry=telemetry,
+        camera_hfov=camera_hfov,
     )
     # the source opens (and is checked) inside FrameStream before the backend
     fs = FrameStream(
@@ -188,6 +201,11 @@ def stream_command(
     lines = JsonLines(out / "frames.jsonl")
     save = SaveEvery(out, save_every, b.palette, list(b.classes))
     video = None
+    footprints = None
+    if telemetry:
+        from .footprint import FootprintLayer
+
+        footprints = FootprintLayer(out / "footprints.gpkg", list(b.classes))
     n = 0
     try:
         log.info(
@@ -213,6 +231,8 @@ def stream_command(
             fs.add_stage("write", write_s)
             rec = r.record()
             rec["stages_ms"]["write"] = round(write_s * 1e3, 3)
+            if footprints is not None and r.footprint is not None:
+                footprints.add(r.footprint, r.pose, r.index, r.pts_s, rec["class_fractions"], rec["mean_confidence"])
             lines.write(rec)
             n += 1
     finally:
@@ -223,7 +243,14 @@ def stream_command(
             video.close()
         fs.close()
         summary = fs.summary()
-        summary["outputs"] = {"frames_jsonl": "frames.jsonl", "overlay": "overlay.mp4" if video else None}
+        placed = footprints.write() if footprints is not None else None
+        summary["outputs"] = {
+            "frames_jsonl": "frames.jsonl",
+            "overlay": "overlay.mp4" if video else None,
+            "footprints": placed.name if placed else None,
+        }
+        if footprints is not None:
+            summary["footprints"] = {"placed": len(footprints.rows), "epsg": footprints.epsg}
         summary["interrupted"] = bool(signalled)
         try:
             atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=str))

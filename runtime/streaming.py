@@ -65,6 +65,8 @@ class StreamOptions:
     reconnect: int = 0
     max_frames: int | None = None  # stop after this many processed frames
     idle_exit_s: float | None = None  # --watch: stop after this long without a new still
+    telemetry: str | os.PathLike | None = None  # DJI .SRT or CSV: a pose per frame, a ground footprint
+    camera_hfov: float | None = None  # degrees across the image width (needed with telemetry)
     input: InputOptions = field(default_factory=InputOptions)
 
 
@@ -84,6 +86,9 @@ class StreamResult:
     stages: dict[str, float]  # seconds
     dropped: dict[str, int]  # since the previous result, by reason
     tiles: int
+    pose: object | None = None  # telemetry.Pose at the frame's time (with --telemetry)
+    footprint: object | None = None  # footprint.Footprint; None when off nadir or without telemetry
+    off_nadir: bool = False
 
     @property
     def latency_s(self) -> float:
@@ -106,6 +111,17 @@ class StreamResult:
             "size": list(self.labels.shape),
             "class_fractions": {int(c): round(float(n) / total, 5) for c, n in enumerate(counts) if n},
             "mean_confidence": round(float(self.confidence.mean()), 5),
+            **self._geo(),
+        }
+
+    def _geo(self) -> dict:
+        if self.pose is None:
+            return {}
+        p = self.pose
+        return {
+            "pose": {"lat": p.lat, "lon": p.lon, "alt_agl": p.alt_agl, "yaw": p.yaw, "pitch": p.pitch, "roll": p.roll},
+            "off_nadir": self.off_nadir,
+            "footprint": None if self.footprint is None else self.footprint.record(),
         }
 
 
@@ -256,6 +272,11 @@ class FrameStream:
                 idle_exit_s=options.idle_exit_s,
             )
         )
+        try:
+            self.track = self._telemetry()
+        except BaseException:
+            self.source.close()
+            raise
         self._scale_here = isinstance(source, FrameSource) and options.frame_scale not in (None, 1.0)
         try:
             self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
@@ -289,6 +310,44 @@ class FrameStream:
         self._t_end: float | None = None
         self._first_pts: float | None = None
         self._last_pts: float | None = None
+
+    def _telemetry(self):
+        """The telemetry track, checked against the video before any model loads (None without --telemetry)."""
+        o = self.options
+        if o.telemetry is None:
+            if o.camera_hfov is not None:
+                raise Co2SInputError("--camera-hfov applies with --telemetry (the frames need positions to place)")
+            return None
+        from .telemetry import read_telemetry
+
+        if o.camera_hfov is None or not 0 < o.camera_hfov < 180:
+            raise Co2SInputError(
+                f"--telemetry {o.telemetry}: geotagging needs --camera-hfov DEG, the camera's horizontal field of "
+                "view (0-180, e.g. 84 for a DJI Mavic 3 wide camera)"
+            )
+        track = read_telemetry(o.telemetry)
+        duration = getattr(self.source, "duration_s", None)
+        if duration:
+            frame_s = 1.0 / (self.source.fps or 30.0)
+            track.check_covers(0.0, duration - frame_s, slack=self._slack(track))
+        return track
+
+    def _slack(self, track) -> float:
+        """How far past its ends a track is held: one of its own sample intervals plus a frame."""
+        return track.interval + 1.0 / (self.source.fps or 30.0)
+
+    def _place(self, pts_s: float | None, h: int, w: int):
+        """(pose, footprint, off_nadir) of a frame at source time pts_s."""
+        if self.track is None or pts_s is None:
+            return None, None, False
+        from .footprint import footprint, off_nadir
+
+        pose = self.track.at(pts_s, slack=self._slack(self.track))
+        if pose is None:
+            return None, None, False
+        if off_nadir(pose):
+            return pose, None, True  # flagged, not placed: a tilted camera sees a trapezoid
+        return pose, footprint(pose, h, w, self.options.camera_hfov), False
 
     # --- the decoder thread ---------------------------------------------------------------------------------
 
@@ -375,13 +434,15 @@ class FrameStream:
         t_got = time.perf_counter()
         rgb = resize(frame.rgb, self.options.frame_scale) if self._scale_here else frame.rgb
         out = self.segment(rgb)
+        t_placed = time.perf_counter()
+        pose, fp, tilted = self._place(frame.pts_s, *rgb.shape[:2])
         t_done = time.perf_counter()
         stages = {
             "decode": frame.decode_s,
             "queue_wait": t_got - frame.handed_t,
             "preprocess": out.preprocess_s,
             "compute": out.compute_s,
-            "postprocess": out.postprocess_s,
+            "postprocess": out.postprocess_s + (t_done - t_placed),  # stitching, and the footprint
         }
         self.counter.processed += 1
         self.counter.sync_corrupt(self.source.corrupt)
@@ -404,6 +465,9 @@ class FrameStream:
             stages,
             self.counter.since_last(),
             out.tiles,
+            pose,
+            fp,
+            tilted,
         )
 
     def add_stage(self, name: str, seconds: float) -> None:

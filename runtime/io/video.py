@@ -96,6 +96,12 @@ class AvSource(FrameSource):
         self.stream.thread_type = "SLICE" if a.live else "AUTO"
         rate = self.stream.average_rate or self.stream.guessed_rate
         self.fps = float(rate) if rate else None
+        if self.stream.duration and self.stream.time_base:
+            self.duration_s = float(self.stream.duration * self.stream.time_base)
+        elif self.container.duration:
+            self.duration_s = self.container.duration / 1e6  # AV_TIME_BASE
+        else:
+            self.duration_s = None
 
     def _what(self, text: str) -> str:
         label = "camera" if self.address.kind == "device" else "stream" if self.address.live else "video"

@@ -73,8 +73,8 @@ def test_drop_none_processes_every_frame_and_latency_grows(bundle, flight):
     lat = [r.latency_s for r in results]
     # 24 frames arrive over 0.8 s and take >= 2.4 s to process: the last waits about 1.6 s longer than the first
     # (a loaded machine only makes it more); under drop latest it would stay about one model call
-    assert lat[-1] - lat[0] >= 1.0
-    assert all(b >= a - 0.05 for a, b in zip(lat, lat[1:]))  # it never catches up
+    assert lat[-1] - lat[0] >= 1.0, lat
+    assert all(b >= a - 0.05 for a, b in zip(lat, lat[1:])), lat  # it never catches up
 
 
 def test_stride_is_counted_exactly(bundle, flight):
