@@ -139,6 +139,21 @@ def truncated_video(tmp: Path) -> Path:
     return cut
 
 
+def srt_file(tmp: Path, blocks: int = 30, body: str | None = None) -> Path:
+    """A DJI-style .SRT sidecar, one block per frame at 30 fps (or one block with `body` as its text)."""
+    path = tmp / "f.srt"
+    if body is not None:
+        path.write_text(f"1\n00:00:00,000 --> 00:00:00,033\n{body}\n")
+        return path
+    lines = [
+        f"{i + 1}\n00:00:00,{round(i * 1000 / 30):03d} --> 00:00:00,{round((i + 1) * 1000 / 30):03d}\n"
+        f"[latitude: 22.5] [longitude: 113.9] [rel_alt: 100.0 abs_alt: 150.0] [gb_yaw: 0.0 gb_pitch: -90.0]\n"
+        for i in range(blocks)
+    ]
+    path.write_text("\n".join(lines))
+    return path
+
+
 def stream_one(tmp: Path, source, extra=()) -> list:
     return [small_bundle(tmp), source, "--out", tmp / "out", *extra]
 
@@ -314,6 +329,27 @@ CASES = {
         t, "gst:videotestsrc ! appsink"
     ),
     ("co2s-stream", "a folder without images"): lambda t: stream_one(t, (t / "empty").mkdir() or t / "empty"),
+    ("co2s-stream", "`--telemetry` without `--camera-hfov`"): lambda t: stream_one(
+        t, tiny_video(t / "f.mp4"), ["--telemetry", srt_file(t)]
+    ),
+    ("co2s-stream", "a malformed SRT sidecar"): lambda t: stream_one(
+        t, tiny_video(t / "f.mp4"), ["--telemetry", srt_file(t, body="[iso: 100]"), "--camera-hfov", "84"]
+    ),
+    ("co2s-stream", "telemetry out of order"): lambda t: stream_one(
+        t,
+        tiny_video(t / "f.mp4"),
+        [
+            "--telemetry",
+            one_image(
+                t, "t.csv", lambda p: p.write_text("time,lat,lon,alt_agl\n0.5,22.5,113.9,100\n0.2,22.5,113.9,100\n")
+            ),
+            "--camera-hfov",
+            "84",
+        ],
+    ),  # fmt: skip
+    ("co2s-stream", "telemetry that does not cover the video"): lambda t: stream_one(
+        t, tiny_video(t / "f.mp4"), ["--telemetry", srt_file(t, blocks=5), "--camera-hfov", "84"]
+    ),
     ("co2s-stream", "`--drop oldest`"): lambda t: stream_one(t, tiny_video(t / "f.mp4"), ["--drop", "oldest"]),
     # co2s-bench
     ("co2s-bench", "a bundle folder without a manifest"): lambda t: [(t / "empty").mkdir() or t / "empty"],
