@@ -53,7 +53,7 @@ log = logging.getLogger("co2s")
 EXTRA_MODULES = {
     "train": ("torch", "torchvision", "timm", "open_clip", "yaml", "tensorboard", "safetensors"),
     "export": ("onnx", "onnxscript", "onnxslim"),
-    "geo": ("rasterio",),
+    "geo": ("rasterio", "pyproj", "pyogrio", "shapely"),
     "gpu": ("tensorrt", "pycuda"),
     "video": ("av",),
 }

@@ -180,6 +180,8 @@ def stream_command(
         telemetry=telemetry,
         camera_hfov=camera_hfov,
     )
+    if telemetry:
+        import pyogrio  # noqa: F401 - footprints.gpkg: a missing [geo] extra is named before the model loads
     # the source opens (and is checked) inside FrameStream before the backend
     fs = FrameStream(
         b,

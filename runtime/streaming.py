@@ -318,6 +318,8 @@ class FrameStream:
             if o.camera_hfov is not None:
                 raise Co2SInputError("--camera-hfov applies with --telemetry (the frames need positions to place)")
             return None
+        import pyproj  # noqa: F401 - the [geo] extra: missing, say so now rather than at the first frame
+
         from .telemetry import read_telemetry
 
         if o.camera_hfov is None or not 0 < o.camera_hfov < 180:
