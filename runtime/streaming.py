@@ -175,7 +175,7 @@ class LatestSlot:
             self._item = item
             self._cond.notify()
 
-    def close(self) -> None:
+    def close(self, stop: threading.Event) -> None:
         with self._cond:
             self._closed = True
             self._cond.notify()
@@ -212,16 +212,15 @@ class BoundedQueue:
             except queue.Full:
                 continue
 
-    def close(self) -> None:
-        while True:  # the end marker must get in even if the loop stopped reading
+    def close(self, stop: threading.Event) -> None:
+        """The end marker, after the frames still queued (never in place of one: each is processed or, if the
+        loop stopped, counted by `leftover`). A stopped loop reads no more, so it needs no marker."""
+        while not stop.is_set():
             try:
                 self._q.put(None, timeout=0.1)
                 return
             except queue.Full:
-                try:
-                    self._q.get_nowait()
-                except queue.Empty:
-                    pass
+                continue
 
     def get(self, timeout: float = 0.2):
         return self._q.get(timeout=timeout)
@@ -403,7 +402,7 @@ class FrameStream:
         except BaseException as e:  # noqa: BLE001 - handed to the loop, which raises it
             self._error = e
         finally:
-            self._handover.close()
+            self._handover.close(self._stop)
 
     # --- the loop ---------------------------------------------------------------------------------------------
 
