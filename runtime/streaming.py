@@ -362,7 +362,7 @@ class FrameStream:
                 for frame in src.frames():
                     if self._stop.is_set():
                         return
-                    if opts.realtime and frame.pts_s is not None:
+                    if opts.realtime and not src.live and frame.pts_s is not None:  # a live source paces itself
                         if t_origin is None or not 0 <= frame.pts_s - last_pts <= PACING_JUMP_S:
                             # the first frame, or a timestamp discontinuity (a new stream epoch, a damaged frame):
                             # re-anchor so it is due now rather than sleeping until a garbled time
