@@ -53,8 +53,9 @@ log = logging.getLogger("co2s")
 EXTRA_MODULES = {
     "train": ("torch", "torchvision", "timm", "open_clip", "yaml", "tensorboard", "safetensors"),
     "export": ("onnx", "onnxscript", "onnxslim"),
-    "geo": ("rasterio",),
+    "geo": ("rasterio", "pyproj", "pyogrio", "shapely"),
     "gpu": ("tensorrt", "pycuda"),
+    "video": ("av",),
 }
 _EXTRA_INCLUDES = {"export": ("train",)}
 _CHATTY_LIBRARIES = ("rasterio",)  # their INFO/WARNING lines are GDAL's, not the user's business unless -v
@@ -319,3 +320,7 @@ def infer_main(argv: Sequence[str] | None = None) -> NoReturn:
 
 def bench_main(argv: Sequence[str] | None = None) -> NoReturn:
     _launch("co2s.runtime.cli:bench_main", "co2s-bench", None, argv)
+
+
+def stream_main(argv: Sequence[str] | None = None) -> NoReturn:
+    _launch("co2s.runtime.stream_cli:stream_main", "co2s-stream", "video", argv)

@@ -6,6 +6,8 @@
     backend = open_backend(bundle)                       # auto: TensorRT engine > ORT TensorRT/CUDA EP > ORT CPU
     run_inference(bundle, backend, ["scene.tif", "tiles/"], "out/")
     labels = predict_array(backend, rgb_uint8)["labels"]  # in memory, same tiling and stitching
+    for r in stream(bundle, "rtsp://camera/live"):        # onboard loop: newest frame, drops counted
+        r.labels, r.latency_s, r.dropped
 
 One backend serves several threads at once (`run`, `predict_array`, pipeline runs): see README, "Threads and
 long runs". Names are resolved lazily, so importing one module of the runtime does not load them all.
@@ -24,6 +26,10 @@ _API = {
     "InferencePipeline": ".pipeline",
     "InputOptions": ".io",
     "StageProfiler": ".profiler",
+    "stream": ".streaming",
+    "FrameStream": ".streaming",
+    "StreamOptions": ".streaming",
+    "StreamResult": ".streaming",
 }
 
 __all__ = sorted(_API)

@@ -1,5 +1,6 @@
 """The one CLI policy (co2s/cli.py), checked on every tool: the README's exit-status table, ok / bad input / usage
-error / -q and -v / Ctrl-C for each CLI, Ctrl-C as a real SIGINT for co2s-infer and co2s-train, the entry points of
+error / -q and -v / Ctrl-C for each CLI, Ctrl-C as a real SIGINT for co2s-infer and co2s-train (co2s-stream's:
+tests/runtime/test_stream_cli.py), the entry points of
 a runtime-only install, no empty --out left by a failed run, progress bars only on a terminal."""
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def test_console_scripts_are_the_thin_entry_points_and_license_is_spdx():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert project["license"] == "Apache-2.0"
     scripts = project["scripts"]
-    assert set(scripts) == {"co2s-train", "co2s-export", "co2s-infer", "co2s-bench"}
+    assert set(scripts) == {"co2s-train", "co2s-export", "co2s-infer", "co2s-bench", "co2s-stream"}
     for name, target in scripts.items():
         module, function = target.split(":")
         assert module == "co2s.cli" and callable(getattr(policy, function)), (name, target)
@@ -85,6 +86,12 @@ def _bench(argv):
     from co2s.runtime.cli import bench_main
 
     bench_main(argv)
+
+
+def _stream(argv):
+    from co2s.runtime.stream_cli import stream_main
+
+    stream_main(argv)
 
 
 def _status(main, argv, capsys) -> tuple[int, str]:
@@ -133,10 +140,16 @@ def _tools(tmp: Path, bundle: Path, image: Path) -> dict:
             [(tmp / "empty").mkdir() or tmp / "empty"],
             ("co2s.runtime.bench", "run_bench"),
         ),
+        "co2s-stream": (
+            _stream,
+            [bundle, image, "--out", tmp / "out"],  # one still as an image sequence
+            [bundle, tmp / "nope.mp4", "--out", tmp / "out"],
+            ("co2s.runtime.streaming", "FrameStream._process"),
+        ),
     }
 
 
-TOOLS = ("co2s-train", "co2s-export", "co2s-infer", "co2s-bench")
+TOOLS = ("co2s-train", "co2s-export", "co2s-infer", "co2s-bench", "co2s-stream")
 INTERRUPT_ARGV = {
     "co2s-train": ["info", "--preset", "tiny", "--num-classes", "3", "--tile", "32"],
     "co2s-export": ["--untrained", "--preset", "tiny", "--num-classes", "3", "--tile", "64", "--out", "{tmp}/b"],

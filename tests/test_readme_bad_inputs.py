@@ -58,7 +58,13 @@ def bench(argv, capsys, monkeypatch):
     return _exit_and_stderr(lambda: bench_main([str(a) for a in argv]), capsys)
 
 
-CLIS = {"co2s-train": train, "co2s-export": export, "co2s-infer": infer, "co2s-bench": bench}
+def stream(argv, capsys, monkeypatch):
+    from co2s.runtime.stream_cli import stream_main
+
+    return _exit_and_stderr(lambda: stream_main([str(a) for a in argv] + ["-q"]), capsys)
+
+
+CLIS = {"co2s-train": train, "co2s-export": export, "co2s-infer": infer, "co2s-bench": bench, "co2s-stream": stream}
 
 
 # ------------------------------------------------------------------------------------------------ inputs
@@ -108,6 +114,48 @@ def mixed_folder(tmp: Path) -> list:
     truncated_png(src / "b_truncated.png")
     (src / "c_text.jpg").write_text("not a jpeg")
     return [small_bundle(tmp), src, "--out", tmp / "out"]
+
+
+def tiny_video(path: Path, frames: int = 30, fmt: str | None = None) -> Path:
+    """A short MPEG-4 video written with PyAV (frames=0: a stream header and no frames)."""
+    import av
+
+    with av.open(str(path), "w", format=fmt) as c:
+        st = c.add_stream("mpeg4", rate=30)
+        st.width, st.height, st.pix_fmt = 64, 48, "yuv420p"
+        c.start_encoding()
+        for i in range(frames):
+            for pkt in st.encode(av.VideoFrame.from_ndarray(rgb(48, 64, seed=i), format="rgb24")):
+                c.mux(pkt)
+        for pkt in st.encode(None) if frames else ():
+            c.mux(pkt)
+    return path
+
+
+def truncated_video(tmp: Path) -> Path:
+    full = tiny_video(tmp / "full.mp4", 60)
+    cut = tmp / "cut.mp4"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])  # the MP4 index is written last: cut off
+    return cut
+
+
+def srt_file(tmp: Path, blocks: int = 30, body: str | None = None) -> Path:
+    """A DJI-style .SRT sidecar, one block per frame at 30 fps (or one block with `body` as its text)."""
+    path = tmp / "f.srt"
+    if body is not None:
+        path.write_text(f"1\n00:00:00,000 --> 00:00:00,033\n{body}\n")
+        return path
+    lines = [
+        f"{i + 1}\n00:00:00,{round(i * 1000 / 30):03d} --> 00:00:00,{round((i + 1) * 1000 / 30):03d}\n"
+        f"[latitude: 22.5] [longitude: 113.9] [rel_alt: 100.0 abs_alt: 150.0] [gb_yaw: 0.0 gb_pitch: -90.0]\n"
+        for i in range(blocks)
+    ]
+    path.write_text("\n".join(lines))
+    return path
+
+
+def stream_one(tmp: Path, source, extra=()) -> list:
+    return [small_bundle(tmp), source, "--out", tmp / "out", *extra]
 
 
 # (CLI, what was wrong) -> tmp_path -> argv. The keys are the README table's first two columns, verbatim.
@@ -268,6 +316,41 @@ CASES = {
         "--out",
         t / "out",
     ],
+    # co2s-stream
+    ("co2s-stream", "a text file named `.mp4`"): lambda t: stream_one(
+        t, one_image(t, "clip.mp4", lambda p: p.write_text("hello, I am a text file"))
+    ),
+    ("co2s-stream", "a truncated MP4"): lambda t: stream_one(t, truncated_video(t)),
+    ("co2s-stream", "a video with no frames"): lambda t: stream_one(t, tiny_video(t / "zero.mkv", 0, "matroska")),
+    ("co2s-stream", "a source that does not exist"): lambda t: stream_one(t, t / "gone.mp4"),
+    ("co2s-stream", "an unknown scheme"): lambda t: stream_one(t, "foo://camera"),
+    ("co2s-stream", "a camera that does not open"): lambda t: stream_one(t, "/dev/video97"),
+    ("co2s-stream", "`gst:` without OpenCV built with GStreamer"): lambda t: stream_one(
+        t, "gst:videotestsrc ! appsink"
+    ),
+    ("co2s-stream", "a folder without images"): lambda t: stream_one(t, (t / "empty").mkdir() or t / "empty"),
+    ("co2s-stream", "`--telemetry` without `--camera-hfov`"): lambda t: stream_one(
+        t, tiny_video(t / "f.mp4"), ["--telemetry", srt_file(t)]
+    ),
+    ("co2s-stream", "a malformed SRT sidecar"): lambda t: stream_one(
+        t, tiny_video(t / "f.mp4"), ["--telemetry", srt_file(t, body="[iso: 100]"), "--camera-hfov", "84"]
+    ),
+    ("co2s-stream", "telemetry out of order"): lambda t: stream_one(
+        t,
+        tiny_video(t / "f.mp4"),
+        [
+            "--telemetry",
+            one_image(
+                t, "t.csv", lambda p: p.write_text("time,lat,lon,alt_agl\n0.5,22.5,113.9,100\n0.2,22.5,113.9,100\n")
+            ),
+            "--camera-hfov",
+            "84",
+        ],
+    ),  # fmt: skip
+    ("co2s-stream", "telemetry that does not cover the video"): lambda t: stream_one(
+        t, tiny_video(t / "f.mp4"), ["--telemetry", srt_file(t, blocks=5), "--camera-hfov", "84"]
+    ),
+    ("co2s-stream", "`--drop oldest`"): lambda t: stream_one(t, tiny_video(t / "f.mp4"), ["--drop", "oldest"]),
     # co2s-bench
     ("co2s-bench", "a bundle folder without a manifest"): lambda t: [(t / "empty").mkdir() or t / "empty"],
     ("co2s-bench", "`--iters` (the old name of `--calls`)"): lambda t: [small_bundle(t), "--iters", "3"],

@@ -6,7 +6,10 @@ One way only, each module importing only those above it:
     sinks.py    sinks and output files (Sink, OutputPaths, overlay and palette helpers, commit into place)
     pillow.py   PNG/JPEG/BMP/WebP/simple TIFF through Pillow: whole-image reader, PNG sink
     geotiff.py  GeoTIFF and other GDAL rasters through rasterio: windowed reader and writer, georeferencing kept
-    here        open_source / open_sink, which know every format and pick one
+    frames.py   frame sources for the streaming loop: Frame, FrameSource, the address string (parse_address)
+    video.py    PyAV video files, streams and V4L2 cameras, GStreamer via OpenCV, the fragmented-MP4 overlay video
+    stills.py   image sequences and watched folders as frames (decoded by open_source)
+    here        open_source / open_sink / open_frame_source, which know every format and pick one
 
 A source serves windows of one image or scene (`RasterSource.read`); a sink takes labels and confidence in row
 strips and commits them (`Sink.write_strip`, `Sink.commit`). A new kind of input or output (video frames, say)
@@ -22,20 +25,26 @@ from pathlib import Path
 import numpy as np
 
 from .base import DEFAULT_MAX_PIXELS, InputOptions, RasterSource, Stretch, parse_bands, parse_stretch
+from .frames import Address, Frame, FrameSource, parse_address
 from .geotiff import GeoTiffSink, GeoTiffSource
 from .pillow import PngSink, open_pillow
 from .sinks import OutputPaths, Sink, output_paths
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
+    "Address",
+    "Frame",
+    "FrameSource",
     "IMAGE_EXTENSIONS",
     "InputOptions",
     "OutputPaths",
     "RasterSource",
     "Sink",
     "Stretch",
+    "open_frame_source",
     "open_sink",
     "open_source",
+    "parse_address",
     "parse_bands",
     "parse_stretch",
 ]
@@ -88,3 +97,43 @@ def open_sink(
     if source.windowed:
         return GeoTiffSink(source, paths, palette, classes, overviews=overviews)
     return PngSink(source, paths, palette)
+
+
+def open_frame_source(
+    address: str | Address,
+    *,
+    watch: bool = False,
+    fps: float | None = None,
+    scale: float | None = None,
+    options: InputOptions | None = None,
+    idle_exit_s: float | None = None,
+) -> FrameSource:
+    """The frame source behind one address string (see frames.KNOWN_FORMS), opened: what is wrong with it is
+    reported here, before any model loads. Video and streams need PyAV (the [video] extra), imported only here."""
+    a = address if isinstance(address, Address) else parse_address(address, watch=watch)
+    options = options or InputOptions()
+
+    def read(path: Path) -> np.ndarray:
+        src = open_source(path, options)
+        try:
+            rgb, _ = src.read(0, 0, src.height, src.width)
+            return np.ascontiguousarray(rgb)
+        finally:
+            src.close()
+
+    if a.kind in ("images", "watch"):
+        from .stills import ImageSequence, WatchedFolder
+
+        if a.kind == "images":
+            return ImageSequence(a, read, fps=fps, scale=scale)
+        return WatchedFolder(a, read, scale=scale, idle_exit_s=idle_exit_s)
+    if a.kind == "gst":
+        from .video import GstSource
+
+        return GstSource(a, scale=scale)
+    from .video import AvSource
+
+    src = AvSource(a, scale=scale)
+    if not a.live:
+        src.check_first_frame()  # zero-frame and truncated files fail here, not after the model loaded
+    return src
