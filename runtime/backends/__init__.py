@@ -91,7 +91,7 @@ def open_backend(
             return _open(bundle, name, p, device_id=device_id, cuda_graph=cuda_graph, threads=threads)
         except BackendUnavailable as e:
             reasons.append(str(e))
-            log.debug("skipping %s: %s", name, e)
+            log.info("skipping %s: %s", name, e)  # --backend auto says why it fell back
         except Co2SInputError as e:
             if name == "tensorrt":  # e.g. engine built for another GPU: say so, then use the ONNX model
                 log.warning("%s; falling back to onnxruntime", e)
