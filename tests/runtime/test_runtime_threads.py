@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fakes.runtime import bundle_with_engine, make_bundle, pixel_rule, reference_outputs
 from PIL import Image
-from runtime_fakes import make_bundle, pixel_rule, reference_outputs
 
 from co2s.bundle import load_bundle
 from co2s.runtime.backends import open_backend
@@ -204,7 +204,6 @@ def test_one_pipeline_object_run_from_several_threads(bundle, tmp_path):
 @pytest.mark.parametrize("cuda_graph", [False, True])
 def test_tensorrt_backend_shared_between_threads(tmp_path, monkeypatch, cuda_graph):
     from fakes.tensorrt import install
-    from test_runtime_tensorrt import bundle_with_engine
 
     install(monkeypatch, tile=TILE, num_classes=N_CLASSES)
     b = load_bundle(bundle_with_engine(tmp_path / "b", version="10.3.0", cc="8.7"))

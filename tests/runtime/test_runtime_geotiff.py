@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from fakes.runtime import make_bundle
 from PIL import Image
-from runtime_fakes import make_bundle
 
 rasterio = pytest.importorskip("rasterio", reason="GeoTIFF support needs rasterio (pip install 'co2s[geo]')")
 from rasterio.crs import CRS  # noqa: E402
 from rasterio.transform import from_origin  # noqa: E402
-
-from co2s.runtime.cli import infer_main  # noqa: E402
 
 CRS_UTM40N = CRS.from_epsg(32640)  # Dubai
 TRANSFORM = from_origin(300000.0, 2800000.0, 0.5, 0.5)
@@ -44,21 +42,19 @@ def write_tif(path, data: np.ndarray, *, nodata=None, tiled=True, **kw):
     return path
 
 
-def infer(args, capsys):
-    with pytest.raises(SystemExit) as e:
-        infer_main([str(a) for a in args] + ["-q"])
-    return e.value.code, capsys.readouterr().err
-
-
 def scene(h=150, w=210, seed=0):
     return np.random.default_rng(seed).integers(0, 256, (3, h, w), dtype=np.uint8)
 
 
-def test_round_trip_keeps_crs_transform_and_matches_png_path(bundle, tmp_path, capsys):
+def test_round_trip_keeps_crs_transform_and_matches_png_path(bundle, tmp_path, run_cli):
     data = scene()
     write_tif(tmp_path / "scene.tif", data)
     Image.fromarray(np.moveaxis(data, 0, 2)).save(tmp_path / "scene_png.png")
-    code, err = infer([bundle, tmp_path / "scene.tif", tmp_path / "scene_png.png", "--out", tmp_path / "out"], capsys)
+    code, _, err = run_cli(
+        "co2s-infer",
+        [bundle, tmp_path / "scene.tif", tmp_path / "scene_png.png", "--out", tmp_path / "out"],
+        quiet=True,
+    )
     assert code == 0, err
     with rasterio.open(tmp_path / "out" / "scene.labels.tif") as ds:
         assert ds.crs == CRS_UTM40N and ds.transform == TRANSFORM
@@ -86,12 +82,12 @@ def bundle_palette(root):
     return load_bundle(root).palette.tolist()
 
 
-def test_nodata_is_respected_and_empty_tiles_skipped(bundle, tmp_path, capsys):
+def test_nodata_is_respected_and_empty_tiles_skipped(bundle, tmp_path, run_cli):
     data = scene(120, 160)
     data[:, :, :70] = 0  # nodata band on the left
     data[:, 100:, 150:] = 0
     write_tif(tmp_path / "nd.tif", data, nodata=0)
-    code, err = infer([bundle, tmp_path / "nd.tif", "--out", tmp_path / "out"], capsys)
+    code, _, err = run_cli("co2s-infer", [bundle, tmp_path / "nd.tif", "--out", tmp_path / "out"], quiet=True)
     assert code == 0, err
     with rasterio.open(tmp_path / "out" / "nd.labels.tif") as ds:
         labels = ds.read(1)
@@ -102,17 +98,20 @@ def test_nodata_is_respected_and_empty_tiles_skipped(bundle, tmp_path, capsys):
     assert np.all(conf[nod] == 255) and np.all(conf[~nod] <= 254)
 
 
-def test_band_choice_and_16_bit_stretch(bundle, tmp_path, capsys):
+def test_band_choice_and_16_bit_stretch(bundle, tmp_path, run_cli):
     rng = np.random.default_rng(1)
     data = rng.integers(0, 10000, (4, 80, 90), dtype=np.uint16)  # 4-band 16-bit, e.g. B,G,R,NIR
     write_tif(tmp_path / "ms.tif", data)
-    code, err = infer([bundle, tmp_path / "ms.tif", "--out", tmp_path / "o1"], capsys)
+    code, _, err = run_cli("co2s-infer", [bundle, tmp_path / "ms.tif", "--out", tmp_path / "o1"], quiet=True)
     assert code == 1 and "ms.tif" in err and "--bands" in err and "--stretch" in err
-    code, err = infer([bundle, tmp_path / "ms.tif", "--out", tmp_path / "o1", "--bands", "3,2,1"], capsys)
+    code, _, err = run_cli(
+        "co2s-infer", [bundle, tmp_path / "ms.tif", "--out", tmp_path / "o1", "--bands", "3,2,1"], quiet=True
+    )
     assert code == 1 and "16-bit" in err and "--stretch" in err
-    code, err = infer(
+    code, _, err = run_cli(
+        "co2s-infer",
         [bundle, tmp_path / "ms.tif", "--out", tmp_path / "o2", "--bands", "3,2,1", "--stretch", "percentile:2,98"],
-        capsys,
+        quiet=True,
     )
     assert code == 0, err
     with rasterio.open(tmp_path / "o2" / "ms.labels.tif") as ds:
@@ -141,7 +140,7 @@ def test_reads_are_windowed(bundle, tmp_path, monkeypatch):
     assert max(h for h, _ in seen) <= 32 and max(w for _, w in seen) <= 32
 
 
-def test_damaged_scene_fails_without_outputs(bundle, tmp_path, capsys):
+def test_damaged_scene_fails_without_outputs(bundle, tmp_path, run_cli):
     # CreateCopy puts the header first, so the file opens and fails only when a missing tile is read
     write_tif(tmp_path / "src.tif", scene(256, 256), tiled=True, compress="deflate")
     import rasterio.shutil
@@ -157,26 +156,30 @@ def test_damaged_scene_fails_without_outputs(bundle, tmp_path, capsys):
     )
     raw = (tmp_path / "cut.tif").read_bytes()
     (tmp_path / "cut.tif").write_bytes(raw[: int(len(raw) * 0.6)])
-    code, err = infer([bundle, tmp_path / "cut.tif", "--out", tmp_path / "out"], capsys)
+    code, _, err = run_cli("co2s-infer", [bundle, tmp_path / "cut.tif", "--out", tmp_path / "out"], quiet=True)
     assert code == 1 and "cut.tif" in err
     assert not list((tmp_path / "out").iterdir())
 
 
-def test_striped_input_warns(bundle, tmp_path, capsys):
+def test_striped_input_warns(bundle, tmp_path, run_cli):
     write_tif(tmp_path / "striped.tif", scene(60, 600), tiled=False)
-    code, err = infer([bundle, tmp_path / "striped.tif", "--out", tmp_path / "out"], capsys)
+    code, _, err = run_cli("co2s-infer", [bundle, tmp_path / "striped.tif", "--out", tmp_path / "out"], quiet=True)
     assert code == 0 and "not internally tiled" in err
 
 
-def test_large_outputs_get_overviews(bundle, tmp_path, capsys):
+def test_large_outputs_get_overviews(bundle, tmp_path, run_cli):
     write_tif(tmp_path / "wide.tif", scene(520, 600))
-    code, err = infer([bundle, tmp_path / "wide.tif", "--out", tmp_path / "out", "--no-overlay"], capsys)
+    code, _, err = run_cli(
+        "co2s-infer", [bundle, tmp_path / "wide.tif", "--out", tmp_path / "out", "--no-overlay"], quiet=True
+    )
     assert code == 0, err
     with rasterio.open(tmp_path / "out" / "wide.labels.tif") as ds:
         assert ds.overviews(1) == [2]
         assert ds.tags(ns="rio_overview").get("resampling") == "mode"
         labels = ds.read(1)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["wide.confidence.tif", "wide.labels.tif"]
-    code, err = infer([bundle, tmp_path / "wide.tif", "--out", tmp_path / "out2", "--no-overviews"], capsys)
+    code, _, err = run_cli(
+        "co2s-infer", [bundle, tmp_path / "wide.tif", "--out", tmp_path / "out2", "--no-overviews"], quiet=True
+    )
     with rasterio.open(tmp_path / "out2" / "wide.labels.tif") as ds:
         assert ds.overviews(1) == [] and np.array_equal(ds.read(1), labels)

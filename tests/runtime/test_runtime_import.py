@@ -7,8 +7,8 @@ import sys
 import textwrap
 
 import numpy as np
+from fakes.runtime import make_bundle
 from PIL import Image
-from runtime_fakes import make_bundle
 
 BLOCKER = textwrap.dedent("""
     import importlib.abc, sys

@@ -7,10 +7,10 @@ import re
 
 import numpy as np
 import pytest
+from fakes.runtime import FakeBackend, centrality, centrality_rule, pixel_rule
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
-from runtime_fakes import FakeBackend, centrality, centrality_rule, pixel_rule
 
 from co2s.bundle import BatchSpec
 from co2s.errors import Co2SInputError
@@ -150,7 +150,7 @@ def test_pipeline_from_files_matches_whole_image_and_batches_across_files(tmp_pa
         imgs.append(rgb)
         Image.fromarray(rgb).save(tmp_path / "in" / ("sub" if i % 2 else "") / f"img{i}.png")
     be = FakeBackend(tile, n, batch=BatchSpec(1, 4, 4))
-    from runtime_fakes import make_bundle
+    from fakes.runtime import make_bundle
 
     from co2s.bundle import load_bundle
 
@@ -171,7 +171,7 @@ def test_pipeline_from_files_matches_whole_image_and_batches_across_files(tmp_pa
 
 
 def test_backend_failure_stops_the_run_without_hanging_or_partial_files(tmp_path):
-    from runtime_fakes import make_bundle
+    from fakes.runtime import make_bundle
 
     from co2s.bundle import load_bundle
 

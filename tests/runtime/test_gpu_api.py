@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REPO_ROOT
 from fakes.api import Api, Fake, FakeApiError, FakeModule, api_keys, bind, problems, recorded
 from fakes.gpu import Gpu, cudart_module, pycuda_module
 from fakes.tensorrt import TENSORRT_KEYS, tensorrt_module
 from fakes.usage import check_files
 
-ROOT = Path(__file__).resolve().parents[1]
 SOURCES = {  # file -> how many uses of the GPU libraries the checker must find there (it cannot go blind)
     "runtime/backends/tensorrt.py": 60,
     "export/tensorrt_build.py": 30,
@@ -121,7 +121,7 @@ def test_bound_fakes_check_every_call_and_return():
 
 
 def test_our_source_uses_only_what_the_real_api_has():
-    report = check_files([ROOT / f for f in SOURCES])
+    report = check_files([REPO_ROOT / f for f in SOURCES])
     assert report.missing == []
     for f, least in SOURCES.items():
         n = sum(u.file == Path(f).name for u in report.uses)

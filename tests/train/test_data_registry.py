@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 import tomllib
+from conftest import REPO_ROOT
 
 from co2s.errors import Co2SInputError
 from co2s.train.data import DatasetInfo, get_dataset_info, list_datasets, load_dataset_yaml
 from co2s.train.data.registry import BUILTIN_DIR
-
-ROOT = Path(__file__).resolve().parents[1]
 
 # The reference's classes in order, reduce_zero_label, crop size, palette.
 SPEC = {
@@ -117,10 +116,10 @@ def test_builtin_datasets_are_data_files_read_like_a_users(tmp_path, name):
 
 
 def test_builtin_dataset_files_are_package_data():
-    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    setuptools = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     assert "co2s.train.data.datasets" in setuptools["packages"]  # a data-only package: no __init__.py
     patterns = setuptools["package-data"]["co2s.train.data.datasets"]
-    assert BUILTIN_DIR == ROOT / "train" / "data" / "datasets"
+    assert BUILTIN_DIR == REPO_ROOT / "train" / "data" / "datasets"
     for path in sorted(BUILTIN_DIR.iterdir()):
         assert any(fnmatch.fnmatch(path.name, p) for p in patterns), path.name
 

@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from runtime_fakes import make_bundle, reference_outputs
+from fakes.runtime import make_bundle, reference_outputs
 
 from co2s.bundle import load_bundle
 from co2s.errors import Co2SInputError
@@ -76,7 +76,7 @@ def test_checksum_mismatch_and_missing_file_name_the_file(tmp_path):
 
 
 def test_model_that_does_not_match_the_manifest_is_refused(tmp_path):
-    from runtime_fakes import make_onnx
+    from fakes.runtime import make_onnx
 
     from co2s.bundle import artefact_record, read_manifest, write_manifest
     from co2s.bundle.formats import get_format

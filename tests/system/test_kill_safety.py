@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fakes.runtime import make_bundle
 from PIL import Image
-from runtime_fakes import make_bundle
 
 from co2s.errors import Co2SInputError
 from co2s.files import TEMP_NAME
@@ -222,9 +222,7 @@ def _tree(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def test_export_killed_mid_write_leaves_no_bundle_and_the_rerun_cleans_up(tmp_path, capsys):
-    from _export_helpers import run_cli
-
+def test_export_killed_mid_write_leaves_no_bundle_and_the_rerun_cleans_up(tmp_path, run_cli):
     from co2s.bundle import load_bundle
 
     driver = _driver(tmp_path, "export_kill", EXPORT_KILL)
@@ -250,7 +248,7 @@ def test_export_killed_mid_write_leaves_no_bundle_and_the_rerun_cleans_up(tmp_pa
     assert len(prev_partial) == 1
 
     # 3. the rerun succeeds, removes what the killed export left and says so
-    code, err = run_cli([*EXPORT, "--out", fresh], capsys)
+    code, _, err = run_cli("co2s-export", [*EXPORT, "--out", fresh])
     assert code == 0, err
     assert f"removed {partial[0]} (left by an interrupted export)" in err
     assert not partial[0].exists()

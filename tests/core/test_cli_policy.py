@@ -15,15 +15,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tomllib
-from _train_helpers import folder_dataset
+from conftest import REPO_ROOT
+from fakes.runtime import make_bundle, rgb
 from PIL import Image
-from runtime_fakes import make_bundle, rgb
 
 import co2s.cli as policy
 from co2s.cli import EXIT_DEFERRED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_STATUSES, EXIT_USAGE
 
-ROOT = Path(__file__).resolve().parents[1]
-README = ROOT / "README.md"
+README = REPO_ROOT / "README.md"
 BIN = Path(sys.executable).parent
 START, END = "<!-- exit-status-table:start -->", "<!-- exit-status-table:end -->"
 
@@ -44,7 +43,7 @@ def test_readme_exit_status_table_is_the_policy():
 
 
 def test_console_scripts_are_the_thin_entry_points_and_license_is_spdx():
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
     assert project["license"] == "Apache-2.0"
     scripts = project["scripts"]
     assert set(scripts) == {"co2s-train", "co2s-export", "co2s-infer", "co2s-bench"}
@@ -55,7 +54,7 @@ def test_console_scripts_are_the_thin_entry_points_and_license_is_spdx():
 
 
 def test_extra_modules_belong_to_their_extras():
-    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    extras = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     for extra, modules in policy.EXTRA_MODULES.items():
         dists = [re.split(r"[<>=;\[ ]", d, maxsplit=1)[0].lower().replace("-", "_") for d in extras[extra]]
         for module in modules:
@@ -63,37 +62,6 @@ def test_extra_modules_belong_to_their_extras():
 
 
 # ------------------------------------------------------------------------------------------------ every CLI
-def _train(argv):
-    from co2s.train.cli import main
-
-    main(argv)
-
-
-def _export(argv):
-    from co2s.export.cli import main
-
-    main(argv)
-
-
-def _infer(argv):
-    from co2s.runtime.cli import infer_main
-
-    infer_main(argv)
-
-
-def _bench(argv):
-    from co2s.runtime.cli import bench_main
-
-    bench_main(argv)
-
-
-def _status(main, argv, capsys) -> tuple[int, str]:
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in argv])
-    return int(e.value.code or 0), capsys.readouterr().err
-
-
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
     return make_bundle(tmp_path_factory.mktemp("policy") / "b", tile=32)
@@ -106,29 +74,29 @@ def image(tmp_path_factory):
     return p
 
 
-# tool -> (main, ok argv, bad-input argv, where KeyboardInterrupt is injected while it works)
+# tool -> (tool, ok argv, bad-input argv, where KeyboardInterrupt is injected while it works)
 def _tools(tmp: Path, bundle: Path, image: Path) -> dict:
     return {
         "co2s-train": (
-            _train,
+            "co2s-train",
             ["info", "--preset", "tiny", "--num-classes", "3", "--tile", "32"],
             ["prototypes", "--dataset", "atlantis", "--preset", "tiny", "--out", tmp / "p.npy"],
             ("co2s.train.model", "build_co2s"),  # `info` imports it when it runs
         ),
         "co2s-export": (
-            _export,
+            "co2s-export",
             ["--list-formats"],
             ["--checkpoint", tmp / "nope.pt", "--out", tmp / "x"],
             ("co2s.export.pipeline", "export_bundle"),
         ),
         "co2s-infer": (
-            _infer,
+            "co2s-infer",
             [bundle, image, "--out", tmp / "out"],
             [bundle, tmp / "nope.png", "--out", tmp / "out"],
             ("co2s.runtime.pipeline", "InferencePipeline.run"),
         ),
         "co2s-bench": (
-            _bench,
+            "co2s-bench",
             [bundle, "--calls", "1", "--warmup", "0"],
             [(tmp / "empty").mkdir() or tmp / "empty"],
             ("co2s.runtime.bench", "run_bench"),
@@ -144,33 +112,31 @@ INTERRUPT_ARGV = {
 
 
 @pytest.mark.parametrize("tool", TOOLS)
-def test_ok_bad_input_and_usage_error(tool, tmp_path, bundle, image, capsys):
-    main, ok, bad, _ = _tools(tmp_path, bundle, image)[tool]
-    code, err = _status(main, ok, capsys)
+def test_ok_bad_input_and_usage_error(tool, tmp_path, bundle, image, run_cli):
+    tool_name, ok, bad, _ = _tools(tmp_path, bundle, image)[tool]
+    code, _, err = run_cli(tool_name, ok)
     assert code == EXIT_OK, err
-    code, err = _status(main, bad, capsys)
+    code, _, err = run_cli(tool_name, bad)
     assert code == EXIT_FAILED, err
     assert [ln for ln in err.splitlines() if ln.startswith("error: ")] and "Traceback" not in err, err
-    code, err = _status(main, [*ok, "--no-such-option"], capsys)
+    code, _, err = run_cli(tool_name, [*ok, "--no-such-option"])
     assert code == EXIT_USAGE and "No such option" in err and "Usage:" in err, err
 
 
 @pytest.mark.parametrize("tool", TOOLS)
-def test_quiet_and_verbose_are_accepted(tool, tmp_path, bundle, image, capsys):
-    main, ok, _, _ = _tools(tmp_path, bundle, image)[tool]
+def test_quiet_and_verbose_are_accepted(tool, tmp_path, bundle, image, run_cli):
+    tool_name, ok, _, _ = _tools(tmp_path, bundle, image)[tool]
     for flag in ("-q", "--quiet", "-v", "--verbose"):
-        code, err = _status(main, [*ok, flag], capsys)
+        code, _, err = run_cli(tool_name, [*ok, flag])
         assert code == EXIT_OK, (flag, err)
-    code, err = _status(main, [*ok, "-q", "-v"], capsys)
+    code, _, err = run_cli(tool_name, [*ok, "-q", "-v"])
     assert code == EXIT_USAGE and "exclusive" in err
 
 
-def test_quiet_silences_progress_lines_and_verbose_adds_detail(bundle, capsys):
+def test_quiet_silences_progress_lines_and_verbose_adds_detail(bundle, run_cli):
     def bench(*flags):
-        with pytest.raises(SystemExit):
-            _bench([str(bundle), "--calls", "1", "--warmup", "0", *flags])
-        cap = capsys.readouterr()
-        return cap.out, cap.err
+        r = run_cli("co2s-bench", [bundle, "--calls", "1", "--warmup", "0", *flags])
+        return r.out, r.err
 
     out, err = bench()
     assert "benchmarking ort-cpu fp32 batch 1 (1 timed calls, 0 warm-up)" in err and "p50 ms" in out
@@ -181,11 +147,11 @@ def test_quiet_silences_progress_lines_and_verbose_adds_detail(bundle, capsys):
 
 
 @pytest.mark.parametrize("tool", TOOLS)
-def test_ctrl_c_while_working_exits_130(tool, tmp_path, bundle, image, capsys, monkeypatch):
+def test_ctrl_c_while_working_exits_130(tool, tmp_path, bundle, image, run_cli, monkeypatch):
     """KeyboardInterrupt raised inside the tool's main work (what SIGINT does to the main thread)."""
     import importlib
 
-    main, ok, _, (module, attribute) = _tools(tmp_path, bundle, image)[tool]
+    tool_name, ok, _, (module, attribute) = _tools(tmp_path, bundle, image)[tool]
     *owner, name = attribute.split(".")
     target = importlib.import_module(module)
     for part in owner:
@@ -196,7 +162,7 @@ def test_ctrl_c_while_working_exits_130(tool, tmp_path, bundle, image, capsys, m
 
     monkeypatch.setattr(target, name, interrupted)
     argv = [a.format(tmp=tmp_path) if isinstance(a, str) else a for a in INTERRUPT_ARGV.get(tool, ok)]
-    code, err = _status(main, argv, capsys)
+    code, _, err = run_cli(tool_name, argv)
     assert code == EXIT_INTERRUPTED, err
     assert "interrupted" in err and "Traceback" not in err
 
@@ -288,47 +254,44 @@ def test_runtime_only_install_names_the_extra(main, argv, extra, tmp_path):
     assert r.returncode == EXIT_OK and "Usage:" in r.stdout, r.stderr
 
 
-def test_train_help_accepts_h_and_shows_the_training_options(capsys):
+def test_train_help_accepts_h_and_shows_the_training_options(run_cli):
     for flag in ("-h", "--help"):
-        capsys.readouterr()
-        with pytest.raises(SystemExit) as e:
-            _train([flag])
-        out = capsys.readouterr().out
-        assert int(e.value.code or 0) == EXIT_OK
+        code, out, _ = run_cli("co2s-train", [flag])
+        assert code == EXIT_OK
         assert "Commands:" in out and "evaluate" in out
         assert "Training options (fit, the default command)" in out and "--dataset" in out and "--iters" in out
 
 
-def test_a_failed_run_removes_the_out_folder_it_created(tmp_path, bundle, capsys):
+def test_a_failed_run_removes_the_out_folder_it_created(tmp_path, bundle, run_cli, folder_dataset):
     text = tmp_path / "text.png"
     text.write_text("not an image")
     out = tmp_path / "new" / "nested" / "out"
-    code, err = _status(_infer, [bundle, text, "--out", out, "-q"], capsys)
+    code, _, err = run_cli("co2s-infer", [bundle, text, "--out", out, "-q"])
     assert code == EXIT_FAILED and "not an image format" in err
     assert not (tmp_path / "new").exists()
     existing = tmp_path / "existing"
     existing.mkdir()
-    code, _ = _status(_infer, [bundle, text, "--out", existing, "-q"], capsys)
+    code, *_ = run_cli("co2s-infer", [bundle, text, "--out", existing, "-q"])
     assert code == EXIT_FAILED and existing.is_dir()  # not this run's to remove
     run = tmp_path / "runs" / "r1"
-    root = folder_dataset(tmp_path / "data", labeled_lines=[])
+    root = folder_dataset(labeled_lines=[])
     argv = ["--dataset", "mer", "--data-root", root, "--out", run, "--preset", "tiny", "--iters", "1", "--crop", "64"]
-    code, err = _status(_train, argv, capsys)
+    code, _, err = run_cli("co2s-train", argv)
     assert code == EXIT_FAILED and "no samples" in err
     assert not (tmp_path / "runs").exists()
 
 
-def test_unexpected_error_is_one_line_and_verbose_shows_the_traceback(bundle, capsys, monkeypatch):
+def test_unexpected_error_is_one_line_and_verbose_shows_the_traceback(bundle, run_cli, monkeypatch):
     import co2s.runtime.bench as bench
 
     def boom(*a, **k):
         raise RuntimeError("boom")
 
     monkeypatch.setattr(bench, "run_bench", boom)
-    code, err = _status(_bench, [bundle], capsys)
+    code, _, err = run_cli("co2s-bench", [bundle])
     assert code == EXIT_FAILED
     assert err.strip() == "error: unexpected RuntimeError: boom (run with -v for the traceback)"
-    code, err = _status(_bench, [bundle, "-v"], capsys)
+    code, _, err = run_cli("co2s-bench", [bundle, "-v"])
     assert code == EXIT_FAILED and "Traceback" in err and 'raise RuntimeError("boom")' in err
 
 
@@ -353,7 +316,7 @@ def test_progress_bars_draw_only_on_a_terminal(monkeypatch):
     policy.setup_logging()
 
 
-def test_export_reports_each_long_step(tmp_path, capsys, monkeypatch):
+def test_export_reports_each_long_step(tmp_path, run_cli, monkeypatch):
     import co2s.export.pipeline as pipeline
 
     seen = []
@@ -373,7 +336,7 @@ def test_export_reports_each_long_step(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(pipeline, "step_progress", Recorder)
     argv = ["--untrained", "--preset", "tiny", "--num-classes", "3", "--tile", "64", "--calib-count", "1"]
-    code, err = _status(_export, [*argv, "--precision", "fp32,fp16", "--out", tmp_path / "b"], capsys)
+    code, _, err = run_cli("co2s-export", [*argv, "--precision", "fp32,fp16", "--out", tmp_path / "b"])
     assert code == EXIT_OK, err
     steps = [name for kind, name in seen if kind == "step"]
     assert seen[0] == ("total", len(steps)) and seen[-1] == ("closed", None)

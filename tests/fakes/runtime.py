@@ -227,3 +227,22 @@ def damaged_bundle(root: Path, damage: str) -> Path:
         data[100] ^= 0x55
         model.write_bytes(bytes(data))
     return root
+
+
+def bundle_with_engine(root: Path, *, version="10.3.0", cc="8.7", device="Orin") -> Path:
+    """An fp32/fp16 bundle whose manifest records an fp16 TensorRT engine built with `version` on `device`
+    (compute capability `cc`); the plan bytes are junk, for the compatibility checks that run before loading."""
+    from co2s.bundle import artefact_record, read_manifest, write_manifest
+    from co2s.bundle.formats import get_format
+
+    make_bundle(root, tile=32, precisions=("fp32", "fp16"))
+    engine = get_format("engine", "fp16")
+    (root / engine.filename).write_bytes(b"\x00plan-bytes-only-a-GPU-can-read" * 10)
+    data = read_manifest(root)
+    data["artifacts"][engine.key] = artefact_record(
+        root,
+        engine,
+        tensorrt={"version": version, "strongly_typed": True, "device": {"name": device, "compute_capability": cc}},
+    )
+    write_manifest(root, data)
+    return root

@@ -144,11 +144,7 @@ def test_bundle_package_imports_without_torch():
     assert r.returncode == 0, r.stderr
 
 
-def test_list_formats_prints_the_table(capsys):
-    from co2s.export.cli import main
-
-    with pytest.raises(SystemExit) as e:
-        main(["--list-formats"])
-    out = capsys.readouterr().out
-    assert e.value.code == 0
+def test_list_formats_prints_the_table(run_cli):
+    code, out, _ = run_cli("co2s-export", ["--list-formats"])
+    assert code == 0
     assert "model.fp16.engine" in out and "model.int8.onnx" in out

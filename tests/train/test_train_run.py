@@ -12,10 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
-from click.testing import CliRunner
 
 from co2s.train.checkpoint import load_checkpoint
-from co2s.train.cli import cli
 from co2s.train.config import TrainConfig, paper_schedule
 from co2s.train.model import co2s_from_state
 from co2s.train.trainer import fit
@@ -131,7 +129,7 @@ def test_baseline_methods_run(tmp_path, method):
     assert "fused" in result["last"]
 
 
-def test_cli_fit_then_evaluate(tmp_path):
+def test_cli_fit_then_evaluate(tmp_path, run_cli):
     out = tmp_path / "cli"
     args = [
         "--dataset",
@@ -153,12 +151,13 @@ def test_cli_fit_then_evaluate(tmp_path):
         "--num-val",
         "1",
     ]
-    res = CliRunner().invoke(cli, args)  # no subcommand: `fit` is the default
-    assert res.exit_code == 0, res.output
-    assert "best fused val mIoU" in res.output
-    res = CliRunner().invoke(cli, ["evaluate", str(out / "best.pt"), "--dataset", "synthetic"])
-    assert res.exit_code == 0, res.output
-    assert "mIoU" in res.output and "fused" in res.output and "bare_soil" in res.output
+    code, out_text, err = run_cli("co2s-train", args)  # no subcommand: `fit` is the default
+    assert code == 0, err
+    assert "best fused val mIoU" in out_text + err
+    code, out_text, err = run_cli("co2s-train", ["evaluate", out / "best.pt", "--dataset", "synthetic"])
+    assert code == 0, err
+    output = out_text + err
+    assert "mIoU" in output and "fused" in output and "bare_soil" in output
 
 
 def test_cli_reports_bad_checkpoint_with_exit_code_1(tmp_path):

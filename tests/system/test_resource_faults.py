@@ -19,10 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fakes.runtime import make_bundle
 from PIL import Image
-from runtime_fakes import make_bundle
-
-from co2s.runtime.cli import bench_main, infer_main
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 DISK_FULL = "the disk is full (no space left on device)"
@@ -64,30 +62,6 @@ EXPORT = [
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-def _exit(fn, capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as e:
-        fn()
-    cap = capsys.readouterr()
-    return int(e.value.code or 0), cap.out, cap.err
-
-
-def train(args, monkeypatch, capsys):
-    from co2s.train.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["co2s-train", *map(str, args)])
-    return _exit(main, capsys)
-
-
-def export(args, capsys):
-    from co2s.export.cli import main
-
-    return _exit(lambda: main([str(a) for a in args]), capsys)
-
-
-def infer(args, capsys):
-    return _exit(lambda: infer_main([str(a) for a in args] + ["-q"]), capsys)
-
-
 def _error_line(err: str) -> str:
     """The one `error:` line; nothing like a traceback around it."""
     assert "Traceback" not in err, err
@@ -202,7 +176,7 @@ def bundle(tmp_path_factory):
 
 
 # ----------------------------------------------------------------------------------------------- disk full
-def test_train_disk_full_while_saving_a_checkpoint(tmp_path, monkeypatch, capsys):
+def test_train_disk_full_while_saving_a_checkpoint(tmp_path, monkeypatch, run_cli):
     import torch
 
     from co2s.train.checkpoint import load_checkpoint
@@ -222,7 +196,7 @@ def test_train_disk_full_while_saving_a_checkpoint(tmp_path, monkeypatch, capsys
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(torch, "save", disk_full_at_iteration_4)
-    code, _, err = train([*TRAIN, "--iters", "4", "--eval-every", "2", "--out", out], monkeypatch, capsys)
+    code, _, err = run_cli("co2s-train", [*TRAIN, "--iters", "4", "--eval-every", "2", "--out", out])
     assert code == 1
     line = _error_line(err)
     expected = [f"error: {out / name}: cannot write the checkpoint: {DISK_FULL}" for name in ("best.pt", "last.pt")]
@@ -234,7 +208,7 @@ def test_train_disk_full_while_saving_a_checkpoint(tmp_path, monkeypatch, capsys
     assert load_checkpoint(out / "last.pt")["iteration"] == 2  # ... and still resumable
 
 
-def test_export_disk_full_while_writing_the_bundle(tmp_path, monkeypatch, capsys):
+def test_export_disk_full_while_writing_the_bundle(tmp_path, monkeypatch, run_cli):
     import co2s.export.onnx_export as onnx_export
 
     def disk_full(deploy, path, **kw):
@@ -244,23 +218,23 @@ def test_export_disk_full_while_writing_the_bundle(tmp_path, monkeypatch, capsys
 
     monkeypatch.setattr(onnx_export, "export_deploy_onnx", disk_full)
     out = tmp_path / "bundles" / "b"
-    code, _, err = export([*EXPORT, "--out", out], capsys)
+    code, _, err = run_cli("co2s-export", [*EXPORT, "--out", out])
     assert code == 1
     assert _error_line(err) == f"error: --out {out}: cannot write the bundle: {DISK_FULL}; nothing was written"
     assert not out.exists() and _hidden(out.parent) == []
 
     prev = make_bundle(tmp_path / "bundles" / "prev", tile=64, num_classes=5)
     before = _digest(prev)
-    code, _, err = export([*EXPORT, "--out", prev, "--force"], capsys)
+    code, _, err = run_cli("co2s-export", [*EXPORT, "--out", prev, "--force"])
     assert code == 1 and DISK_FULL in _error_line(err)
     assert _digest(prev) == before and _hidden(prev.parent) == []
 
 
-def test_infer_disk_full_while_writing_outputs(bundle, tmp_path, monkeypatch, capsys):
+def test_infer_disk_full_while_writing_outputs(bundle, tmp_path, monkeypatch, run_cli):
     src = tmp_path / "in"
     _images(src, ("a",))
     out = tmp_path / "out"
-    code, _, err = infer([bundle, src, "--out", out], capsys)
+    code, _, err = run_cli("co2s-infer", [bundle, src, "--out", out], quiet=True)
     assert code == 0, err
     before = _digest(out)
     _images(src, ("b",))  # a new input, nothing written for it yet
@@ -277,7 +251,7 @@ def test_infer_disk_full_while_writing_outputs(bundle, tmp_path, monkeypatch, ca
         return real_save(self, fp, format, **params)
 
     monkeypatch.setattr(Image.Image, "save", disk_full)
-    code, _, err = infer([bundle, src, "--out", out], capsys)
+    code, _, err = run_cli("co2s-infer", [bundle, src, "--out", out], quiet=True)
     assert code == 1
     # the first full-disk failure ends the run: every later output would fail the same way
     assert "0 ok, 1 failed, 1 skipped" in err and "Traceback" not in err
@@ -291,46 +265,46 @@ def test_infer_disk_full_while_writing_outputs(bundle, tmp_path, monkeypatch, ca
 
 
 # ------------------------------------------------------------------------------- unwritable output folder
-def test_train_out_not_writable(locked, tmp_path, monkeypatch, capsys):
+def test_train_out_not_writable(locked, tmp_path, monkeypatch, run_cli):
     import co2s.train.trainer as trainer
 
     monkeypatch.setattr(trainer, "build_co2s", _never("building the model"))
     monkeypatch.setattr(trainer, "load_splits", _never("loading the data"))
     out = locked / "run"
-    code, _, err = train([*TRAIN, "--iters", "2", "--out", out], monkeypatch, capsys)
+    code, _, err = run_cli("co2s-train", [*TRAIN, "--iters", "2", "--out", out])
     assert code == 1
     assert _error_line(err) == f"error: --out {out}: cannot write to this folder: permission denied"
     assert list(locked.iterdir()) == []
 
 
-def test_export_out_not_writable(locked, tmp_path, monkeypatch, capsys):
+def test_export_out_not_writable(locked, tmp_path, monkeypatch, run_cli):
     import co2s.export.pipeline as pipeline
 
     monkeypatch.setattr(pipeline, "load_model", _never("loading the model"))
     out = locked / "b"
-    code, _, err = export([*EXPORT, "--out", out], capsys)
+    code, _, err = run_cli("co2s-export", [*EXPORT, "--out", out])
     assert code == 1
     assert _error_line(err) == f"error: --out {out}: cannot create the bundle in {locked}: permission denied"
     assert list(locked.iterdir()) == []
 
 
-def test_infer_out_not_writable(locked, bundle, tmp_path, monkeypatch, capsys):
+def test_infer_out_not_writable(locked, bundle, tmp_path, monkeypatch, run_cli):
     import co2s.runtime.backends as backends
 
     monkeypatch.setattr(backends, "open_backend", _never("loading the model"))
     _images(tmp_path / "in")
-    code, _, err = infer([bundle, tmp_path / "in", "--out", locked], capsys)
+    code, _, err = run_cli("co2s-infer", [bundle, tmp_path / "in", "--out", locked], quiet=True)
     assert code == 1
     assert _error_line(err) == f"error: --out {locked}: cannot write to this folder: permission denied"
     assert list(locked.iterdir()) == []
 
 
-def test_bench_report_folder_not_writable(locked, bundle, monkeypatch, capsys):
+def test_bench_report_folder_not_writable(locked, bundle, monkeypatch, run_cli):
     import co2s.runtime.bench as bench
 
     monkeypatch.setattr(bench, "run_bench", _never("the benchmark"))
     report = locked / "bench.json"
-    code, _, err = _exit(lambda: bench_main([str(bundle), "--calls", "1", "--json", str(report)]), capsys)
+    code, _, err = run_cli("co2s-bench", [bundle, "--calls", "1", "--json", report])
     assert code == 1
     assert _error_line(err) == f"error: --json {report}: cannot write to {locked}: permission denied"
 
@@ -345,7 +319,7 @@ def _snapshot(root: Path) -> dict[str, tuple]:
     }
 
 
-def test_infer_and_bench_run_from_a_read_only_bundle(tmp_path, monkeypatch, capsys):
+def test_infer_and_bench_run_from_a_read_only_bundle(tmp_path, monkeypatch, run_cli):
     root = make_bundle(tmp_path / "ro", tile=32, precisions=("fp32", "fp16"))
     for p in root.iterdir():
         p.chmod(0o444)
@@ -354,25 +328,13 @@ def test_infer_and_bench_run_from_a_read_only_bundle(tmp_path, monkeypatch, caps
         before = _snapshot(root)
         deny_writes(monkeypatch, root, errno.EROFS)  # also a read-only mount: any write attempt would fail loudly
         _images(tmp_path / "in")
-        code, _, err = infer([root, tmp_path / "in", "--out", tmp_path / "out"], capsys)
+        code, _, err = run_cli("co2s-infer", [root, tmp_path / "in", "--out", tmp_path / "out"], quiet=True)
         assert code == 0, err
         assert "2 ok, 0 failed" in err
         assert len(list((tmp_path / "out").glob("*.labels.png"))) == 2
-        code, out, err = _exit(
-            lambda: bench_main(
-                [
-                    str(root),
-                    "--precision",
-                    "all",
-                    "--calls",
-                    "2",
-                    "--warmup",
-                    "1",
-                    "--json",
-                    str(tmp_path / "bench.json"),
-                ]
-            ),
-            capsys,
+        code, out, err = run_cli(
+            "co2s-bench",
+            [root, "--precision", "all", "--calls", "2", "--warmup", "1", "--json", tmp_path / "bench.json"],
         )
         assert code == 0, err
         assert "fp32" in out and "fp16" in out and (tmp_path / "bench.json").is_file()
@@ -461,11 +423,11 @@ class _GdalOnAFullDisk:
 
 
 @pytest.mark.parametrize("where", ["write", "close"])
-def test_infer_disk_full_while_writing_geotiff_outputs(where, bundle, tmp_path, monkeypatch, capsys):
+def test_infer_disk_full_while_writing_geotiff_outputs(where, bundle, tmp_path, monkeypatch, run_cli):
     rio = _rasterio()
     src, out = tmp_path / "in", tmp_path / "out"
     _geotiffs(src, ("a",))
-    code, _, err = infer([bundle, src, "--out", out], capsys)
+    code, _, err = run_cli("co2s-infer", [bundle, src, "--out", out], quiet=True)
     assert code == 0, err
     assert sorted(p.name for p in out.iterdir()) == ["a.confidence.tif", "a.labels.tif", "a.overlay.png"]
     before = _digest(out)
@@ -479,7 +441,7 @@ def test_infer_disk_full_while_writing_geotiff_outputs(where, bundle, tmp_path, 
 
     monkeypatch.setattr(rio, "open", open_on_full_disk)
     _full_file_system(monkeypatch, out.absolute())
-    code, _, err = infer([bundle, src, "--out", out], capsys)
+    code, _, err = run_cli("co2s-infer", [bundle, src, "--out", out], quiet=True)
     assert code == 1
     # the first full-disk failure ends the run: every later output would fail the same way
     assert "0 ok, 1 failed, 1 skipped" in err and "Traceback" not in err
@@ -536,7 +498,7 @@ def _disk_full_writing_engines(monkeypatch, bundle: Path) -> None:
     monkeypatch.setattr(builtins, "open", py_open)
 
 
-def test_export_disk_full_while_writing_an_engine(tmp_path, monkeypatch, capsys):
+def test_export_disk_full_while_writing_an_engine(tmp_path, monkeypatch, run_cli):
     from co2s.bundle import load_bundle
 
     b = make_bundle(tmp_path / "b", tile=32, precisions=("fp32", "fp16"))
@@ -548,13 +510,13 @@ def test_export_disk_full_while_writing_an_engine(tmp_path, monkeypatch, capsys)
     _stand_in_gpu(monkeypatch, b"\x00plan-1" * 4096)
     with monkeypatch.context() as m:
         _disk_full_writing_engines(m, b)
-        code, _, err = export(["--from-bundle", b, "--engine", "fp16"], capsys)
+        code, _, err = run_cli("co2s-export", ["--from-bundle", b, "--engine", "fp16"])
     assert code == 1
     assert _error_line(err) == expected
     assert _digest(b) == before and _hidden(b) == []
 
     # room again: the engine and the timing cache go in, with their manifest records
-    code, _, err = export(["--from-bundle", b, "--engine", "fp16"], capsys)
+    code, _, err = run_cli("co2s-export", ["--from-bundle", b, "--engine", "fp16"])
     assert code == 0, err
     m1 = load_bundle(b, verify=True)
     assert m1.has("engine", "fp16") and m1.has("timing-cache") and engine.read_bytes() == b"\x00plan-1" * 4096
@@ -564,21 +526,21 @@ def test_export_disk_full_while_writing_an_engine(tmp_path, monkeypatch, capsys)
     _stand_in_gpu(monkeypatch, b"\x00plan-2" * 8192)
     with monkeypatch.context() as m:
         _disk_full_writing_engines(m, b)
-        code, _, err = export(["--from-bundle", b, "--engine", "fp16"], capsys)
+        code, _, err = run_cli("co2s-export", ["--from-bundle", b, "--engine", "fp16"])
     assert code == 1
     assert _error_line(err) == expected
     assert _digest(b) == before and _hidden(b) == []
     assert load_bundle(b, verify=True).data == m1.data  # and it still verifies
 
 
-def test_export_disk_full_while_updating_the_manifest(tmp_path, monkeypatch, capsys):
+def test_export_disk_full_while_updating_the_manifest(tmp_path, monkeypatch, run_cli):
     import json
 
     from co2s.bundle import load_bundle
 
     b = make_bundle(tmp_path / "b", tile=32, precisions=("fp32", "fp16"))
     _stand_in_gpu(monkeypatch, b"\x00plan-1" * 4096)
-    code, _, err = export(["--from-bundle", b, "--engine", "fp16"], capsys)
+    code, _, err = run_cli("co2s-export", ["--from-bundle", b, "--engine", "fp16"])
     assert code == 0, err
     before = _digest(b)
 
@@ -591,7 +553,7 @@ def test_export_disk_full_while_updating_the_manifest(tmp_path, monkeypatch, cap
 
     _stand_in_gpu(monkeypatch, b"\x00plan-2" * 8192)
     monkeypatch.setattr(json, "dumps", disk_full)
-    code, _, err = export(["--from-bundle", b, "--engine", "fp16"], capsys)
+    code, _, err = run_cli("co2s-export", ["--from-bundle", b, "--engine", "fp16"])
     assert code == 1
     assert _error_line(err) == (
         f"error: {b / 'co2s.json'}: cannot update the manifest: {DISK_FULL}; the bundle is unchanged"
@@ -601,14 +563,14 @@ def test_export_disk_full_while_updating_the_manifest(tmp_path, monkeypatch, cap
     load_bundle(b, verify=True)  # still verifies
 
 
-def test_engine_build_killed_while_replacing_is_repaired_by_the_next_run(tmp_path, monkeypatch, capsys):
+def test_engine_build_killed_while_replacing_is_repaired_by_the_next_run(tmp_path, monkeypatch, run_cli):
     import subprocess
 
     from co2s.bundle import load_bundle
 
     b = make_bundle(tmp_path / "b", tile=32, precisions=("fp32", "fp16"))
     _stand_in_gpu(monkeypatch, b"\x00plan-1" * 4096)
-    code, _, err = export(["--from-bundle", b, "--engine", "fp16"], capsys)
+    code, _, err = run_cli("co2s-export", ["--from-bundle", b, "--engine", "fp16"])
     assert code == 0, err
     before = _digest(b)
     # what a rebuild killed between renaming the new engine in and rewriting the manifest leaves: the new engine
@@ -626,7 +588,7 @@ def test_engine_build_killed_while_replacing_is_repaired_by_the_next_run(tmp_pat
         load_bundle(b, verify=True)
 
     monkeypatch.setattr("co2s.export.engines.has_nvidia_gpu", lambda: False)
-    code, _, err = export(["--from-bundle", b, "--engine", "fp16"], capsys)
+    code, _, err = run_cli("co2s-export", ["--from-bundle", b, "--engine", "fp16"])
     assert code == 3  # engines deferred (no GPU now): nothing built, but the CLI put the bundle right first
     assert f"removed {builder_temp} (left by an interrupted engine build)" in err
     assert f"restored {engine} (an engine build was interrupted while replacing it)" in err

@@ -89,22 +89,19 @@ def test_a_tensorrt_without_strongly_typed_networks_is_refused(tmp_path, monkeyp
         _build(tmp_path, monkeypatch)
 
 
-def test_cli_reports_a_builder_that_cannot_start_in_one_line(tmp_path, monkeypatch, capsys):
+def test_cli_reports_a_builder_that_cannot_start_in_one_line(tmp_path, monkeypatch, run_cli):
     """A TypeError from trt.Builder (CUDA unusable) used to end `co2s-export --engine` in a traceback."""
-    from runtime_fakes import make_bundle
+    from fakes.runtime import make_bundle
 
     import co2s.export.engines as engines
-    from co2s.export.cli import main
 
     gpu = Gpu()
     gpu.fail.add("Builder")
     monkeypatch.setitem(sys.modules, "tensorrt", tensorrt_module(gpu=gpu))
     monkeypatch.setattr(engines, "has_nvidia_gpu", lambda: True)
     b = make_bundle(tmp_path / "b", tile=32, precisions=("fp32", "fp16"))
-    with pytest.raises(SystemExit) as e:
-        main(["--from-bundle", str(b), "--engine", "fp16"])
-    err = capsys.readouterr().err
-    assert e.value.code == 1 and "Traceback" not in err
+    code, _, err = run_cli("co2s-export", ["--from-bundle", b, "--engine", "fp16"])
+    assert code == 1 and "Traceback" not in err
     assert [ln for ln in err.splitlines() if ln.startswith("error:")] == [
         ln for ln in err.splitlines() if "could not create a builder" in ln
     ]
@@ -149,16 +146,14 @@ def _run_engine(path, images: np.ndarray) -> dict[str, np.ndarray]:
 
 
 @needs_gpu
-def test_engines_build_strongly_typed_and_agree_with_onnx(tmp_path):
-    from _export_helpers import tiny_bundle
-
+def test_engines_build_strongly_typed_and_agree_with_onnx(tmp_path, tiny_bundle):
     from co2s.bundle import load_bundle
     from co2s.export.engines import add_engines
     from co2s.export.parity import run_onnx
     from co2s.train.data import make_scene
 
     bundle = tmp_path / "b"
-    shutil.copytree(tiny_bundle(), bundle)
+    shutil.copytree(tiny_bundle, bundle)
     result = add_engines(bundle, ("fp16", "int8"), workspace_gib=2.0, log=lambda *_: None)
     assert result.engines_deferred is None
     m = load_bundle(bundle, verify=True)  # engines and timing cache are checksummed

@@ -8,21 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fakes.runtime import damaged_bundle, make_bundle, png_bytes, rgb, truncated_png
 from PIL import Image
-from runtime_fakes import damaged_bundle, make_bundle, png_bytes, rgb, truncated_png
-
-from co2s.runtime.cli import infer_main
 
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
     return make_bundle(tmp_path_factory.mktemp("bundle") / "b", tile=32)
-
-
-def infer(args, capsys) -> tuple[int, str]:
-    with pytest.raises(SystemExit) as e:
-        infer_main([str(a) for a in args] + ["-q"])
-    return e.value.code, capsys.readouterr().err
 
 
 def outputs(out: Path) -> list[str]:
@@ -46,12 +38,12 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_bad_file_alone_fails_cleanly(case, bundle, tmp_path, capsys):
+def test_bad_file_alone_fails_cleanly(case, bundle, tmp_path, run_cli):
     make, pattern = CASES[case]
     p = tmp_path / f"{case}.png"
     make(p)
     extra = ["--bands", "1"] if case == "sixteen_bit" else []
-    code, err = infer([bundle, p, "--out", tmp_path / "out", *extra], capsys)
+    code, _, err = run_cli("co2s-infer", [bundle, p, "--out", tmp_path / "out", *extra], quiet=True)
     assert code == 1
     import re
 
@@ -61,33 +53,42 @@ def test_bad_file_alone_fails_cleanly(case, bundle, tmp_path, capsys):
     assert outputs(tmp_path / "out") == []  # not even a hidden partial file
 
 
-def test_band_and_stretch_choices_make_those_files_work(bundle, tmp_path, capsys):
+def test_band_and_stretch_choices_make_those_files_work(bundle, tmp_path, run_cli):
     Image.fromarray(rgb()[..., 0]).save(tmp_path / "grey.png")
     Image.fromarray(np.dstack([rgb(), rgb()[..., :1]]), "RGBA").save(tmp_path / "rgba.png")
-    code, err = infer(
-        [bundle, tmp_path / "grey.png", tmp_path / "rgba.png", "--out", tmp_path / "o1", "--bands", "1"], capsys
+    code, _, err = run_cli(
+        "co2s-infer",
+        [bundle, tmp_path / "grey.png", tmp_path / "rgba.png", "--out", tmp_path / "o1", "--bands", "1"],
+        quiet=True,
     )
     assert code == 0, err
-    code, err = infer([bundle, tmp_path / "rgba.png", "--out", tmp_path / "o2", "--bands", "3,2,1"], capsys)
+    code, _, err = run_cli(
+        "co2s-infer", [bundle, tmp_path / "rgba.png", "--out", tmp_path / "o2", "--bands", "3,2,1"], quiet=True
+    )
     assert code == 0, err
     Image.fromarray(rgb()[..., 0].astype(np.uint16) * 200).save(tmp_path / "deep.png")
-    code, err = infer(
+    code, _, err = run_cli(
+        "co2s-infer",
         [bundle, tmp_path / "deep.png", "--out", tmp_path / "o3", "--bands", "1", "--stretch", "percentile:2,98"],
-        capsys,
+        quiet=True,
     )
     assert code == 0, err
     assert (tmp_path / "o3" / "deep.labels.png").is_file()
 
 
-def test_max_pixels_guard_and_override(bundle, tmp_path, capsys):
+def test_max_pixels_guard_and_override(bundle, tmp_path, run_cli):
     Image.fromarray(rgb(40, 50)).save(tmp_path / "a.png")
-    code, err = infer([bundle, tmp_path / "a.png", "--out", tmp_path / "o", "--max-pixels", "1000"], capsys)
+    code, _, err = run_cli(
+        "co2s-infer", [bundle, tmp_path / "a.png", "--out", tmp_path / "o", "--max-pixels", "1000"], quiet=True
+    )
     assert code == 1 and "decompression-bomb guard" in err and "--max-pixels 2000" in err
-    code, err = infer([bundle, tmp_path / "a.png", "--out", tmp_path / "o", "--max-pixels", "2000"], capsys)
+    code, _, err = run_cli(
+        "co2s-infer", [bundle, tmp_path / "a.png", "--out", tmp_path / "o", "--max-pixels", "2000"], quiet=True
+    )
     assert code == 0, err
 
 
-def test_folder_run_reports_and_skips_bad_files(bundle, tmp_path, capsys):
+def test_folder_run_reports_and_skips_bad_files(bundle, tmp_path, run_cli):
     src = tmp_path / "in"
     src.mkdir()
     Image.fromarray(rgb(seed=1)).save(src / "a_good.png")
@@ -96,7 +97,7 @@ def test_folder_run_reports_and_skips_bad_files(bundle, tmp_path, capsys):
     Image.fromarray(rgb(seed=2)).save(src / "d_good.jpg")
     (src / "notes.txt").write_text("ignored: no image extension")
     os.symlink(tmp_path / "missing.png", src / "e_dangling.png")
-    code, err = infer([bundle, src, "--out", tmp_path / "out"], capsys)
+    code, _, err = run_cli("co2s-infer", [bundle, src, "--out", tmp_path / "out"], quiet=True)
     assert code == 1
     assert "2 ok, 3 failed" in err
     failed_block = err.split("failed:", 1)[1]
@@ -108,44 +109,54 @@ def test_folder_run_reports_and_skips_bad_files(bundle, tmp_path, capsys):
     )
 
 
-def test_fail_fast_stops_at_the_first_bad_file(bundle, tmp_path, capsys):
+def test_fail_fast_stops_at_the_first_bad_file(bundle, tmp_path, run_cli):
     src = tmp_path / "in"
     src.mkdir()
     truncated_png(src / "a_bad.png")
     for i in range(6):
         Image.fromarray(rgb(seed=i)).save(src / f"z{i}.png")
-    code, err = infer([bundle, src, "--out", tmp_path / "out", "--fail-fast", "--readers", "1"], capsys)
+    code, _, err = run_cli(
+        "co2s-infer", [bundle, src, "--out", tmp_path / "out", "--fail-fast", "--readers", "1"], quiet=True
+    )
     assert code == 1 and "a_bad.png" in err
     assert "skipped" in err
     assert not [p for p in outputs(tmp_path / "out") if "partial" in p]
 
 
-def test_skip_existing(bundle, tmp_path, capsys):
+def test_skip_existing(bundle, tmp_path, run_cli):
     Image.fromarray(rgb()).save(tmp_path / "a.png")
-    assert infer([bundle, tmp_path / "a.png", "--out", tmp_path / "o"], capsys)[0] == 0
-    code, err = infer([bundle, tmp_path / "a.png", "--out", tmp_path / "o", "--skip-existing"], capsys)
+    assert run_cli("co2s-infer", [bundle, tmp_path / "a.png", "--out", tmp_path / "o"], quiet=True).code == 0
+    code, _, err = run_cli(
+        "co2s-infer", [bundle, tmp_path / "a.png", "--out", tmp_path / "o", "--skip-existing"], quiet=True
+    )
     assert code == 0 and "1 skipped" in err
 
 
 @pytest.mark.parametrize("damage", ["missing", "checksum"])
-def test_broken_bundle_is_refused_before_any_output(damage, tmp_path, capsys):
+def test_broken_bundle_is_refused_before_any_output(damage, tmp_path, run_cli):
     root = damaged_bundle(tmp_path / "b", damage)
     Image.fromarray(rgb()).save(tmp_path / "a.png")
-    code, err = infer([root, tmp_path / "a.png", "--out", tmp_path / "out"], capsys)
+    code, _, err = run_cli("co2s-infer", [root, tmp_path / "a.png", "--out", tmp_path / "out"], quiet=True)
     assert code == 1 and "model.fp32.onnx" in err
     assert ("missing" if damage == "missing" else "checksum mismatch") in err
     assert outputs(tmp_path / "out") == []
 
 
-def test_usage_errors(bundle, tmp_path, capsys):
-    code, err = infer([bundle, tmp_path / "nope.png", "--out", tmp_path / "o"], capsys)
+def test_usage_errors(bundle, tmp_path, run_cli):
+    code, _, err = run_cli("co2s-infer", [bundle, tmp_path / "nope.png", "--out", tmp_path / "o"], quiet=True)
     assert code == 1 and "nope.png: no such file" in err
     Image.fromarray(rgb()).save(tmp_path / "a.png")
-    code, err = infer([bundle, tmp_path / "a.png", "--out", tmp_path / "o", "--tile-overlap", "64"], capsys)
+    code, _, err = run_cli(
+        "co2s-infer", [bundle, tmp_path / "a.png", "--out", tmp_path / "o", "--tile-overlap", "64"], quiet=True
+    )
     assert code == 1 and "--tile-overlap" in err
-    code, err = infer([bundle, tmp_path / "a.png", "--out", tmp_path / "o", "--stretch", "percentile:9"], capsys)
+    code, _, err = run_cli(
+        "co2s-infer", [bundle, tmp_path / "a.png", "--out", tmp_path / "o", "--stretch", "percentile:9"], quiet=True
+    )
     assert code == 1 and "--stretch" in err
-    code, err = infer([bundle, tmp_path / "a.png", "--out", tmp_path / "o", "--backend", "nonsense"], capsys)
+    code, _, err = run_cli(
+        "co2s-infer", [bundle, tmp_path / "a.png", "--out", tmp_path / "o", "--backend", "nonsense"], quiet=True
+    )
     assert code == 2
 
 
@@ -164,10 +175,10 @@ def test_unreadable_file_message(tmp_path, monkeypatch):
         pillow.open_pillow(tmp_path / "locked.png", InputOptions())
 
 
-def test_leftovers_of_a_killed_run_are_cleaned(bundle, tmp_path, capsys):
+def test_leftovers_of_a_killed_run_are_cleaned(bundle, tmp_path, run_cli):
     (tmp_path / "out").mkdir()
     stale = tmp_path / "out" / ".a.labels.png.999999999.0badc0de.tmp"  # co2s.files.temp_name of no such process
     stale.write_bytes(b"half a png")
     Image.fromarray(rgb()).save(tmp_path / "a.png")
-    assert infer([bundle, tmp_path / "a.png", "--out", tmp_path / "out"], capsys)[0] == 0
+    assert run_cli("co2s-infer", [bundle, tmp_path / "a.png", "--out", tmp_path / "out"], quiet=True).code == 0
     assert not stale.exists() and (tmp_path / "out" / "a.labels.png").is_file()

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from _export_helpers import NUM_CLASSES, TILE, run_cli, tiny_bundle, trained_tiny_checkpoint
+from _export_helpers import NUM_CLASSES, TILE
 
 from co2s.bundle import MANIFEST_NAME, ManifestError, load_bundle
 from co2s.bundle.formats import ONNX, PRECISIONS, get_format
@@ -24,19 +24,13 @@ pytestmark = pytest.mark.timeout(600)
 
 
 @pytest.fixture(scope="module")
-def bundle() -> Path:
-    return tiny_bundle()
+def bundle(tiny_bundle) -> Path:
+    return tiny_bundle
 
 
 @pytest.fixture(scope="module")
 def manifest(bundle):
     return load_bundle(bundle, verify=True)
-
-
-@pytest.fixture
-def cli(capsys):
-    """co2s-export in-process: args -> (exit status, stderr)."""
-    return lambda args: run_cli(args, capsys)
 
 
 def test_bundle_holds_every_precision_and_a_valid_manifest(bundle, manifest):
@@ -118,7 +112,7 @@ def test_int8_is_explicit_symmetric_qdq(bundle):
     assert per_channel > 0, "no per-channel weight quantisation"
 
 
-def test_parity_meets_thresholds_in_manifest_and_independently(bundle, manifest):
+def test_parity_meets_thresholds_in_manifest_and_independently(bundle, manifest, tiny_checkpoint):
     parity = manifest.data["parity"]
     assert parity["fp32"]["pixel_agreement"] >= 0.9999 and parity["fp32"]["max_abs_confidence_diff"] < 1e-4
     assert parity["fp32"]["max_abs_prob_diff"] < 1e-3  # probs leave the graph as float16
@@ -135,7 +129,7 @@ def test_parity_meets_thresholds_in_manifest_and_independently(bundle, manifest)
     from co2s.train.model import co2s_from_state
 
     images = np.stack([make_scene(50_000 + i, TILE)[0] for i in range(3)])
-    ckpt = load_checkpoint(trained_tiny_checkpoint())
+    ckpt = load_checkpoint(tiny_checkpoint)
     model = co2s_from_state(ckpt["model_config"], ckpt["model"]).eval()
     ref = reference_predict(model, ("clip", "dinov3"), "mean", images)
     outs = {p: run_onnx(bundle / get_format(ONNX, p).filename, images) for p in PRECISIONS}
@@ -146,11 +140,11 @@ def test_parity_meets_thresholds_in_manifest_and_independently(bundle, manifest)
     assert torch.is_tensor(torch.as_tensor(outs["fp16"]["probs"]))
 
 
-def test_triton_config_parses(cli, bundle, tmp_path):
+def test_triton_config_parses(run_cli, bundle, tmp_path):
     pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="tritonclient[grpc] validates config.pbtxt")
     from co2s.export.triton import validate_config
 
-    code, err = cli(["--from-bundle", bundle, "--triton-repo", tmp_path / "repo"])
+    code, _, err = run_cli("co2s-export", ["--from-bundle", bundle, "--triton-repo", tmp_path / "repo"])
     assert code == 0, err
     model_dir = tmp_path / "repo" / "co2s_synthetic"
     text = (model_dir / "config.pbtxt").read_text()
@@ -159,15 +153,16 @@ def test_triton_config_parses(cli, bundle, tmp_path):
     assert (model_dir / "1" / "model.onnx").stat().st_size == (
         bundle / get_format(ONNX, "fp32").filename
     ).stat().st_size
-    code, err = cli(["--from-bundle", bundle, "--triton-repo", tmp_path / "repo"])
+    code, _, err = run_cli("co2s-export", ["--from-bundle", bundle, "--triton-repo", tmp_path / "repo"])
     assert code == 1 and "--force" in err
 
 
-def test_engine_without_gpu_exits_3_and_leaves_a_complete_onnx_bundle(cli, tmp_path, monkeypatch):
+def test_engine_without_gpu_exits_3_and_leaves_a_complete_onnx_bundle(run_cli, tmp_path, monkeypatch):
     """Also the planning path: --untrained at a given preset/size."""
     monkeypatch.setenv("CO2S_FORCE_NO_GPU", "1")
     out = tmp_path / "plan"
-    code, err = cli(
+    code, _, err = run_cli(
+        "co2s-export",
         [
             "--untrained",
             "--preset",
@@ -184,7 +179,7 @@ def test_engine_without_gpu_exits_3_and_leaves_a_complete_onnx_bundle(cli, tmp_p
             "2",
             "--out",
             out,
-        ]
+        ],
     )
     assert code == 3, err
     last = err.strip().splitlines()[-1]
@@ -208,7 +203,7 @@ def test_from_bundle_engine_is_torch_free(bundle):
     assert "Traceback" not in r.stderr and "TensorRT engines are built on the target GPU" in r.stderr
 
 
-def test_dynamic_batch_max_confidence_single_student(tmp_path):
+def test_dynamic_batch_max_confidence_single_student(tmp_path, tiny_checkpoint):
     from co2s.export.options import ExportOptions
     from co2s.export.pipeline import export_bundle
 
@@ -216,7 +211,7 @@ def test_dynamic_batch_max_confidence_single_student(tmp_path):
     export_bundle(
         ExportOptions(
             out=out,
-            checkpoint=trained_tiny_checkpoint(),
+            checkpoint=tiny_checkpoint,
             fusion="max-confidence",
             batch=(1, 2, 4),
             precisions=("fp32",),
@@ -235,7 +230,7 @@ def test_dynamic_batch_max_confidence_single_student(tmp_path):
     export_bundle(
         ExportOptions(
             out=out1,
-            checkpoint=trained_tiny_checkpoint(),
+            checkpoint=tiny_checkpoint,
             students="dinov3",
             precisions=("fp32",),
             calib_count=2,
@@ -253,55 +248,57 @@ def _no_partial(out: Path) -> None:
     assert not list(out.parent.glob(f".{out.name}.*")), "partial bundle left behind"
 
 
-def test_missing_and_corrupt_checkpoint(cli, tmp_path):
+def test_missing_and_corrupt_checkpoint(run_cli, tmp_path):
     out = tmp_path / "b"
-    code, err = cli(["--checkpoint", tmp_path / "nope.pt", "--out", out])
+    code, _, err = run_cli("co2s-export", ["--checkpoint", tmp_path / "nope.pt", "--out", out])
     assert code == 1 and "error:" in err and "nope.pt" in err and "Traceback" not in err
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint at all")
-    code, err = cli(["--checkpoint", bad, "--out", out])
+    code, _, err = run_cli("co2s-export", ["--checkpoint", bad, "--out", out])
     assert code == 1 and "bad.pt" in err and "Traceback" not in err
     _no_partial(out)
 
 
-def test_class_count_differs_from_dataset(cli, tmp_path):
+def test_class_count_differs_from_dataset(run_cli, tiny_checkpoint, tmp_path):
     out = tmp_path / "b"
-    code, err = cli(["--checkpoint", trained_tiny_checkpoint(), "--dataset", "potsdam", "--out", out])
+    code, _, err = run_cli("co2s-export", ["--checkpoint", tiny_checkpoint, "--dataset", "potsdam", "--out", out])
     assert code == 1 and "tiny.pt" in err and "potsdam" in err and "classes" in err, err
     _no_partial(out)
 
 
-def test_tile_not_multiple_of_16(cli, tmp_path):
+def test_tile_not_multiple_of_16(run_cli, tiny_checkpoint, tmp_path):
     out = tmp_path / "b"
-    code, err = cli(["--checkpoint", trained_tiny_checkpoint(), "--tile", "100", "--out", out])
+    code, _, err = run_cli("co2s-export", ["--checkpoint", tiny_checkpoint, "--tile", "100", "--out", out])
     assert code == 1 and "--tile: must be a positive multiple of 16" in err and "got 100" in err
     _no_partial(out)
 
 
-def test_empty_calibration_folder(cli, tmp_path):
+def test_empty_calibration_folder(run_cli, tiny_checkpoint, tmp_path):
     out, calib = tmp_path / "b", tmp_path / "calib"
     calib.mkdir()
     (calib / "notes.txt").write_text("no images here")
-    code, err = cli(["--checkpoint", trained_tiny_checkpoint(), "--calib-data", calib, "--out", out])
+    code, _, err = run_cli("co2s-export", ["--checkpoint", tiny_checkpoint, "--calib-data", calib, "--out", out])
     assert code == 1 and "--calib-data" in err and str(calib) in err and "no images" in err
     _no_partial(out)
 
 
-def test_existing_output_without_force(cli, tmp_path):
+def test_existing_output_without_force(run_cli, tiny_checkpoint, tmp_path):
     out = tmp_path / "b"
     out.mkdir()
     (out / "keep.txt").write_text("user data")
-    code, err = cli(["--checkpoint", trained_tiny_checkpoint(), "--out", out])
+    code, _, err = run_cli("co2s-export", ["--checkpoint", tiny_checkpoint, "--out", out])
     assert code == 1 and "--out" in err and "--force" in err
     assert (out / "keep.txt").read_text() == "user data"
 
 
-def test_bad_option_values_are_one_line_errors(cli, tmp_path):
-    code, err = cli(["--checkpoint", trained_tiny_checkpoint(), "--dynamic-batch", "4:2", "--out", tmp_path / "b"])
+def test_bad_option_values_are_one_line_errors(run_cli, tiny_checkpoint, tmp_path):
+    code, _, err = run_cli(
+        "co2s-export", ["--checkpoint", tiny_checkpoint, "--dynamic-batch", "4:2", "--out", tmp_path / "b"]
+    )
     assert code == 1 and "--dynamic-batch" in err and "Traceback" not in err
-    code, err = cli(["--from-bundle", tmp_path / "missing", "--engine", "fp16"])
+    code, _, err = run_cli("co2s-export", ["--from-bundle", tmp_path / "missing", "--engine", "fp16"])
     assert code == 1 and "missing" in err
-    code, err = cli(["--checkpoint", trained_tiny_checkpoint(), "--engine", "fp8", "--out", tmp_path / "b"])
+    code, _, err = run_cli("co2s-export", ["--checkpoint", tiny_checkpoint, "--engine", "fp8", "--out", tmp_path / "b"])
     assert code == 2 and "--engine" in err and "fp8" in err  # not among the choices: a usage error
-    code, err = cli(["--checkpoint", trained_tiny_checkpoint(), "--engine", "fp16,int8", "--batch", "0"])
+    code, _, err = run_cli("co2s-export", ["--checkpoint", tiny_checkpoint, "--engine", "fp16,int8", "--batch", "0"])
     assert code == 2 and "--batch" in err and "x>=1" in err

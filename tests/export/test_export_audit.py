@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
+from conftest import REPO_ROOT
 from onnx import TensorProto, helper
 
 from co2s.export.audit import OPS_TABLE, audit_model, tensorrt_ops
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _model(nodes, inputs, outputs, opset=19, initializers=(), domains=()):
@@ -100,16 +98,16 @@ def test_double_tensors_and_range_are_reported():
 
 
 def test_ops_table_is_vendored_with_its_source_and_no_machine_paths_in_code():
-    assert OPS_TABLE.parent == REPO / "export"
+    assert OPS_TABLE.parent == REPO_ROOT / "export"
     assert "onnx-tensorrt" in OPS_TABLE.read_text().splitlines()[0]
     table = tensorrt_ops()
     assert table["Conv"] and table["LayerNormalization"] and not table["QLinearMatMul"]
     # Split so this file does not itself contain the paths it looks for.
     pattern = re.compile("/work/|/shared/data|/home/|/tmp/")
     for path in (
-        list((REPO / "export").glob("*.py"))
-        + list((REPO / "co2s_pkg" / "bundle").glob("*.py"))
-        + list((REPO / "tests").glob("test_export_*.py"))
+        list((REPO_ROOT / "export").glob("*.py"))
+        + list((REPO_ROOT / "co2s_pkg" / "bundle").glob("*.py"))
+        + list((REPO_ROOT / "tests").glob("test_export_*.py"))
     ):
         if path.name == "test_export_audit.py":
             continue

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _train_helpers import folder_dataset
 from PIL import Image
 
 from co2s.errors import Co2SInputError
@@ -20,8 +19,8 @@ def _fit(root: Path, out: Path, **kw):
     return fit(TrainConfig(dataset="mer", data_root=str(root), out=str(out), **{**SMALL, **kw}), progress=False)
 
 
-def test_good_folder_dataset_trains(tmp_path):
-    _fit(folder_dataset(tmp_path / "data"), tmp_path / "out")
+def test_good_folder_dataset_trains(tmp_path, folder_dataset):
+    _fit(folder_dataset(), tmp_path / "out")
     assert (tmp_path / "out" / "last.pt").is_file()
 
 
@@ -38,8 +37,8 @@ def test_good_folder_dataset_trains(tmp_path):
         ("empty labelled split", dict(labeled_lines=[]), ["labeled.txt", "no samples"]),
     ],
 )
-def test_bad_dataset_stops_before_training(tmp_path, problem, kw, names):
-    root = folder_dataset(tmp_path / "data", **kw)
+def test_bad_dataset_stops_before_training(tmp_path, problem, kw, names, folder_dataset):
+    root = folder_dataset(**kw)
     with pytest.raises(Co2SInputError) as e:
         _fit(root, tmp_path / "out")
     for name in names:
@@ -62,8 +61,8 @@ def synthetic_run(tmp_path_factory):
     return out
 
 
-def test_resume_with_a_checkpoint_from_another_dataset(tmp_path, synthetic_run):
-    root = folder_dataset(tmp_path / "data")
+def test_resume_with_a_checkpoint_from_another_dataset(tmp_path, synthetic_run, folder_dataset):
+    root = folder_dataset()
     # mer has 9 classes, the synthetic run 5: the class count is checked first
     with pytest.raises(Co2SInputError, match=r"last\.pt: field model_config\.num_classes is 5, expected 9"):
         fit(
@@ -78,7 +77,7 @@ def test_resume_without_a_checkpoint(tmp_path):
         fit(TrainConfig(dataset="synthetic", out=str(tmp_path), **SMALL), resume=True, progress=False)
 
 
-def test_evaluate_with_a_checkpoint_from_another_dataset(tmp_path, synthetic_run):
+def test_evaluate_with_a_checkpoint_from_another_dataset(tmp_path, synthetic_run, folder_dataset):
     with pytest.raises(Co2SInputError, match="model_config.num_classes is 5, expected 9"):
         evaluate_checkpoint(str(synthetic_run / "best.pt"), "mer", data_root=str(folder_dataset(tmp_path / "d")))
     # same class count, other classes: a YAML dataset with five other names

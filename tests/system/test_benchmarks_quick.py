@@ -6,9 +6,8 @@ import csv
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import REPO_ROOT
 
 
 def test_runtime_matrix_quick(tmp_path):
@@ -16,7 +15,7 @@ def test_runtime_matrix_quick(tmp_path):
     r = subprocess.run(
         [
             sys.executable,
-            str(ROOT / "benchmarks/runtime_matrix.py"),
+            str(REPO_ROOT / "benchmarks/runtime_matrix.py"),
             "--quick",
             "--batches",
             "1,2",
@@ -69,7 +68,7 @@ def test_accuracy_quick(tmp_path):
     r = subprocess.run(
         [
             sys.executable,
-            str(ROOT / "benchmarks/accuracy.py"),
+            str(REPO_ROOT / "benchmarks/accuracy.py"),
             "--quick",
             "--iters",
             "10",
@@ -112,11 +111,11 @@ def test_accuracy_quick(tmp_path):
 def test_soak_quick(tmp_path):
     """benchmarks/soak.py --quick on a fake bundle: samples, summary and chart are written, memory stays flat
     (exit 0), and a deliberate leak (--inject-leak-kb) is caught (exit 1, FAIL)."""
-    from runtime_fakes import make_bundle
+    from fakes.runtime import make_bundle
 
     bundle = make_bundle(tmp_path / "bundle", tile=64, num_classes=4, probs=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, str(ROOT / "benchmarks/soak.py"), "--quick", "--bundle", str(bundle), "--threads", "1"]
+    cmd = [sys.executable, str(REPO_ROOT / "benchmarks/soak.py"), "--quick", "--bundle", str(bundle), "--threads", "1"]
     r = subprocess.run(
         cmd + ["--out-dir", str(tmp_path / "res"), "--work", str(tmp_path / "work")],
         env=env,
@@ -151,7 +150,7 @@ def test_train_compare_seeds_and_reuse(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [
         sys.executable,
-        str(ROOT / "benchmarks/train_compare.py"),
+        str(REPO_ROOT / "benchmarks/train_compare.py"),
         "--datasets",
         "synthetic",
         "--methods",

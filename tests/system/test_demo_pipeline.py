@@ -9,9 +9,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from conftest import REPO_ROOT
 from PIL import Image
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_demo_chain_produces_every_artefact(tmp_path):
@@ -27,7 +26,7 @@ def test_demo_chain_produces_every_artefact(tmp_path):
         "EXPORT_EXTRA": "--allow-degraded",
     }
     r = subprocess.run(
-        ["bash", str(ROOT / "scripts/demo.sh"), str(out)], env=env, capture_output=True, text=True, timeout=1200
+        ["bash", str(REPO_ROOT / "scripts/demo.sh"), str(out)], env=env, capture_output=True, text=True, timeout=1200
     )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     for name in (

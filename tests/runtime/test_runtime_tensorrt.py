@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from fakes.api import FakeApiError
 from fakes.gpu import Gpu
+from fakes.runtime import bundle_with_engine, make_bundle
 from fakes.tensorrt import TENSORRT_KEYS, VERSIONS, install
-from runtime_fakes import make_bundle
 
 from co2s.bundle import Artefact, artefact_record, load_bundle, read_manifest, write_manifest
 from co2s.bundle.formats import get_format
@@ -44,20 +44,6 @@ def test_engine_compatibility_rules():
     assert engine_mismatch(_art(vc=True), "10.2.0", (8, 7), "Orin") is not None  # older runtime
     assert engine_mismatch(_art(cc=(8, 0), hw="ampere_plus"), "10.3.0", (9, 0), "H100") is None
     assert engine_mismatch(_art(cc=(8, 0), hw="ampere_plus"), "10.3.0", (7, 5), "T4") is not None
-
-
-def bundle_with_engine(root: Path, *, version="10.3.0", cc="8.7", device="Orin") -> Path:
-    make_bundle(root, tile=32, precisions=("fp32", "fp16"))
-    engine = get_format("engine", "fp16")
-    (root / engine.filename).write_bytes(b"\x00plan-bytes-only-a-GPU-can-read" * 10)
-    data = read_manifest(root)
-    data["artifacts"][engine.key] = artefact_record(
-        root,
-        engine,
-        tensorrt={"version": version, "strongly_typed": True, "device": {"name": device, "compute_capability": cc}},
-    )
-    write_manifest(root, data)
-    return root
 
 
 def test_mismatched_engine_is_refused_with_a_rebuild_command(tmp_path, monkeypatch):
@@ -220,7 +206,7 @@ def _assert_released(gpu) -> None:
 def test_tensorrt_orchestration_with_stand_in_modules(tmp_path, monkeypatch, api_key, cuda_graph):
     """Slots, pinned staging, padding, copy-back and event timings, without a GPU (the real API is exercised by
     the GPU tests above)."""
-    from runtime_fakes import pixel_rule
+    from fakes.runtime import pixel_rule
 
     from co2s.runtime.pipeline import predict_array
     from co2s.runtime.profiler import StageProfiler
@@ -251,7 +237,7 @@ def test_tensorrt_orchestration_with_stand_in_modules(tmp_path, monkeypatch, api
 
 
 def test_cuda_graphs_replace_the_enqueue_after_the_first_batch_of_each_size(tmp_path, monkeypatch):
-    from runtime_fakes import pixel_rule
+    from fakes.runtime import pixel_rule
 
     gpu, b = _stand_in(tmp_path, monkeypatch)
     be = TensorRTBackend(b, "fp16", cuda_graph=True, slots=1)
@@ -272,7 +258,7 @@ def test_cuda_graphs_replace_the_enqueue_after_the_first_batch_of_each_size(tmp_
 
 @pytest.mark.parametrize("fail", ["cudaStreamBeginCapture", "cudaStreamEndCapture", "cudaGraphInstantiate"])
 def test_a_failed_capture_turns_graphs_off_without_running_the_batch_again(tmp_path, monkeypatch, caplog, fail):
-    from runtime_fakes import pixel_rule
+    from fakes.runtime import pixel_rule
 
     gpu, b = _stand_in(tmp_path, monkeypatch)
     gpu.fail.add(fail)

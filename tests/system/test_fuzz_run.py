@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import DATA, REPO_ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
-FUZZ = ROOT / "benchmarks" / "fuzz"
-REGRESSIONS = Path(__file__).with_name("data") / "fuzz_regressions"
+FUZZ = REPO_ROOT / "benchmarks" / "fuzz"
+REGRESSIONS = DATA / "fuzz_regressions"
 SUMMARY = re.compile(r"fuzz (\w+): (\d+) s, (\d+) executions \((\d+)/s\), coverage (\d+) edges.*?(\d+) crash\(es\)")
 
 

@@ -9,56 +9,20 @@ In a message cell, `…` stands for any text (paths, numbers that depend on the 
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from _export_helpers import trained_tiny_checkpoint
 from _train_helpers import folder_dataset
+from conftest import REPO_ROOT, TESTS_ROOT
+from fakes.runtime import damaged_bundle, make_bundle, png_bytes, rgb, truncated_png
 from PIL import Image
-from runtime_fakes import damaged_bundle, make_bundle, png_bytes, rgb, truncated_png
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = REPO_ROOT / "README.md"
 START, END = "<!-- bad-input-table:start -->", "<!-- bad-input-table:end -->"
 
 pytestmark = pytest.mark.timeout(600)
-
-
-# ------------------------------------------------------------------------------------------------ the CLIs, in-process
-def _exit_and_stderr(call, capsys) -> tuple[int, str]:
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as e:
-        call()
-    return int(e.value.code or 0), capsys.readouterr().err
-
-
-def train(argv, capsys, monkeypatch):
-    from co2s.train.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["co2s-train", *map(str, argv)])
-    return _exit_and_stderr(main, capsys)
-
-
-def export(argv, capsys, monkeypatch):
-    from co2s.export.cli import main
-
-    return _exit_and_stderr(lambda: main([str(a) for a in argv]), capsys)
-
-
-def infer(argv, capsys, monkeypatch):
-    from co2s.runtime.cli import infer_main
-
-    return _exit_and_stderr(lambda: infer_main([str(a) for a in argv] + ["-q"]), capsys)
-
-
-def bench(argv, capsys, monkeypatch):
-    from co2s.runtime.cli import bench_main
-
-    return _exit_and_stderr(lambda: bench_main([str(a) for a in argv]), capsys)
-
-
-CLIS = {"co2s-train": train, "co2s-export": export, "co2s-infer": infer, "co2s-bench": bench}
 
 
 # ------------------------------------------------------------------------------------------------ inputs
@@ -310,10 +274,10 @@ def test_every_row_has_a_case_and_every_case_a_row():
 
 
 @pytest.mark.parametrize("row", table_rows(), ids=lambda r: f"{r[0]}: {r[1]}")
-def test_readme_row_is_what_the_user_sees(row, tmp_path, capsys, monkeypatch):
+def test_readme_row_is_what_the_user_sees(row, tmp_path, run_cli):
     cli, what, code, seen = row
     argv = CASES[(cli, what)](tmp_path)
-    got_code, err = CLIS[cli](argv, capsys, monkeypatch)
+    got_code, _, err = run_cli(cli, argv, quiet=cli == "co2s-infer")
     flat = " ".join(err.split())
     assert got_code == code, f"{cli} {what}: exit {got_code}, README says {code}\n{err}"
     assert message_pattern(seen).search(flat), f"{cli} {what}: README says {seen}\nthe CLI printed:\n{err}"
@@ -325,7 +289,7 @@ def test_fault_table_names_tests_that_exist():
     text = README.read_text().split(END, 1)[-1].split("\n## ", 1)[0]
     cited = set(re.findall(r"`(test_\w+)`", text))
     assert len(cited) >= 10, f"{README}: the faults table cites {len(cited)} tests"
-    here = Path(__file__).parent
+    here = TESTS_ROOT / "system"
     defined = {
         m
         for f in ("test_resource_faults.py", "test_kill_safety.py")

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import DATA, REPO_ROOT
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -30,8 +31,7 @@ from co2s.errors import Co2SInputError
 from co2s.runtime.io import InputOptions, Stretch, open_source
 from co2s.runtime.tiling import NODATA_LABEL, Stitcher, TileGrid, pad_to_tile, parse_overlap
 
-ROOT = Path(__file__).resolve().parents[1]
-REGRESSIONS = Path(__file__).with_name("data") / "fuzz_regressions"
+REGRESSIONS = DATA / "fuzz_regressions"
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 try:
@@ -440,7 +440,7 @@ def test_grid_rejects_unusable_sizes_with_input_error():
 # ------------------------------------------------------------------------------------------------ manifest
 def valid_manifest() -> tuple[dict, bytes]:
     """The fuzz corpus's engine manifest (every field the runtime reads) and the model bytes it points at."""
-    data = json.loads((ROOT / "benchmarks/fuzz/corpus/manifest/engine.json").read_text())
+    data = json.loads((REPO_ROOT / "benchmarks/fuzz/corpus/manifest/engine.json").read_text())
     return data, b"co2s fuzz stand-in for an ONNX model\n"
 
 

@@ -6,12 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REPO_ROOT
 from PIL import Image
 
 from co2s.errors import Co2SInputError
 from co2s.train.data import DubaiPatches, build_splits, default_dubai_root, dubai_splits, get_dataset_info
 
-REAL_ROOT = Path(__file__).resolve().parents[1].parent / "shared/data/dubai_aerial"
+REAL_ROOT = REPO_ROOT.parent / "shared/data/dubai_aerial"
 INFO = get_dataset_info("dubai")
 COLORS = np.array([*INFO.label_colors, (0, 0, 0)], np.uint8)  # code 6 = black = ignore
 

@@ -7,10 +7,9 @@ import json
 
 import numpy as np
 import pytest
+from fakes.runtime import make_bundle
 from PIL import Image
-from runtime_fakes import make_bundle
 
-from co2s.runtime.cli import bench_main, infer_main
 from co2s.runtime.profiler import STAGES, StageProfiler, render_markdown, render_table
 
 STAT_FIELDS = {"count", "total_ms", "mean_ms", "p50_ms", "p90_ms", "p99_ms", "max_ms", "source"}
@@ -86,13 +85,11 @@ def test_stage_statistics_and_warmup_exclusion():
         assert word in table and word in md
 
 
-def test_infer_profile_writes_json_and_markdown(tmp_path, capsys):
+def test_infer_profile_writes_json_and_markdown(tmp_path, run_cli):
     bundle = make_bundle(tmp_path / "b", tile=32)
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (90, 120, 3), dtype=np.uint8)).save(tmp_path / "a.png")
-    with pytest.raises(SystemExit) as e:
-        infer_main([str(bundle), str(tmp_path / "a.png"), "--out", str(tmp_path / "out"), "--profile", "-q"])
-    assert e.value.code == 0
-    err = capsys.readouterr().err
+    code, _, err = run_cli("co2s-infer", [bundle, tmp_path / "a.png", "--out", tmp_path / "out", "--profile", "-q"])
+    assert code == 0
     assert "compute" in err and "tiles/s" in err
     rep = json.loads((tmp_path / "out" / "profile.json").read_text())
     check_report(rep)
@@ -104,28 +101,14 @@ def test_infer_profile_writes_json_and_markdown(tmp_path, capsys):
     assert "| compute |" in (tmp_path / "out" / "profile.md").read_text()
 
 
-def test_bench_cli_reports_every_precision_and_batch(tmp_path, capsys):
+def test_bench_cli_reports_every_precision_and_batch(tmp_path, run_cli):
     bundle = make_bundle(tmp_path / "b", tile=32, precisions=("fp32", "int8"))
-    with pytest.raises(SystemExit) as e:
-        bench_main(
-            [
-                str(bundle),
-                "--precision",
-                "all",
-                "--batch",
-                "1,4",
-                "--calls",
-                "5",
-                "--warmup",
-                "2",
-                "--json",
-                str(tmp_path / "bench.json"),
-                "--markdown",
-                str(tmp_path / "bench.md"),
-            ]
-        )
-    assert e.value.code == 0
-    out = capsys.readouterr().out
+    code, out, _ = run_cli(
+        "co2s-bench",
+        [bundle, "--precision", "all", "--batch", "1,4", "--calls", "5", "--warmup", "2"]
+        + ["--json", tmp_path / "bench.json", "--markdown", tmp_path / "bench.md"],
+    )
+    assert code == 0
     assert "p99 ms" in out and "int8" in out
     reports = json.loads((tmp_path / "bench.json").read_text())["reports"]
     assert [(r["precision"], r["batch"]) for r in reports] == [("fp32", 1), ("fp32", 4), ("int8", 1), ("int8", 4)]
@@ -138,8 +121,7 @@ def test_bench_cli_reports_every_precision_and_batch(tmp_path, capsys):
     assert "agreement vs FP32" in md and "| ort-cpu | int8 | 4 |" in md
 
 
-def test_bench_rejects_a_batch_the_model_cannot_take(tmp_path, capsys):
+def test_bench_rejects_a_batch_the_model_cannot_take(tmp_path, run_cli):
     bundle = make_bundle(tmp_path / "b", tile=32, batch=(1, 1, 1))
-    with pytest.raises(SystemExit) as e:
-        bench_main([str(bundle), "--batch", "4", "--calls", "1"])
-    assert e.value.code == 1 and "at most 1" in capsys.readouterr().err
+    code, _, err = run_cli("co2s-bench", [bundle, "--batch", "4", "--calls", "1"])
+    assert code == 1 and "at most 1" in err
