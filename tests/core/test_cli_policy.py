@@ -74,29 +74,25 @@ def image(tmp_path_factory):
     return p
 
 
-# tool -> (tool, ok argv, bad-input argv, where KeyboardInterrupt is injected while it works)
+# tool -> (ok argv, bad-input argv, where KeyboardInterrupt is injected while it works)
 def _tools(tmp: Path, bundle: Path, image: Path) -> dict:
     return {
         "co2s-train": (
-            "co2s-train",
             ["info", "--preset", "tiny", "--num-classes", "3", "--tile", "32"],
             ["prototypes", "--dataset", "atlantis", "--preset", "tiny", "--out", tmp / "p.npy"],
             ("co2s.train.model", "build_co2s"),  # `info` imports it when it runs
         ),
         "co2s-export": (
-            "co2s-export",
             ["--list-formats"],
             ["--checkpoint", tmp / "nope.pt", "--out", tmp / "x"],
             ("co2s.export.pipeline", "export_bundle"),
         ),
         "co2s-infer": (
-            "co2s-infer",
             [bundle, image, "--out", tmp / "out"],
             [bundle, tmp / "nope.png", "--out", tmp / "out"],
             ("co2s.runtime.pipeline", "InferencePipeline.run"),
         ),
         "co2s-bench": (
-            "co2s-bench",
             [bundle, "--calls", "1", "--warmup", "0"],
             [(tmp / "empty").mkdir() or tmp / "empty"],
             ("co2s.runtime.bench", "run_bench"),
@@ -113,23 +109,23 @@ INTERRUPT_ARGV = {
 
 @pytest.mark.parametrize("tool", TOOLS)
 def test_ok_bad_input_and_usage_error(tool, tmp_path, bundle, image, run_cli):
-    tool_name, ok, bad, _ = _tools(tmp_path, bundle, image)[tool]
-    code, _, err = run_cli(tool_name, ok)
+    ok, bad, _ = _tools(tmp_path, bundle, image)[tool]
+    code, _, err = run_cli(tool, ok)
     assert code == EXIT_OK, err
-    code, _, err = run_cli(tool_name, bad)
+    code, _, err = run_cli(tool, bad)
     assert code == EXIT_FAILED, err
     assert [ln for ln in err.splitlines() if ln.startswith("error: ")] and "Traceback" not in err, err
-    code, _, err = run_cli(tool_name, [*ok, "--no-such-option"])
+    code, _, err = run_cli(tool, [*ok, "--no-such-option"])
     assert code == EXIT_USAGE and "No such option" in err and "Usage:" in err, err
 
 
 @pytest.mark.parametrize("tool", TOOLS)
 def test_quiet_and_verbose_are_accepted(tool, tmp_path, bundle, image, run_cli):
-    tool_name, ok, _, _ = _tools(tmp_path, bundle, image)[tool]
+    ok, _, _ = _tools(tmp_path, bundle, image)[tool]
     for flag in ("-q", "--quiet", "-v", "--verbose"):
-        code, _, err = run_cli(tool_name, [*ok, flag])
+        code, _, err = run_cli(tool, [*ok, flag])
         assert code == EXIT_OK, (flag, err)
-    code, _, err = run_cli(tool_name, [*ok, "-q", "-v"])
+    code, _, err = run_cli(tool, [*ok, "-q", "-v"])
     assert code == EXIT_USAGE and "exclusive" in err
 
 
@@ -151,7 +147,7 @@ def test_ctrl_c_while_working_exits_130(tool, tmp_path, bundle, image, run_cli, 
     """KeyboardInterrupt raised inside the tool's main work (what SIGINT does to the main thread)."""
     import importlib
 
-    tool_name, ok, _, (module, attribute) = _tools(tmp_path, bundle, image)[tool]
+    ok, _, (module, attribute) = _tools(tmp_path, bundle, image)[tool]
     *owner, name = attribute.split(".")
     target = importlib.import_module(module)
     for part in owner:
@@ -162,7 +158,7 @@ def test_ctrl_c_while_working_exits_130(tool, tmp_path, bundle, image, run_cli, 
 
     monkeypatch.setattr(target, name, interrupted)
     argv = [a.format(tmp=tmp_path) if isinstance(a, str) else a for a in INTERRUPT_ARGV.get(tool, ok)]
-    code, _, err = run_cli(tool_name, argv)
+    code, _, err = run_cli(tool, argv)
     assert code == EXIT_INTERRUPTED, err
     assert "interrupted" in err and "Traceback" not in err
 
