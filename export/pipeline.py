@@ -22,7 +22,7 @@ from co2s.bundle.manifest import FORMAT, SCHEMA_VERSION
 from co2s.cli import step_progress
 from co2s.errors import Co2SInputError
 
-from .bundle import AtomicBundle, check_output_dir, check_output_writable, clean_leftovers
+from .writer import AtomicBundle, check_output_dir, check_output_writable, clean_leftovers
 from .engines import add_engines
 from .options import BOTH, ExportCheckError, ExportOptions, ExportResult
 
@@ -147,7 +147,7 @@ def export_bundle(opts: ExportOptions) -> ExportResult:
     t_start = time.perf_counter()
     # cheap checks first: nothing heavy is imported and nothing is written if these fail
     if opts.tile is not None:
-        formats.check_patch_multiple(opts.tile, "--tile")
+        formats.check_model_input(opts.tile, "--tile")
     for msg in clean_leftovers(opts.out):  # what a killed export left: may put a previous bundle back first
         log(msg)
     check_output_dir(opts.out, opts.force)
@@ -198,7 +198,7 @@ def _export(opts: ExportOptions, log, t_start: float, precisions: tuple[str, ...
 
     steps.next("loading the model and the calibration tiles")
     model, preset, dataset, ckpt_record, tile = load_model(opts)
-    formats.check_patch_multiple(tile, "--tile")
+    formats.check_model_input(tile, "--tile")
     students = _student_names(model, opts.students)
     config = DeployConfig(students, opts.fusion, tile, opts.probs)
     calib = load_calibration(opts.calib_data, opts.calib_count, tile)

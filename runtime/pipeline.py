@@ -49,6 +49,9 @@ log = logging.getLogger("co2s.runtime")
 STOP_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})  # write failures that end a folder run
 
 
+_STOP_GRACE_S = 30.0  # how long a stopped run waits for its threads before exiting anyway
+
+
 @dataclass(frozen=True)
 class InferOptions:
     overlap: int | None = None  # pixels; None = tile/6
@@ -293,6 +296,11 @@ class InferencePipeline:
         except BaseException:
             self._stop.set()
             self._abort_open_jobs()
+            # let the batch in flight finish: a thread still inside onnxruntime when the interpreter exits
+            # aborts the process ("terminate called without an active exception") instead of exiting 130
+            for t in threads:
+                if t.is_alive():
+                    t.join(_STOP_GRACE_S)
             raise
         finally:
             self.profiler.stop()

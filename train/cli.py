@@ -128,7 +128,7 @@ def info(preset: str, num_classes: int, tile: int | None, timed: bool) -> None:
     "--preset",
     default="paper",
     show_default=True,
-    help="paper (ViT-B/16 pair, spec schedule) or tiny (small students, CPU)",
+    help="paper (ViT-B/16 pair, the paper's schedule: docs/method.md §9) or tiny (small students, CPU)",
 )
 @click.option(
     "--method",

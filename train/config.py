@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields, replace
 
-from co2s.bundle.formats import check_patch_multiple
+from co2s.bundle.formats import check_model_input
 from co2s.errors import Co2SInputError
 
 
@@ -133,7 +133,7 @@ def resolve(cfg: TrainConfig, *, dataset_name: str, crop_size: int, num_unlabele
     for name in ("iters", "batch_size", "eval_every", "log_every"):
         if getattr(cfg, name) < 1:
             raise Co2SInputError(f"--{name.replace('_', '-')}: must be >= 1, got {getattr(cfg, name)}")
-    check_patch_multiple(cfg.crop, "--crop")
+    check_model_input(cfg.crop, "--crop")
     if cfg.amp not in (None, "bf16", "fp16"):
         raise Co2SInputError(f"--amp: expected bf16 or fp16, got {cfg.amp!r}")
     if not 0 < cfg.tau <= 1:

@@ -128,6 +128,21 @@ def check_patch_multiple(value, option: str) -> int:
     return value
 
 
+# The VLG head average-pools its deepest (1/16) map in 4 x 4 windows (docs/method.md §4): a model input must give
+# that map at least 4 patches a side.
+MIN_MODEL_INPUT = 4 * PATCH_SIZE
+
+
+def check_model_input(value, option: str) -> int:
+    """`value` if it is a model input size the Co2S pair takes (a multiple of PATCH_SIZE, at least MIN_MODEL_INPUT)."""
+    check_patch_multiple(value, option)
+    if value < MIN_MODEL_INPUT:
+        raise Co2SInputError(
+            f"{option}: must be at least {MIN_MODEL_INPUT} (the head pools 4 x 4 patches of {PATCH_SIZE} px), got {value}"
+        )
+    return value
+
+
 def default_overlap(tile: int) -> int:
     """Pixels two neighbouring tiles share by default: ceil(tile / 6), i.e. the reference's stride int(5/6 tile)."""
     return math.ceil(tile * DEFAULT_OVERLAP_FRACTION)

@@ -103,7 +103,7 @@ def _tools(tmp: Path, bundle: Path, image: Path) -> dict:
 TOOLS = ("co2s-train", "co2s-export", "co2s-infer", "co2s-bench")
 INTERRUPT_ARGV = {
     "co2s-train": ["info", "--preset", "tiny", "--num-classes", "3", "--tile", "32"],
-    "co2s-export": ["--untrained", "--preset", "tiny", "--num-classes", "3", "--tile", "32", "--out", "{tmp}/b"],
+    "co2s-export": ["--untrained", "--preset", "tiny", "--num-classes", "3", "--tile", "64", "--out", "{tmp}/b"],
 }
 
 
@@ -205,7 +205,7 @@ def test_sigint_to_co2s_infer_exits_130_and_leaves_no_output(tmp_path, bundle):
 
 def test_sigint_to_co2s_train_exits_130(tmp_path):
     out = tmp_path / "run"
-    small = "--preset tiny --crop 32 --image-size 32 --num-labeled 2 --num-unlabeled 2 --num-val 1 --batch-size 1"
+    small = "--preset tiny --crop 64 --image-size 64 --num-labeled 2 --num-unlabeled 2 --num-val 1 --batch-size 1"
     code, err = _sigint(
         [BIN / "co2s-train", "--dataset", "synthetic", *small.split(), "--iters", "100000", "--out", out],
         lambda: (out / "config.yaml").exists(),

@@ -262,7 +262,7 @@ def test_export_killed_mid_write_leaves_no_bundle_and_the_rerun_cleans_up(tmp_pa
 def test_export_killed_between_the_renames_of_force_keeps_the_previous_bundle(tmp_path, capsys):
     """--force moves the previous bundle aside, then renames the new one in: a kill between the two renames must
     not lose the previous bundle. The next export to that place puts it back (and reports it) first."""
-    from co2s.export.bundle import AtomicBundle
+    from co2s.export.writer import AtomicBundle
 
     out = make_bundle(tmp_path / "bundles" / "b", tile=32)
     before = _tree(out)
@@ -272,7 +272,7 @@ def test_export_killed_between_the_renames_of_force_keeps_the_previous_bundle(tm
         """
         import os, signal, sys
         from pathlib import Path
-        from co2s.export.bundle import AtomicBundle
+        from co2s.export.writer import AtomicBundle
 
         _real_replace = os.replace
         calls = 0
