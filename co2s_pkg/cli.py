@@ -86,6 +86,9 @@ def setup_logging(*, quiet: bool = False, verbose: bool = False) -> None:
     log.handlers[:] = [_StderrHandler()]
     log.setLevel(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO)
     log.propagate = False
+    for name, child in logging.root.manager.loggerDict.items():  # co2s.runtime, ...: -q/-v decide for them too
+        if name.startswith("co2s.") and isinstance(child, logging.Logger):
+            child.setLevel(logging.NOTSET)
     _state["progress"] = not quiet
     for name in _CHATTY_LIBRARIES:
         logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.ERROR)

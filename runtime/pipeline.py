@@ -600,17 +600,17 @@ def run_inference(
 
 def check_rgb_array(rgb) -> None:
     """predict_array takes what Pillow and rasterio-to-numpy users hold: uint8 height x width x 3."""
+    if isinstance(rgb, np.ndarray) and rgb.ndim == 3 and rgb.shape[2] == 3 and rgb.size and rgb.dtype == np.uint8:
+        return
     shape = "x".join(map(str, getattr(rgb, "shape", ()))) or "no shape"
-    dtype = getattr(rgb, "dtype", type(rgb).__name__)
-    if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or min(rgb.shape) == 0:
+    got = f"{getattr(rgb, 'dtype', type(rgb).__name__)} {shape}"
+    if isinstance(rgb, np.ndarray) and rgb.ndim == 3 and rgb.shape[2] == 3 and rgb.size:
+        hint = " (scale to 0-255 and convert first)"
+    elif isinstance(rgb, np.ndarray) and rgb.ndim == 3 and rgb.shape[0] == 3:
+        hint = " (channels first: pass np.moveaxis(rgb, 0, -1))"
+    else:
         hint = ""
-        if isinstance(rgb, np.ndarray) and rgb.ndim == 3 and rgb.shape[0] == 3 and rgb.shape[2] != 3:
-            hint = " (channels first: pass np.moveaxis(rgb, 0, -1))"
-        raise Co2SInputError(f"predict_array expects a uint8 HxWx3 RGB array, got {dtype} {shape}{hint}")
-    if rgb.dtype != np.uint8:
-        raise Co2SInputError(
-            f"predict_array expects a uint8 HxWx3 RGB array, got {dtype} {shape} (scale to 0-255 and convert first)"
-        )
+    raise Co2SInputError(f"predict_array expects a uint8 HxWx3 RGB array, got {got}{hint}")
 
 
 def predict_array(

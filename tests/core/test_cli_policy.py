@@ -130,6 +130,12 @@ def test_quiet_and_verbose_are_accepted(tool, tmp_path, bundle, image, run_cli):
 
 
 def test_quiet_silences_progress_lines_and_verbose_adds_detail(bundle, run_cli):
+    import logging
+
+    logging.getLogger("co2s.runtime").setLevel(
+        logging.ERROR
+    )  # as a library user (or the fuzz harness) might: -q/-v win
+
     def bench(*flags):
         r = run_cli("co2s-bench", [bundle, "--calls", "1", "--warmup", "0", *flags])
         return r.out, r.err
