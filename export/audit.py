@@ -49,9 +49,6 @@ class AuditReport:
     def ok(self) -> bool:
         return not self.errors
 
-    def summary(self) -> str:
-        return "; ".join(self.errors) if self.errors else "ok"
-
 
 @functools.lru_cache(maxsize=1)
 def tensorrt_ops() -> dict[str, bool]:

@@ -22,9 +22,9 @@ from co2s.bundle.manifest import FORMAT, SCHEMA_VERSION
 from co2s.cli import step_progress
 from co2s.errors import Co2SInputError
 
-from .writer import AtomicBundle, check_output_dir, check_output_writable, clean_leftovers
 from .engines import add_engines
 from .options import BOTH, ExportCheckError, ExportOptions, ExportResult
+from .writer import AtomicBundle, check_output_dir, check_output_writable, clean_leftovers
 
 
 def parse_batch(batch: int | None, dynamic: str | None) -> tuple[int, int, int]:

@@ -30,7 +30,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -596,9 +596,6 @@ def run_inference(
     return InferencePipeline(bundle, backend, out_dir, options, profiler=profiler, progress=progress).run(
         specs, ignored
     )
-
-
-ProgressFactory = Callable[[], Progress]
 
 
 def check_rgb_array(rgb) -> None:

@@ -78,14 +78,3 @@ def tiny_bundle() -> Path:
         ExportOptions(out=out, checkpoint=trained_tiny_checkpoint(), calib_count=12, probs=True, log=lambda *_: None)
     )
     return out
-
-
-def run_cli(args: list[str], capsys) -> tuple[int, str]:
-    """Run co2s-export in-process; returns (exit status, stderr)."""
-    import pytest
-
-    from co2s.export.cli import main
-
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in args])
-    return int(e.value.code or 0), capsys.readouterr().err

@@ -20,8 +20,8 @@ benchmarks/fuzz/artifacts/<target>/, git-ignored) and the exit status is 1.
 Turning a crash into a regression test:
   1. replay it:  python benchmarks/fuzz/fuzz_runtime.py image --replay benchmarks/fuzz/artifacts/image/crash-<sha1>
   2. copy it to tests/data/fuzz_regressions/<what>.<tif|png|jpg|json> (or inline the bytes if they are few): every
-     file there is replayed through its target by tests/test_fuzz_run.py (.json: manifest, others: image);
-  3. add a named test_regression_<what> in tests/test_fuzz_properties.py that opens it through the public entry
+     file there is replayed through its target by tests/system/test_fuzz_run.py (.json: manifest, others: image);
+  3. add a named test_regression_<what> in tests/system/test_fuzz_properties.py that opens it through the public entry
      point (`co2s.runtime.io.open_source`, `co2s.bundle.load_bundle`) and asserts the clear Co2SInputError message, then fix the
      owning runtime module until it passes.
 """

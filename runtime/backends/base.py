@@ -14,8 +14,6 @@ context and its buffers serve one batch at a time). `want_outputs` sets a defaul
 
 from __future__ import annotations
 
-import functools
-import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -55,16 +53,6 @@ class Backend(ABC):
     in_flight: int = 1  # batches that may be queued before the oldest must be collected
     on_gpu: bool = False
     wanted: frozenset[str] | None = None  # outputs the caller uses (None: all); the rest is not copied back
-
-    def __init_subclass__(cls, **kw):
-        """Backends written against the older `run(tiles, profiler)` / `submit(tiles, profiler)` still take the
-        per-call `outputs=` keyword: it is accepted and ignored (they return what they return; callers filter)."""
-        super().__init_subclass__(**kw)
-        for meth in ("run", "submit"):
-            f = cls.__dict__.get(meth)
-            if f is None or getattr(f, "__isabstractmethod__", False) or _takes_outputs(f):
-                continue
-            setattr(cls, meth, _ignore_outputs(f))
 
     def want_outputs(self, names) -> None:
         """Default outputs to copy back for calls that pass no `outputs` (e.g. no `probs` unless blending: it is N
@@ -121,19 +109,3 @@ class Backend(ABC):
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def _takes_outputs(f) -> bool:
-    try:
-        params = inspect.signature(f).parameters.values()
-    except (TypeError, ValueError):
-        return True
-    return any(p.name == "outputs" or p.kind is p.VAR_KEYWORD for p in params)
-
-
-def _ignore_outputs(f):
-    @functools.wraps(f)
-    def wrapper(self, tiles, profiler=None, *, outputs=None):
-        return f(self, tiles, profiler)
-
-    return wrapper

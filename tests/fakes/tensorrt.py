@@ -1,7 +1,7 @@
 """A stand-in `tensorrt` module, checked against the recorded TensorRT API of one version (10.3 or 11.4).
 
 Runtime side: the "engine" reads uint8 NHWC tiles from the pretend device memory (tests/fakes/gpu.py) and writes
-`runtime_fakes.pixel_rule`'s outputs, so results can be compared exactly; an enqueue on a capturing stream is
+`fakes.runtime.pixel_rule`'s outputs, so results can be compared exactly; an enqueue on a capturing stream is
 recorded into the capture instead of run. Builder side: the build "succeeds" with the given plan bytes and extends
 the timing cache it was given. Every call the real API can fail returns what the real one returns on failure
 (False, -1, None) or raises what it raises (TypeError for a nullptr from a factory) when named in `gpu.fail`.
@@ -38,7 +38,7 @@ def tensorrt_module(
     plan: bytes = b"\x00plan",
     version: str | None = None,
 ) -> FakeModule:
-    from runtime_fakes import pixel_rule
+    from fakes.runtime import pixel_rule
 
     api = Api(api_key)
     gpu = gpu or Gpu()

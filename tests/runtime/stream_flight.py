@@ -9,7 +9,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
-from runtime_fakes import FakeBackend
+from fakes.runtime import FakeBackend
 
 from co2s.bundle import BatchSpec
 from co2s.runtime.backends.base import BackendInfo

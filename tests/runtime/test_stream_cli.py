@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from runtime_fakes import make_bundle
+from fakes.runtime import make_bundle
 from stream_flight import count_frames, write_flight
 
 pytest.importorskip("av", reason="the streaming tests need PyAV (pip install 'co2s[video]')")

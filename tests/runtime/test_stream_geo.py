@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 
 import pytest
-from runtime_fakes import FakeBackend, make_bundle
+from fakes.runtime import FakeBackend, make_bundle
 from stream_flight import write_flight
 
 from co2s.bundle import BatchSpec

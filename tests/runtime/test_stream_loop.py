@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fakes.runtime import FakeBackend, make_bundle
 from PIL import Image
-from runtime_fakes import FakeBackend, make_bundle
 from stream_flight import FPS, SleepyBackend, flight_frames, write_flight
 
 from co2s.bundle import BatchSpec

@@ -12,8 +12,8 @@ import ast
 from pathlib import Path
 
 import pytest
+from conftest import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 PACKAGE_DIRS = {"co2s": "co2s_pkg", "co2s.train": "train", "co2s.export": "export", "co2s.runtime": "runtime"}
 STAGES = ("co2s.train", "co2s.export", "co2s.runtime")
 # what each layer may import from the project (besides itself)
@@ -29,7 +29,7 @@ RUNTIME_FORBIDDEN = ("torch", "torchvision", "timm", "open_clip")
 def _modules() -> dict[str, Path]:
     mods = {}
     for pkg, folder in PACKAGE_DIRS.items():
-        base = ROOT / folder
+        base = REPO_ROOT / folder
         for path in base.rglob("*.py"):
             rel = path.relative_to(base).with_suffix("")
             parts = [p for p in rel.parts if p != "__init__"]
