@@ -22,8 +22,6 @@ Threads: ORT, torch and numpy all use --threads (default $OMP_NUM_THREADS, else 
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import os
 import shutil
 import sys
@@ -33,6 +31,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+import common  # noqa: E402  (benchmarks/common.py, beside this script)
 
 
 def _default_threads() -> int:
@@ -422,15 +421,7 @@ COLUMNS = [
 
 
 def write_outputs(out: Path, r: dict) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "runtime_matrix.json").write_text(json.dumps(r, indent=2, default=str))
-    with open(out / "runtime_matrix.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, COLUMNS)
-        w.writeheader()
-        for row in r["rows"]:
-            w.writerow({k: ("" if row.get(k) is None else row[k]) for k in COLUMNS})
-    (out / "runtime_matrix.md").write_text(markdown(r))
-    chart(r, out / "runtime_matrix.png")
+    common.write_outputs(out, "runtime_matrix", r, COLUMNS, markdown, chart)
 
 
 def _x(v, fmt="{:.1f}"):

@@ -16,7 +16,6 @@ Writes scaling.{csv,md,json,png} to --out-dir (default benchmarks/results/).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import shutil
@@ -30,6 +29,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 
+import common  # noqa: E402  (benchmarks/common.py, beside this script)
 from runtime_matrix import _default_threads, _x  # noqa: E402  (sibling benchmark script)
 
 # --- the child: one bundle, torch-free ----------------------------------------------------------------------------
@@ -239,15 +239,7 @@ COLUMNS = [
 
 
 def write_outputs(out: Path, r: dict) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "scaling.json").write_text(json.dumps(r, indent=2, default=str))
-    with open(out / "scaling.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, COLUMNS)
-        w.writeheader()
-        for row in r["rows"]:
-            w.writerow({k: ("" if row.get(k) is None else row[k]) for k in COLUMNS})
-    (out / "scaling.md").write_text(markdown(r))
-    chart(r, out / "scaling.png")
+    common.write_outputs(out, "scaling", r, COLUMNS, markdown, chart)
 
 
 def markdown(r: dict) -> str:

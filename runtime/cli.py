@@ -123,19 +123,24 @@ class _TqdmProgress:
         self.bar.close()
 
 
+def backend_options(f):
+    """--backend and --precision, meaning the same in every runtime tool that runs one model."""
+    f = click.option(
+        "--precision",
+        type=ListParam(PRECISIONS, keywords=("auto",)),
+        default="auto",
+        show_default=True,
+        help="auto (fp16 on a GPU, fp32 on the CPU), or precisions in order of preference: the first the bundle has",
+    )(f)
+    return click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)(f)
+
+
 @click.command(name="co2s-infer", context_settings=CONTEXT)
 @log_options
 @click.argument("bundle", type=click.Path())
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("--out", "-o", "out_dir", required=True, type=click.Path(file_okay=False), help="output folder")
-@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
-@click.option(
-    "--precision",
-    type=ListParam(PRECISIONS, keywords=("auto",)),
-    default="auto",
-    show_default=True,
-    help="auto (fp16 on a GPU, fp32 on the CPU), or precisions in order of preference: the first the bundle has",
-)
+@backend_options
 @click.option(
     "--tile-overlap",
     help="overlap of neighbouring tiles: a fraction of the tile (0.25) or whole pixels (64), at most half the "

@@ -23,13 +23,11 @@ from pathlib import Path
 
 import click
 
-from co2s.bundle.formats import PRECISIONS
-from co2s.cli import EXIT_INTERRUPTED, EXIT_OK, ListParam, log_options, remove_if_failed, run
+from co2s.cli import EXIT_INTERRUPTED, EXIT_OK, log_options, remove_if_failed, run
 from co2s.errors import Co2SInputError, ensure_writable_dir, output_error
 from co2s.files import atomic_write_text
 
-from .backends import BACKENDS
-from .cli import CONTEXT, _pick_precision
+from .cli import CONTEXT, _pick_precision, backend_options
 
 log = logging.getLogger("co2s.runtime")
 
@@ -84,14 +82,7 @@ class SaveEvery:
 @click.argument("source", required=False)
 @click.option("--out", "-o", "out_dir", required=True, type=click.Path(file_okay=False), help="output folder")
 @click.option("--watch", "watch_dir", type=click.Path(), help="process new stills written into this folder")
-@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
-@click.option(
-    "--precision",
-    type=ListParam(PRECISIONS, keywords=("auto",)),
-    default="auto",
-    show_default=True,
-    help="auto (fp16 on a GPU, fp32 on the CPU), or precisions in order of preference: the first the bundle has",
-)
+@backend_options
 @click.option(
     "--drop",
     type=click.Choice(("latest", "none")),
