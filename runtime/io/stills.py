@@ -46,6 +46,19 @@ def resize(rgb: np.ndarray, scale: float | None) -> np.ndarray:
     return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR))
 
 
+def _read_still(source, path: Path) -> tuple[np.ndarray, float, float] | None:
+    """(rgb, time read, seconds it took), or None for a file that could not be read (counted as corrupt)."""
+    t0 = time.perf_counter()
+    try:
+        rgb = resize(source.read(path), source.scale)
+    except Co2SInputError as e:
+        source.corrupt += 1
+        log.warning("skipped %s", e)
+        return None
+    t1 = time.perf_counter()
+    return rgb, t1, t1 - t0
+
+
 class ImageSequence(FrameSource):
     """A folder (its stills in name order) or a glob. `fps` gives the frames timestamps i/fps (for --realtime
     pacing and the source rate in the summary); without it they come as fast as they decode."""
@@ -69,15 +82,10 @@ class ImageSequence(FrameSource):
 
     def frames(self) -> Iterator[Frame]:
         for i, path in enumerate(self.paths):
-            t0 = time.perf_counter()
-            try:
-                rgb = resize(self.read(path), self.scale)
-            except Co2SInputError as e:
-                self.corrupt += 1
-                log.warning("skipped %s", e)
-                continue
-            t1 = time.perf_counter()
-            yield Frame(i - self.corrupt, rgb, t1, t1 - t0, i / self.fps if self.fps else None, path.name)
+            got = _read_still(self, path)
+            if got is not None:
+                rgb, t1, decode_s = got
+                yield Frame(i - self.corrupt, rgb, t1, decode_s, i / self.fps if self.fps else None, path.name)
 
 
 class WatchedFolder(FrameSource):
@@ -141,16 +149,11 @@ class WatchedFolder(FrameSource):
                 self._done.add(path.name)
                 self._seen.pop(path.name, None)
                 appeared = self._first.pop(path.name, time.perf_counter())
-                t0 = time.perf_counter()
-                try:
-                    rgb = resize(self.read(path), self.scale)
-                except Co2SInputError as e:
-                    self.corrupt += 1
-                    log.warning("skipped %s", e)
+                got = _read_still(self, path)
+                if got is None:
                     continue
-                t1 = time.perf_counter()
-                last_new = t1
-                yield Frame(index, rgb, appeared, t1 - t0, None, path.name)
+                rgb, last_new, decode_s = got
+                yield Frame(index, rgb, appeared, decode_s, None, path.name)
                 index += 1
             if self.idle_exit_s is not None and time.perf_counter() - last_new > self.idle_exit_s:
                 return
