@@ -66,7 +66,8 @@ class InferOptions:
 @dataclass(frozen=True)
 class JobSpec:
     input: Path
-    rel_stem: Path  # output name without suffix, relative to the output folder
+    rel_stem: Path  # output name without suffix, relative to the output folder (see output_stems)
+    refused: str = ""  # why this input is not run (its outputs would overwrite another input's)
 
 
 @dataclass
@@ -115,8 +116,12 @@ def collect_inputs(
     inputs: Iterable[str | os.PathLike], *, unique_outputs: bool = True
 ) -> tuple[list[JobSpec], list[Path]]:
     """Files as given, folders walked (sorted) for image extensions; returns (jobs, ignored files in folders).
-    A missing path is an error right away; two inputs with the same output name are too."""
-    jobs: list[JobSpec] = []
+
+    Output names (see `output_stems`): a folder's tree is mirrored under the output folder, a file given by itself
+    lands at its top; inputs that share a stem in one output folder keep their extension. A missing path is an
+    error right away (a typo in the command, known before any work); an input whose outputs would still overwrite
+    another's is refused (`JobSpec.refused`, listed in the run's summary), never the whole run."""
+    found: list[tuple[Path, Path]] = []  # (input, output folder relative to --out)
     ignored: list[Path] = []
     for raw in inputs:
         p = Path(raw)
@@ -128,22 +133,52 @@ def collect_inputs(
                     if f.startswith("."):
                         continue
                     if fp.suffix.lower() in IMAGE_EXTENSIONS:
-                        jobs.append(JobSpec(fp, fp.relative_to(p).with_suffix("")))
+                        found.append((fp, fp.parent.relative_to(p)))
                     else:
                         ignored.append(fp)
         elif p.exists() or p.is_symlink():
-            jobs.append(JobSpec(p, Path(p.stem)))
+            found.append((p, Path()))
         else:
             raise Co2SInputError(f"{p}: no such file or folder")
-    seen: dict[Path, Path] = {}
-    for j in jobs if unique_outputs else ():
-        if j.rel_stem in seen:
-            raise Co2SInputError(
-                f"{seen[j.rel_stem]} and {j.input} would write the same outputs "
-                f"({j.rel_stem}.labels.*); pass them in separate runs or rename one"
+    if not unique_outputs:
+        return [JobSpec(fp, folder / fp.stem) for fp, folder in found], ignored
+    return output_stems(found), ignored
+
+
+def output_stems(found: list[tuple[Path, Path]]) -> list[JobSpec]:
+    """The naming rule, in input order: `<folder>/<stem>` unless another input in the same output folder has the
+    same stem and another extension (compared case-blind, as on macOS and Windows file systems), then
+    `<folder>/<stem>.<ext>` for each of them (IMG_1.JPG and IMG_1.tif -> IMG_1.JPG.labels.png, IMG_1.tif.labels.tif). The same file given twice runs
+    once; a name that still collides (the same file name from two arguments) is refused for the later input."""
+    seen_files: set[Path] = set()
+    unique: list[tuple[Path, Path]] = []
+    for fp, folder in found:
+        key = fp.resolve()
+        if key not in seen_files:
+            seen_files.add(key)
+            unique.append((fp, folder))
+    names: dict[tuple[str, str], set[str]] = {}  # file names per (output folder, stem)
+    for fp, folder in unique:
+        names.setdefault((str(folder).casefold(), fp.stem.casefold()), set()).add(fp.name.casefold())
+    jobs: list[JobSpec] = []
+    taken: dict[str, Path] = {}
+    for fp, folder in unique:
+        keep_ext = len(names[(str(folder).casefold(), fp.stem.casefold())]) > 1
+        rel = folder / (fp.name if keep_ext else fp.stem)
+        key = str(rel).casefold()
+        if key in taken:
+            jobs.append(
+                JobSpec(
+                    fp,
+                    rel,
+                    refused=f"{fp}: would write the same outputs as {taken[key]} ({rel}.labels.*); "
+                    f"pass it in a separate run with another --out",
+                )
             )
-        seen[j.rel_stem] = j.input
-    return jobs, ignored
+            continue
+        taken[key] = fp
+        jobs.append(JobSpec(fp, rel))
+    return jobs
 
 
 def existing_outputs(out_dir: Path, spec: JobSpec) -> bool:
@@ -266,7 +301,9 @@ class InferencePipeline:
         t0 = time.perf_counter()
         todo = []
         for i, spec in enumerate(specs):
-            if self.options.skip_existing and existing_outputs(self.out_dir, spec):
+            if spec.refused:
+                self._finish(i, JobResult(spec.input, "failed", spec.refused))
+            elif self.options.skip_existing and existing_outputs(self.out_dir, spec):
                 self._finish(i, JobResult(spec.input, "skipped", "outputs exist (--skip-existing)"))
             else:
                 todo.append(_Job(spec, i))

@@ -54,7 +54,7 @@ class GeoTiffSource(RasterSource):
 
     def __init__(self, path: Path, options: InputOptions):
         rio = _rasterio()
-        from rasterio.enums import MaskFlags
+        from rasterio.enums import ColorInterp, MaskFlags
 
         self.path, self.options = Path(path), options
         if self.path.is_dir():
@@ -80,7 +80,10 @@ class GeoTiffSource(RasterSource):
                     f"imagery (convert it first, e.g. to amplitude)"
                 )
             _check_block_size(self.path, ds)
-            idx0 = select_bands(ds.count, options, self.path, "raster ", np.result_type(*ds.dtypes))
+            # an alpha band is the nodata mask (read through read_masks below), not a band to choose from
+            colour = [i for i, ci in enumerate(ds.colorinterp) if ci != ColorInterp.alpha] or list(range(ds.count))
+            picked = select_bands(len(colour), options, self.path, "raster ", np.result_type(*ds.dtypes))
+            idx0 = tuple(colour[i] for i in picked)
             self.unique = sorted(set(idx0))
             self.order = [self.unique.index(i) for i in idx0]  # positions of R, G, B in the unique read
             self.indexes = [i + 1 for i in self.unique]  # rasterio counts bands from 1

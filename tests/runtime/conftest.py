@@ -1,0 +1,6 @@
+"""tests/runtime/ uses the shared helpers one folder up (runtime_fakes, _export_helpers)."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
