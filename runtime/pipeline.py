@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import errno
+import json
 import logging
 import os
 import queue
@@ -38,10 +39,12 @@ import numpy as np
 
 from co2s.bundle import Bundle
 from co2s.errors import Co2SError, Co2SInputError, output_error
+from co2s.files import atomic_write_text
 
 from .backends import Backend
 from .heap import limit_heap_retention, release_free_heap
 from .io import IMAGE_EXTENSIONS, InputOptions, RasterSource, Sink, open_sink, open_source
+from .io.areas import FIELDS, ClassCounts, combined_rows, pixel_area, rows_csv, write_areas
 from .profiler import StageProfiler
 from .tiling import Stitcher, TileGrid, TileWindow, pad_to_tile
 
@@ -79,6 +82,8 @@ class JobResult:
     tiles: int = 0
     size: tuple[int, int] | None = None  # (height, width)
     seconds: float = 0.0
+    areas: list[dict] | None = None  # the rows of NAME.areas.csv
+    name: str = ""  # output name relative to the output folder (rel_stem)
 
 
 @dataclass
@@ -201,6 +206,8 @@ class _Job:
         self.sink: Sink | None = None
         self.stitcher: Stitcher | None = None
         self.write_in_stitch = 0.0
+        self.counts = ClassCounts()  # pixels per class, for NAME.areas.*
+        self.areas: list[dict] | None = None
         self.t0 = time.perf_counter()
 
     def release(self) -> None:
@@ -343,9 +350,19 @@ class InferencePipeline:
                     job.spec.input, "skipped", f"not started, the run stopped {self._stop_reason}"
                 )
         results = [self._results_by_job[i] for i in sorted(self._results_by_job)]
+        with_areas = [(r.name, r.areas) for r in results if r.status == "ok" and r.areas is not None]
+        if len(specs) > 1 and with_areas:
+            self._write_combined_areas(with_areas)
         return RunSummary(
             results, time.perf_counter() - t0, list(ignored or []), self._stop_reason if self._stop.is_set() else None
         )
+
+    def _write_combined_areas(self, per_input: list[tuple[str, list[dict]]]) -> None:
+        """A folder run's `areas.csv` / `areas.json` at the top of the output folder: every input's class areas
+        and the totals (rewritten by each run over the inputs that run labelled)."""
+        rows = combined_rows(per_input)
+        atomic_write_text(self.out_dir / "areas.csv", rows_csv(rows, ("input", *FIELDS)))
+        atomic_write_text(self.out_dir / "areas.json", json.dumps({"rows": rows}, indent=2) + "\n")
 
     # --- readers ----------------------------------------------------------------------------------------------
 
@@ -532,10 +549,12 @@ class InferencePipeline:
                 confidence=self.options.confidence,
                 overviews=self.options.overviews,
             )
+            self._add_products(job)
             prof.add("write", time.perf_counter() - t)
 
             def emit(y0, y1, labels, conf, _sink=job.sink, _job=job):
                 t0 = time.perf_counter()
+                _job.counts.add(labels)
                 _sink.write_strip(y0, y1, labels, conf)
                 dt = time.perf_counter() - t0
                 prof.add("write", dt)
@@ -569,8 +588,30 @@ class InferencePipeline:
             self._close(job)
             self._finish(
                 job.index,
-                JobResult(job.spec.input, "ok", "", outputs, job.total, job.size, time.perf_counter() - job.t0),
+                JobResult(
+                    job.spec.input,
+                    "ok",
+                    "",
+                    outputs,
+                    job.total,
+                    job.size,
+                    time.perf_counter() - job.t0,
+                    areas=job.areas,
+                    name=str(job.spec.rel_stem),
+                ),
             )
+
+    def _add_products(self, job: _Job) -> None:
+        """Files made from the finished rasters and committed with them: class areas (always), polygons."""
+        base = self.out_dir / job.spec.rel_stem
+        classes = list(self.bundle.classes)
+
+        def areas(sink, _job=job):
+            rows, pairs = write_areas(sink, _job.counts, classes, pixel_area(*sink.georeference()), base)
+            _job.areas = rows
+            return pairs
+
+        job.sink.products.append(areas)
 
     def _fail(self, job: _Job, message: str, status: str = "failed") -> None:
         job.failed = True

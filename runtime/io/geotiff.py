@@ -347,6 +347,18 @@ class GeoTiffSink(Sink):
             raise
         return self._move_into_place(pairs)
 
+    def finished_arrays(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """Read back from the closed temporary files (a product runs after commit closed them)."""
+        rio = _rasterio()
+        with rio.open(self._datasets["labels"][1]) as ds:
+            labels = ds.read(1)
+        conf = None
+        if "confidence" in self._datasets:
+            with rio.open(self._datasets["confidence"][1]) as ds:
+                q = ds.read(1)
+            conf = np.where(q == CONF_NODATA, 0, q).astype(np.float32) / CONF_SCALE
+        return labels, conf
+
     def _overview_factors(self) -> list[int]:
         """x2, x4, ... down to ~256 px (none for a scene that fits one block)."""
         factors, f = [], 2

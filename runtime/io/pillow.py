@@ -177,6 +177,9 @@ class PngSink(Sink):
         if self.confidence is not None and confidence is not None:
             self.confidence[y0:y1] = confidence
 
+    def finished_arrays(self) -> tuple[np.ndarray, np.ndarray | None]:
+        return self.labels, self.confidence
+
     def commit(self) -> list[Path]:
         pairs = []
         try:

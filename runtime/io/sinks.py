@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,11 @@ class OutputPaths:
         return [p for p in (self.labels, self.overlay, self.confidence) if p is not None]
 
 
+def output_base(out_dir: Path, rel_stem: Path) -> Path:
+    """`<out>/<rel_stem>`: every output of the input is this plus `.labels.png`, `.areas.csv`, ..."""
+    return Path(out_dir) / rel_stem
+
+
 def output_paths(out_dir: Path, rel_stem: Path, *, geo: bool, overlay: bool, confidence: bool) -> OutputPaths:
     """`<out>/<rel_stem>.labels.png|tif`, `.overlay.png`, `.confidence.png|tif`."""
     ext = ".tif" if geo else ".png"
@@ -54,6 +60,19 @@ class Sink(ABC):
     def __init__(self, paths: OutputPaths):
         self.paths = paths
         self._temps: list[Path] = []
+        # products made from the finished rasters at commit (class areas, polygons): each is called with this sink
+        # once its rasters are complete and returns (temporary, final) pairs, committed with the rasters
+        self.products: list[Callable[[Sink], list[tuple[Path, Path]]]] = []
+
+    def finished_arrays(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """The whole labels (uint8) and confidence (float32 0-1, or None) once every strip is written, for the
+        products that need them (polygons)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot give its results back as arrays")
+
+    def georeference(self):
+        """(crs, transform) of the outputs; (None, None) for plain images."""
+        src = getattr(self, "source", None)
+        return getattr(src, "crs", None), getattr(src, "transform", None)
 
     @abstractmethod
     def write_strip(self, y0: int, y1: int, labels: np.ndarray, confidence: np.ndarray | None) -> None: ...
@@ -77,6 +96,16 @@ class Sink(ABC):
 
     def _move_into_place(self, pairs: list[tuple[Path, Path]]) -> list[Path]:
         """Rename each (temporary, final) pair, the labels file last (see the module docstring)."""
+        final = self.paths.labels
+        try:
+            for product in self.products:
+                pairs = pairs + product(self)
+        except OSError as e:
+            self.abort()
+            raise output_error(e.filename or final, e) from None
+        except BaseException:
+            self.abort()
+            raise
         ordered = sorted(pairs, key=lambda pair: pair[1] == self.paths.labels)  # stable: the others keep their order
         try:
             commit_files(ordered)

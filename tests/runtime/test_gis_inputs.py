@@ -3,8 +3,6 @@ images decoded as a viewer shows them, a GeoTIFF alpha band, 16-bit RGB advice."
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pytest
 from PIL import Image
@@ -66,8 +64,9 @@ def test_the_same_name_from_two_arguments_refuses_only_the_later_input(tmp_path,
         (tmp_path / d).mkdir()
         Image.fromarray(rgb(20, 20)).save(tmp_path / d / "x.png")
     out = tmp_path / "out"
-    code, err = infer([bundle, tmp_path / "a" / "x.png", tmp_path / "b" / "x.png", tmp_path / "a" / "x.png",
-                       "--out", out], capsys)
+    code, err = infer(
+        [bundle, tmp_path / "a" / "x.png", tmp_path / "b" / "x.png", tmp_path / "a" / "x.png", "--out", out], capsys
+    )
     assert code == 1
     assert "done: 1 ok, 1 failed, 0 skipped" in err  # the same file twice runs once
     assert "b/x.png: would write the same outputs as" in err
@@ -178,8 +177,17 @@ def write_projected_rgba(path, img: np.ndarray, alpha: np.ndarray, res: float = 
 
     h, w = alpha.shape
     with rasterio.open(
-        path, "w", driver="GTiff", width=w, height=h, count=4, dtype="uint8", crs=CRS.from_epsg(32640),
-        transform=from_origin(300000.0, 2800000.0, res, res), photometric="RGB", alpha="YES",
+        path,
+        "w",
+        driver="GTiff",
+        width=w,
+        height=h,
+        count=4,
+        dtype="uint8",
+        crs=CRS.from_epsg(32640),
+        transform=from_origin(300000.0, 2800000.0, res, res),
+        photometric="RGB",
+        alpha="YES",
     ) as ds:
         ds.write(np.concatenate([np.moveaxis(img, 2, 0), alpha[None]]))
         ds.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha]
@@ -206,8 +214,7 @@ def test_geotiff_internal_mask_becomes_the_nodata_mask(tmp_path):
     rasterio = pytest.importorskip("rasterio", reason="GeoTIFF support needs rasterio")
     img = rgb(20, 20)
     with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
-        with rasterio.open(tmp_path / "m.tif", "w", driver="GTiff", width=20, height=20, count=3,
-                           dtype="uint8") as ds:
+        with rasterio.open(tmp_path / "m.tif", "w", driver="GTiff", width=20, height=20, count=3, dtype="uint8") as ds:
             ds.write(np.moveaxis(img, 2, 0))
             m = np.full((20, 20), 255, np.uint8)
             m[:5] = 0
