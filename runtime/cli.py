@@ -156,6 +156,12 @@ class _TqdmProgress:
     show_default=True,
     help="internal overviews in GeoTIFF outputs (fast zoomed-out display in GIS tools)",
 )
+@click.option(
+    "--cog",
+    is_flag=True,
+    help="write GeoTIFF outputs (labels, confidence) as Cloud-Optimized GeoTIFFs: tiled, overviews (nearest for "
+    "labels), palette kept; plain images still give PNGs",
+)
 @_apply(_common_input)
 @click.option("--batch", type=click.IntRange(min=1), help="tiles per batch (default: the model's preferred batch)")
 @click.option("--readers", type=click.IntRange(min=1), default=2, show_default=True, help="decode/read threads")
@@ -176,6 +182,7 @@ def infer_command(
     confidence,
     overlay,
     overviews,
+    cog,
     bands,
     stretch,
     nodata,
@@ -221,6 +228,7 @@ def infer_command(
         batch=batch,
         readers=readers,
         overviews=overviews,
+        cog=cog,
     )
     remove_if_failed(out_dir)
     out = ensure_writable_dir(out_dir, f"--out {out_dir}: cannot write to this folder")  # before the backend loads

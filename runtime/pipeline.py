@@ -64,6 +64,7 @@ class InferOptions:
     batch: int | None = None  # tiles per batch; None = the backend's opt batch
     readers: int = 2
     overviews: bool = True  # GeoTIFF outputs get internal overviews
+    cog: bool = False  # GeoTIFF outputs are Cloud-Optimized GeoTIFFs (GDAL's COG driver)
 
 
 @dataclass(frozen=True)
@@ -548,6 +549,7 @@ class InferencePipeline:
                 overlay=self.options.overlay,
                 confidence=self.options.confidence,
                 overviews=self.options.overviews,
+                cog=self.options.cog,
             )
             self._add_products(job)
             prof.add("write", time.perf_counter() - t)

@@ -101,7 +101,9 @@ def test_folder_run_reports_and_skips_bad_files(bundle, tmp_path, capsys):
         assert name in failed_block
     assert "ignored 1 file" in err
     assert outputs(tmp_path / "out") == sorted(
-        f"{s}.{k}.png" for s in ("a_good", "d_good") for k in ("confidence", "labels", "overlay")
+        [f"{s}.{k}.png" for s in ("a_good", "d_good") for k in ("confidence", "labels", "overlay")]
+        + [f"{s}.areas.{k}" for s in ("a_good", "d_good") for k in ("csv", "json")]
+        + ["areas.csv", "areas.json"]  # the folder run's combined table
     )
 
 

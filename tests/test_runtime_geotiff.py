@@ -176,7 +176,12 @@ def test_large_outputs_get_overviews(bundle, tmp_path, capsys):
         assert ds.overviews(1) == [2]
         assert ds.tags(ns="rio_overview").get("resampling") == "mode"
         labels = ds.read(1)
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["wide.confidence.tif", "wide.labels.tif"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "wide.areas.csv",
+        "wide.areas.json",
+        "wide.confidence.tif",
+        "wide.labels.tif",
+    ]
     code, err = infer([bundle, tmp_path / "wide.tif", "--out", tmp_path / "out2", "--no-overviews"], capsys)
     with rasterio.open(tmp_path / "out2" / "wide.labels.tif") as ds:
         assert ds.overviews(1) == [] and np.array_equal(ds.read(1), labels)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from co2s.errors import WRITE_ERRNOS, Co2SInputError, Co2SOutputError, output_error
+from co2s.files import remove_quietly
 
 from ..tiling import NODATA_LABEL
 from .base import InputOptions, RasterSource, apply_stretch, needs_stretch_error, select_bands, stretch_limits
@@ -243,11 +244,13 @@ class GeoTiffSink(Sink):
         classes: list[str],
         *,
         overviews: bool = True,
+        cog: bool = False,
     ):
         rio = _rasterio()
         super().__init__(paths)
         self.source, self.palette = source, palette
         self.overviews = overviews
+        self.cog = cog
         self.height, self.width = source.height, source.width
         base = dict(
             driver="GTiff",
@@ -328,13 +331,15 @@ class GeoTiffSink(Sink):
         try:
             if self._pending_y0 != self.height:
                 raise RuntimeError(f"only rows 0-{self._pending_y0} of {self.height} were written")
-            factors = self._overview_factors() if self.overviews else []
+            factors = self._overview_factors() if self.overviews and not self.cog else []
             for key, (ds, tmp, _final) in self._datasets.items():
                 if factors:
                     self._build_overviews(key, ds, factors)
                 ds.close()
                 self._check_complete(tmp, len(factors))
-            pairs = [(tmp, final) for _, tmp, final in self._datasets.values()]
+            pairs = []
+            for key, (_ds, tmp, final) in self._datasets.items():
+                pairs.append((self._to_cog(key, tmp, final) if self.cog else tmp, final))
             if self.paths.overlay is not None:
                 final = self.paths.overlay
                 tmp = self._temp(final)
@@ -345,7 +350,35 @@ class GeoTiffSink(Sink):
         except BaseException:
             self.abort()
             raise
-        return self._move_into_place(pairs)
+        done = self._move_into_place(pairs)
+        if self.cog:  # the strip-written files the COGs were copied from
+            remove_quietly(tmp for _, tmp, _ in self._datasets.values())
+        return done
+
+    def _to_cog(self, key: str, tmp: Path, final: Path) -> Path:
+        """Copy a finished strip-written GeoTIFF into a Cloud-Optimized GeoTIFF with GDAL's COG driver (which
+        only copies, never writes in strips): tiled, overviews (nearest for class indices, average for
+        confidence), colour table, tags, scale and nodata carried over. Returns the COG's temporary name; the
+        intermediate file is kept until commit (the labels temp is read back by finished_arrays)."""
+        from rasterio.shutil import copy as rio_copy
+
+        cog = self._temp(final)
+        with _rasterio().Env():  # GDAL's notes go to logging, not stderr
+            rio_copy(
+                tmp,
+                cog,
+                driver="COG",
+                BLOCKSIZE=512,
+                COMPRESS="DEFLATE",
+                PREDICTOR="YES",
+                RESAMPLING="NEAREST" if key == "labels" else "AVERAGE",
+                OVERVIEWS="AUTO" if self.overviews else "NONE",
+                BIGTIFF="IF_SAFER",
+            )
+        with _rasterio().open(cog) as r:  # GDAL logs some write failures instead of raising them
+            if (r.width, r.height) != (self.width, self.height):
+                raise _IncompleteOutput(f"the COG copy is {r.width}x{r.height}, expected {self.width}x{self.height}")
+        return cog
 
     def finished_arrays(self) -> tuple[np.ndarray, np.ndarray | None]:
         """Read back from the closed temporary files (a product runs after commit closed them)."""
