@@ -45,6 +45,7 @@ from .backends import Backend
 from .heap import limit_heap_retention, release_free_heap
 from .io import IMAGE_EXTENSIONS, InputOptions, RasterSource, Sink, open_sink, open_source
 from .io.areas import FIELDS, ClassCounts, combined_rows, pixel_area, rows_csv, write_areas
+from .io.vector import VECTOR_FORMATS, MinArea, write_polygons
 from .profiler import StageProfiler
 from .tiling import Stitcher, TileGrid, TileWindow, pad_to_tile
 
@@ -65,6 +66,9 @@ class InferOptions:
     readers: int = 2
     overviews: bool = True  # GeoTIFF outputs get internal overviews
     cog: bool = False  # GeoTIFF outputs are Cloud-Optimized GeoTIFFs (GDAL's COG driver)
+    vector: str | None = None  # "gpkg" | "geojson": NAME.polygons.* (io/vector.py)
+    min_area: MinArea | None = None  # polygons smaller than this are left out
+    simplify: float | None = None  # polygon simplification tolerance, map units
 
 
 @dataclass(frozen=True)
@@ -614,6 +618,25 @@ class InferencePipeline:
             return pairs
 
         job.sink.products.append(areas)
+        fmt = self.options.vector
+        if fmt:
+            driver, ext = VECTOR_FORMATS[fmt]
+            pa = pixel_area(*job.sink.georeference())
+            m = self.options.min_area
+            min_pixels = m.pixels(pa.m2, job.spec.input) if m is not None else 0.0  # before any file is made
+
+            def polygons(sink):
+                return write_polygons(
+                    sink,
+                    base.with_name(base.name + ".polygons" + ext),
+                    driver=driver,
+                    classes=classes,
+                    pixel_m2=pa.m2,
+                    min_pixels=min_pixels,
+                    simplify=self.options.simplify,
+                )
+
+            job.sink.products.append(polygons)
 
     def _fail(self, job: _Job, message: str, status: str = "failed") -> None:
         job.failed = True

@@ -332,8 +332,8 @@ def test_infer_killed_partway_then_skip_existing_finishes_the_same_set(tmp_path)
     bundle = make_bundle(tmp_path / "bundle", tile=32)
     inputs = _images(tmp_path / "in")
     out = tmp_path / "out"
-    # rename number 11 into the output folder = after 2 inputs x 5 files (labels, overlay, confidence, areas.csv,
-    # areas.json) and 1 file (the overlay) of the third input
+    # killed at rename number 12 into the output folder = after 2 inputs x 5 files (labels, overlay, confidence,
+    # areas.csv, areas.json) and 1 file (the overlay) of the third input
     driver = _driver(
         tmp_path,
         "infer_kill",
@@ -349,7 +349,7 @@ def test_infer_killed_partway_then_skip_existing_finishes_the_same_set(tmp_path)
             global renames
             if Path(dst).resolve().parent == OUT:
                 renames += 1
-                if renames == 11:
+                if renames == 12:
                     os.kill(os.getpid(), signal.SIGKILL)
             return _real_replace(src, dst, *args, **kwargs)
 

@@ -359,7 +359,7 @@ class GeoTiffSink(Sink):
         """Copy a finished strip-written GeoTIFF into a Cloud-Optimized GeoTIFF with GDAL's COG driver (which
         only copies, never writes in strips): tiled, overviews (nearest for class indices, average for
         confidence), colour table, tags, scale and nodata carried over. Returns the COG's temporary name; the
-        intermediate file is kept until commit (the labels temp is read back by finished_arrays)."""
+        intermediate file is kept until commit (the labels temp is read back by finished_rows)."""
         from rasterio.shutil import copy as rio_copy
 
         cog = self._temp(final)
@@ -380,15 +380,17 @@ class GeoTiffSink(Sink):
                 raise _IncompleteOutput(f"the COG copy is {r.width}x{r.height}, expected {self.width}x{self.height}")
         return cog
 
-    def finished_arrays(self) -> tuple[np.ndarray, np.ndarray | None]:
-        """Read back from the closed temporary files (a product runs after commit closed them)."""
-        rio = _rasterio()
+    def finished_rows(self, y0: int, y1: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Read back from the closed temporary files (products run after commit closed them)."""
+        from rasterio.windows import Window
+
+        rio, win = _rasterio(), Window(0, y0, self.width, y1 - y0)
         with rio.open(self._datasets["labels"][1]) as ds:
-            labels = ds.read(1)
+            labels = ds.read(1, window=win)
         conf = None
         if "confidence" in self._datasets:
             with rio.open(self._datasets["confidence"][1]) as ds:
-                q = ds.read(1)
+                q = ds.read(1, window=win)
             conf = np.where(q == CONF_NODATA, 0, q).astype(np.float32) / CONF_SCALE
         return labels, conf
 

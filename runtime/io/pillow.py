@@ -169,6 +169,7 @@ class PngSink(Sink):
     def __init__(self, source: RasterSource, paths: OutputPaths, palette: np.ndarray):
         super().__init__(paths)
         self.source, self.palette = source, palette
+        self.height, self.width = source.height, source.width
         self.labels = np.full((source.height, source.width), NODATA_LABEL, np.uint8)
         self.confidence = np.zeros((source.height, source.width), np.float32) if paths.confidence else None
 
@@ -177,8 +178,8 @@ class PngSink(Sink):
         if self.confidence is not None and confidence is not None:
             self.confidence[y0:y1] = confidence
 
-    def finished_arrays(self) -> tuple[np.ndarray, np.ndarray | None]:
-        return self.labels, self.confidence
+    def finished_rows(self, y0: int, y1: int) -> tuple[np.ndarray, np.ndarray | None]:
+        return self.labels[y0:y1], None if self.confidence is None else self.confidence[y0:y1]
 
     def commit(self) -> list[Path]:
         pairs = []

@@ -64,10 +64,13 @@ class Sink(ABC):
         # once its rasters are complete and returns (temporary, final) pairs, committed with the rasters
         self.products: list[Callable[[Sink], list[tuple[Path, Path]]]] = []
 
-    def finished_arrays(self) -> tuple[np.ndarray, np.ndarray | None]:
-        """The whole labels (uint8) and confidence (float32 0-1, or None) once every strip is written, for the
-        products that need them (polygons)."""
-        raise NotImplementedError(f"{type(self).__name__} cannot give its results back as arrays")
+    height: int
+    width: int
+
+    def finished_rows(self, y0: int, y1: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Rows y0:y1 of the labels (uint8) and confidence (float32 0-1, or None) once every strip is written, for
+        the products that read them back (polygons, strip by strip)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot give its results back")
 
     def georeference(self):
         """(crs, transform) of the outputs; (None, None) for plain images."""
