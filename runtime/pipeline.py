@@ -717,6 +717,7 @@ def predict_array(
     *,
     overlap: int | None = None,
     blend: bool = False,
+    use_probs: bool = True,
     num_classes: int | None = None,
     valid: np.ndarray | None = None,
     batch: int | None = None,
@@ -737,7 +738,8 @@ def predict_array(
     if blend and num_classes is None:
         raise ValueError("blend needs num_classes")
     stitcher = Stitcher(grid, emit, blend=blend, num_classes=num_classes)
-    wanted = {"labels", "confidence"} | ({"probs"} if blend else set())  # per call: the backend may be shared
+    use_probs = blend and use_probs and "probs" in backend.outputs  # otherwise blend votes (tiling.vote_probs)
+    wanted = {"labels", "confidence"} | ({"probs"} if use_probs else set())  # per call: the backend may be shared
     B = min(batch or backend.batch.opt, backend.batch.max)
     wins = list(grid)
     for i in range(0, len(wins), B):
@@ -757,7 +759,7 @@ def predict_array(
         for k, win in enumerate(chunk):
             if k in run:
                 stitcher.add(
-                    win, outs["labels"][j], outs["confidence"][j], outs["probs"][j] if blend else None, vals[k]
+                    win, outs["labels"][j], outs["confidence"][j], outs["probs"][j] if use_probs else None, vals[k]
                 )
                 j += 1
             else:

@@ -88,4 +88,4 @@ def open_sink(
     paths = output_paths(Path(out_dir), rel_stem, geo=source.windowed, overlay=overlay, confidence=confidence)
     if source.windowed:
         return GeoTiffSink(source, paths, palette, classes, overviews=overviews, cog=cog)
-    return PngSink(source, paths, palette)
+    return PngSink(source, paths, palette, classes)

@@ -22,7 +22,7 @@ from co2s.files import remove_quietly
 
 from ..tiling import NODATA_LABEL
 from .base import InputOptions, RasterSource, apply_stretch, needs_stretch_error, select_bands, stretch_limits
-from .sinks import OutputPaths, Sink, overlay_image, palette_lut, preview_step
+from .sinks import OutputPaths, Sink, palette_lut, preview_step, quicklook
 
 log = logging.getLogger("co2s.runtime")
 BLOCK = 256  # output block size (GDAL's default tiled GeoTIFF block)
@@ -248,7 +248,7 @@ class GeoTiffSink(Sink):
     ):
         rio = _rasterio()
         super().__init__(paths)
-        self.source, self.palette = source, palette
+        self.source, self.palette, self.classes = source, palette, classes
         self.overviews = overviews
         self.cog = cog
         self.height, self.width = source.height, source.width
@@ -479,7 +479,7 @@ class GeoTiffSink(Sink):
             from rasterio.enums import Resampling
 
             labels = ds.read(1, out_shape=rgb.shape[:2], resampling=Resampling.nearest)
-        Image.fromarray(overlay_image(rgb, labels, self.palette)).save(tmp, format="PNG", compress_level=1)
+        Image.fromarray(quicklook(rgb, labels, self.palette, self.classes)).save(tmp, format="PNG", compress_level=1)
 
     def abort(self) -> None:
         for ds, _, _ in self._datasets.values():

@@ -17,7 +17,7 @@ from co2s.errors import Co2SInputError, output_error
 
 from ..tiling import NODATA_LABEL
 from .base import ArraySource, InputOptions, RasterSource, array_to_source
-from .sinks import OutputPaths, Sink, overlay_image, palette_lut
+from .sinks import OutputPaths, Sink, palette_lut, quicklook
 
 
 # ------------------------------------------------------------------------------------------------- reading
@@ -166,9 +166,9 @@ def save_confidence_png(path: Path, confidence: np.ndarray) -> None:
 class PngSink(Sink):
     """Whole-image arrays for inputs Pillow decoded (they are in memory anyway), PNG files at commit."""
 
-    def __init__(self, source: RasterSource, paths: OutputPaths, palette: np.ndarray):
+    def __init__(self, source: RasterSource, paths: OutputPaths, palette: np.ndarray, classes: list[str] | None = None):
         super().__init__(paths)
-        self.source, self.palette = source, palette
+        self.source, self.palette, self.classes = source, palette, classes
         self.height, self.width = source.height, source.width
         self.labels = np.full((source.height, source.width), NODATA_LABEL, np.uint8)
         self.confidence = np.zeros((source.height, source.width), np.float32) if paths.confidence else None
@@ -190,7 +190,7 @@ class PngSink(Sink):
                     save_labels_png(tmp, self.labels, self.palette)
                 elif final == self.paths.overlay:
                     rgb, _ = self.source.read(0, 0, self.source.height, self.source.width)
-                    Image.fromarray(overlay_image(rgb, self.labels, self.palette)).save(
+                    Image.fromarray(quicklook(rgb, self.labels, self.palette, self.classes)).save(
                         tmp, format="PNG", compress_level=1
                     )
                 else:

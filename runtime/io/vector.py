@@ -213,6 +213,7 @@ def write_polygons(
     tmp = sink._temp(final)
     with warnings.catch_warnings():  # GPKG: "the extension should be gpkg" for the temporary name
         warnings.simplefilter("ignore", RuntimeWarning)
+        warnings.filterwarnings("ignore", "'crs' was not provided", UserWarning)  # plain images have none
         pyogrio.raw.write(
             tmp,
             np.array(shapely.to_wkb(geoms), dtype=object) if geoms else np.array([], dtype=object),
