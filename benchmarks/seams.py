@@ -77,6 +77,7 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=1024, help="synthetic scene side (pixels)")
     ap.add_argument("--scenes", type=int, default=2, help="synthetic scenes")
     ap.add_argument("--dubai", type=int, default=2, help="Dubai images to measure when present")
+    ap.add_argument("--bundle", help="bundle to use (kept between runs); default: export the tests' tiny model")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "seams"))
     args = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT / "tests"))
@@ -88,14 +89,15 @@ def main(argv=None) -> int:
     from co2s.runtime.backends import open_backend
     from co2s.train.data import make_scene
 
-    bdir = workdir() / "seams-bundle"
-    export_bundle(
-        ExportOptions(
-            out=bdir, checkpoint=trained_tiny_checkpoint(), precisions=("fp32",), probs=True, log=lambda *_: None
+    bdir = Path(args.bundle) if args.bundle else workdir() / "seams-bundle"
+    if not (bdir / "co2s.json").exists():  # the tests' trained tiny pair, exported fp32 with probs
+        export_bundle(
+            ExportOptions(
+                out=bdir, checkpoint=trained_tiny_checkpoint(), precisions=("fp32",), probs=True, log=lambda *_: None
+            )
         )
-    )
     bundle = load_bundle(bdir)
-    be = open_backend(bundle, "ort", "fp32")
+    be = open_backend(bundle, "ort-cpu", "fp32")
     rows = []
     for s in range(args.scenes):
         img, _ = make_scene(20_000 + s, args.size)

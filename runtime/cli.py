@@ -144,9 +144,8 @@ class _TqdmProgress:
 @click.option(
     "--blend/--no-blend",
     default=None,
-    help="blend class probabilities across overlaps (default: when the "
-    "bundle outputs probs); otherwise each pixel comes from the tile "
-    "where it is most central",
+    help="blend tiles across their overlaps (default): class probabilities when the bundle outputs probs, else "
+    "each tile's label and confidence as a vote; --no-blend takes each pixel from the tile where it is most central",
 )
 @click.option("--confidence/--no-confidence", default=True, show_default=True, help="write the confidence raster")
 @click.option("--overlay/--no-overlay", default=True, show_default=True, help="write the colour overlay PNG")
@@ -234,7 +233,7 @@ def infer_command(
         check_vector_format(vector)  # before any work: the installed GDAL may lack the driver
     elif min_area is not None or simplify is not None:
         raise Co2SInputError(
-            f"{'--min-area' if min_area is not None else '--simplify'} applies to polygons: add --vector gpkg|geojson"
+            f"{'--min-area' if min_area is not None else '--simplify'} applies to polygons: add --vector gpkg or --vector geojson"
         )
     specs, ignored = collect_inputs(inputs)
     if not any(not s.refused for s in specs):

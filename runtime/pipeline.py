@@ -56,7 +56,7 @@ STOP_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})  # write fail
 @dataclass(frozen=True)
 class InferOptions:
     overlap: int | None = None  # pixels; None = tile/6
-    blend: bool | None = None  # None: blend probabilities when the bundle outputs them
+    blend: bool | None = None  # None/True: blend overlaps (probs when the bundle has them, else votes)
     confidence: bool = True
     overlay: bool = True
     input: InputOptions = field(default_factory=InputOptions)
@@ -265,12 +265,10 @@ class InferencePipeline:
         self.out_dir = Path(out_dir)
         self.tile = bundle.tile
         self.overlap = options.overlap if options.overlap is not None else round(self.tile / 6)
-        self.blend = bundle.has_probs if options.blend is None else options.blend
-        if self.blend and "probs" not in backend.outputs:
-            raise Co2SInputError(
-                f"bundle {bundle.root} has no 'probs' output: probability blending is not possible "
-                "(tiles are stitched by the most-central rule instead; drop --blend)"
-            )
+        # blending is the default: the bundle's probabilities when it outputs them, else each tile's vote
+        # (tiling.vote_probs); the most-central rule leaves seams (benchmarks/seams.py)
+        self.blend = True if options.blend is None else options.blend
+        self.use_probs = self.blend and "probs" in backend.outputs
         bmax = backend.batch.max
         self.batch = min(options.batch or backend.batch.opt or 1, bmax)
         if options.batch and options.batch > bmax:
@@ -279,7 +277,7 @@ class InferencePipeline:
         self._needed = frozenset(
             {"labels"}
             | ({"confidence"} if options.confidence or self.blend else set())
-            | ({"probs"} if self.blend else set())
+            | ({"probs"} if self.use_probs else set())
         )
         self.profiler = profiler or StageProfiler(enabled=False)
         self.progress = progress or Progress()
@@ -579,7 +577,7 @@ class InferencePipeline:
             job.stitcher.add(item.win, None, valid=item.valid)
         else:
             job.stitcher.add(
-                item.win, o["labels"], o.get("confidence"), o.get("probs") if self.blend else None, item.valid
+                item.win, o["labels"], o.get("confidence"), o.get("probs") if self.use_probs else None, item.valid
             )
         prof.add("postprocess", time.perf_counter() - t - job.write_in_stitch)
         job.write_in_stitch = 0.0

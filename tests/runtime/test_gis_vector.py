@@ -124,7 +124,7 @@ def test_plain_image_polygons_are_in_pixels(tmp_path, bundle, capsys):
         (["--vector", "gpkg", "--min-area", "-5"], "error: --min-area '-5': must be 0 or more"),
         (["--vector", "gpkg", "--min-area", "5 acres"], "error: --min-area '5 acres': expected a number"),
         (["--vector", "gpkg", "--simplify", "-1"], "error: --simplify -1: the tolerance (map units) must be 0 or more"),
-        (["--min-area", "5"], "error: --min-area applies to polygons: add --vector gpkg|geojson"),
+        (["--min-area", "5"], "error: --min-area applies to polygons: add --vector gpkg or --vector geojson"),
     ],
 )
 def test_option_errors_are_one_line_before_work(extra, message, tmp_path, bundle, capsys):
