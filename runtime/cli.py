@@ -149,9 +149,8 @@ def backend_options(f):
 @click.option(
     "--blend/--no-blend",
     default=None,
-    help="blend class probabilities across overlaps (default: when the "
-    "bundle outputs probs); otherwise each pixel comes from the tile "
-    "where it is most central",
+    help="blend tiles across their overlaps (default): class probabilities when the bundle outputs probs, else "
+    "each tile's label and confidence as a vote; --no-blend takes each pixel from the tile where it is most central",
 )
 @click.option("--confidence/--no-confidence", default=True, show_default=True, help="write the confidence raster")
 @click.option("--overlay/--no-overlay", default=True, show_default=True, help="write the colour overlay PNG")
@@ -161,6 +160,24 @@ def backend_options(f):
     show_default=True,
     help="internal overviews in GeoTIFF outputs (fast zoomed-out display in GIS tools)",
 )
+@click.option(
+    "--cog",
+    is_flag=True,
+    help="write GeoTIFF outputs (labels, confidence) as Cloud-Optimized GeoTIFFs: tiled, overviews (nearest for "
+    "labels), palette kept; plain images still give PNGs",
+)
+@click.option(
+    "--vector",
+    type=click.Choice(["gpkg", "geojson"]),
+    help="also write the labels as polygons, NAME.polygons.gpkg|geojson: one feature per connected region with "
+    "class_index, class_name, pixels, area_m2 (projected rasters), mean_confidence",
+)
+@click.option(
+    "--min-area",
+    help="with --vector: leave out regions smaller than this; a number is m² on a projected raster and pixels "
+    "otherwise, or say which: 500m2, 20px",
+)
+@click.option("--simplify", type=float, help="with --vector: simplification tolerance in map units (default: none)")
 @_apply(_common_input)
 @click.option("--batch", type=click.IntRange(min=1), help="tiles per batch (default: the model's preferred batch)")
 @click.option("--readers", type=click.IntRange(min=1), default=2, show_default=True, help="decode/read threads")
@@ -181,6 +198,10 @@ def infer_command(
     confidence,
     overlay,
     overviews,
+    cog,
+    vector,
+    min_area,
+    simplify,
     bands,
     stretch,
     nodata,
@@ -205,13 +226,22 @@ def infer_command(
     from co2s.bundle import load_bundle
 
     from .backends import open_backend
+    from .io.vector import check_simplify, check_vector_format, parse_min_area
     from .pipeline import InferencePipeline, InferOptions, collect_inputs
     from .profiler import StageProfiler, device_stamp, render_table, write_reports
     from .tiling import parse_overlap
 
     in_opts = _input_options(bands, stretch, nodata, max_pixels)
+    min_area_opt = parse_min_area(min_area)
+    simplify = check_simplify(simplify)
+    if vector:
+        check_vector_format(vector)  # before any work: the installed GDAL may lack the driver
+    elif min_area is not None or simplify is not None:
+        raise Co2SInputError(
+            f"{'--min-area' if min_area is not None else '--simplify'} applies to polygons: add --vector gpkg or --vector geojson"
+        )
     specs, ignored = collect_inputs(inputs)
-    if not specs:
+    if not any(not s.refused for s in specs):
         raise Co2SInputError("no image files found in " + ", ".join(inputs))
     b = load_bundle(bundle)
     overlap = parse_overlap(tile_overlap, b.tile)
@@ -226,6 +256,10 @@ def infer_command(
         batch=batch,
         readers=readers,
         overviews=overviews,
+        cog=cog,
+        vector=vector,
+        min_area=min_area_opt,
+        simplify=simplify,
     )
     remove_if_failed(out_dir)
     out = ensure_writable_dir(out_dir, f"--out {out_dir}: cannot write to this folder")  # before the backend loads

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import errno
+import json
 import logging
 import os
 import queue
@@ -38,10 +39,13 @@ import numpy as np
 
 from co2s.bundle import Bundle
 from co2s.errors import Co2SError, Co2SInputError, output_error
+from co2s.files import atomic_write_text
 
 from .backends import Backend
 from .heap import limit_heap_retention, release_free_heap
 from .io import IMAGE_EXTENSIONS, InputOptions, RasterSource, Sink, open_sink, open_source
+from .io.areas import FIELDS, ClassCounts, combined_rows, pixel_area, rows_csv, write_areas
+from .io.vector import VECTOR_FORMATS, MinArea, write_polygons
 from .profiler import StageProfiler
 from .tiling import Stitcher, TileGrid, TileWindow, pad_to_tile
 
@@ -55,7 +59,7 @@ _STOP_GRACE_S = 30.0  # how long a stopped run waits for its threads before exit
 @dataclass(frozen=True)
 class InferOptions:
     overlap: int | None = None  # pixels; None = tile/6
-    blend: bool | None = None  # None: blend probabilities when the bundle outputs them
+    blend: bool | None = None  # None/True: blend overlaps (probs when the bundle has them, else votes)
     confidence: bool = True
     overlay: bool = True
     input: InputOptions = field(default_factory=InputOptions)
@@ -64,12 +68,17 @@ class InferOptions:
     batch: int | None = None  # tiles per batch; None = the backend's opt batch
     readers: int = 2
     overviews: bool = True  # GeoTIFF outputs get internal overviews
+    cog: bool = False  # GeoTIFF outputs are Cloud-Optimized GeoTIFFs (GDAL's COG driver)
+    vector: str | None = None  # "gpkg" | "geojson": NAME.polygons.* (io/vector.py)
+    min_area: MinArea | None = None  # polygons smaller than this are left out
+    simplify: float | None = None  # polygon simplification tolerance, map units
 
 
 @dataclass(frozen=True)
 class JobSpec:
     input: Path
-    rel_stem: Path  # output name without suffix, relative to the output folder
+    rel_stem: Path  # output name without suffix, relative to the output folder (see output_stems)
+    refused: str = ""  # why this input is not run (its outputs would overwrite another input's)
 
 
 @dataclass
@@ -81,6 +90,8 @@ class JobResult:
     tiles: int = 0
     size: tuple[int, int] | None = None  # (height, width)
     seconds: float = 0.0
+    areas: list[dict] | None = None  # the rows of NAME.areas.csv
+    name: str = ""  # output name relative to the output folder (rel_stem)
 
 
 @dataclass
@@ -118,8 +129,12 @@ def collect_inputs(
     inputs: Iterable[str | os.PathLike], *, unique_outputs: bool = True
 ) -> tuple[list[JobSpec], list[Path]]:
     """Files as given, folders walked (sorted) for image extensions; returns (jobs, ignored files in folders).
-    A missing path is an error right away; two inputs with the same output name are too."""
-    jobs: list[JobSpec] = []
+
+    Output names (see `output_stems`): a folder's tree is mirrored under the output folder, a file given by itself
+    lands at its top; inputs that share a stem in one output folder keep their extension. A missing path is an
+    error right away (a typo in the command, known before any work); an input whose outputs would still overwrite
+    another's is refused (`JobSpec.refused`, listed in the run's summary), never the whole run."""
+    found: list[tuple[Path, Path]] = []  # (input, output folder relative to --out)
     ignored: list[Path] = []
     for raw in inputs:
         p = Path(raw)
@@ -131,22 +146,52 @@ def collect_inputs(
                     if f.startswith("."):
                         continue
                     if fp.suffix.lower() in IMAGE_EXTENSIONS:
-                        jobs.append(JobSpec(fp, fp.relative_to(p).with_suffix("")))
+                        found.append((fp, fp.parent.relative_to(p)))
                     else:
                         ignored.append(fp)
         elif p.exists() or p.is_symlink():
-            jobs.append(JobSpec(p, Path(p.stem)))
+            found.append((p, Path()))
         else:
             raise Co2SInputError(f"{p}: no such file or folder")
-    seen: dict[Path, Path] = {}
-    for j in jobs if unique_outputs else ():
-        if j.rel_stem in seen:
-            raise Co2SInputError(
-                f"{seen[j.rel_stem]} and {j.input} would write the same outputs "
-                f"({j.rel_stem}.labels.*); pass them in separate runs or rename one"
+    if not unique_outputs:
+        return [JobSpec(fp, folder / fp.stem) for fp, folder in found], ignored
+    return output_stems(found), ignored
+
+
+def output_stems(found: list[tuple[Path, Path]]) -> list[JobSpec]:
+    """The naming rule, in input order: `<folder>/<stem>` unless another input in the same output folder has the
+    same stem and another extension (compared case-blind, as on macOS and Windows file systems), then
+    `<folder>/<stem>.<ext>` for each of them (IMG_1.JPG and IMG_1.tif -> IMG_1.JPG.labels.png, IMG_1.tif.labels.tif). The same file given twice runs
+    once; a name that still collides (the same file name from two arguments) is refused for the later input."""
+    seen_files: set[Path] = set()
+    unique: list[tuple[Path, Path]] = []
+    for fp, folder in found:
+        key = fp.resolve()
+        if key not in seen_files:
+            seen_files.add(key)
+            unique.append((fp, folder))
+    names: dict[tuple[str, str], set[str]] = {}  # file names per (output folder, stem)
+    for fp, folder in unique:
+        names.setdefault((str(folder).casefold(), fp.stem.casefold()), set()).add(fp.name.casefold())
+    jobs: list[JobSpec] = []
+    taken: dict[str, Path] = {}
+    for fp, folder in unique:
+        keep_ext = len(names[(str(folder).casefold(), fp.stem.casefold())]) > 1
+        rel = folder / (fp.name if keep_ext else fp.stem)
+        key = str(rel).casefold()
+        if key in taken:
+            jobs.append(
+                JobSpec(
+                    fp,
+                    rel,
+                    refused=f"{fp}: would write the same outputs as {taken[key]} ({rel}.labels.*); "
+                    f"pass it in a separate run with another --out",
+                )
             )
-        seen[j.rel_stem] = j.input
-    return jobs, ignored
+            continue
+        taken[key] = fp
+        jobs.append(JobSpec(fp, rel))
+    return jobs
 
 
 def existing_outputs(out_dir: Path, spec: JobSpec) -> bool:
@@ -169,6 +214,8 @@ class _Job:
         self.sink: Sink | None = None
         self.stitcher: Stitcher | None = None
         self.write_in_stitch = 0.0
+        self.counts = ClassCounts()  # pixels per class, for NAME.areas.*
+        self.areas: list[dict] | None = None
         self.t0 = time.perf_counter()
 
     def release(self) -> None:
@@ -221,12 +268,10 @@ class InferencePipeline:
         self.out_dir = Path(out_dir)
         self.tile = bundle.tile
         self.overlap = options.overlap if options.overlap is not None else round(self.tile / 6)
-        self.blend = bundle.has_probs if options.blend is None else options.blend
-        if self.blend and "probs" not in backend.outputs:
-            raise Co2SInputError(
-                f"bundle {bundle.root} has no 'probs' output: probability blending is not possible "
-                "(tiles are stitched by the most-central rule instead; drop --blend)"
-            )
+        # blending is the default: the bundle's probabilities when it outputs them, else each tile's vote
+        # (tiling.vote_probs); the most-central rule leaves seams (benchmarks/seams.py)
+        self.blend = True if options.blend is None else options.blend
+        self.use_probs = self.blend and "probs" in backend.outputs
         bmax = backend.batch.max
         self.batch = min(options.batch or backend.batch.opt or 1, bmax)
         if options.batch and options.batch > bmax:
@@ -235,7 +280,7 @@ class InferencePipeline:
         self._needed = frozenset(
             {"labels"}
             | ({"confidence"} if options.confidence or self.blend else set())
-            | ({"probs"} if self.blend else set())
+            | ({"probs"} if self.use_probs else set())
         )
         self.profiler = profiler or StageProfiler(enabled=False)
         self.progress = progress or Progress()
@@ -269,7 +314,9 @@ class InferencePipeline:
         t0 = time.perf_counter()
         todo = []
         for i, spec in enumerate(specs):
-            if self.options.skip_existing and existing_outputs(self.out_dir, spec):
+            if spec.refused:
+                self._finish(i, JobResult(spec.input, "failed", spec.refused))
+            elif self.options.skip_existing and existing_outputs(self.out_dir, spec):
                 self._finish(i, JobResult(spec.input, "skipped", "outputs exist (--skip-existing)"))
             else:
                 todo.append(_Job(spec, i))
@@ -314,9 +361,19 @@ class InferencePipeline:
                     job.spec.input, "skipped", f"not started, the run stopped {self._stop_reason}"
                 )
         results = [self._results_by_job[i] for i in sorted(self._results_by_job)]
+        with_areas = [(r.name, r.areas) for r in results if r.status == "ok" and r.areas is not None]
+        if len(specs) > 1 and with_areas:
+            self._write_combined_areas(with_areas)
         return RunSummary(
             results, time.perf_counter() - t0, list(ignored or []), self._stop_reason if self._stop.is_set() else None
         )
+
+    def _write_combined_areas(self, per_input: list[tuple[str, list[dict]]]) -> None:
+        """A folder run's `areas.csv` / `areas.json` at the top of the output folder: every input's class areas
+        and the totals (rewritten by each run over the inputs that run labelled)."""
+        rows = combined_rows(per_input)
+        atomic_write_text(self.out_dir / "areas.csv", rows_csv(rows, ("input", *FIELDS)))
+        atomic_write_text(self.out_dir / "areas.json", json.dumps({"rows": rows}, indent=2) + "\n")
 
     # --- readers ----------------------------------------------------------------------------------------------
 
@@ -502,11 +559,14 @@ class InferencePipeline:
                 overlay=self.options.overlay,
                 confidence=self.options.confidence,
                 overviews=self.options.overviews,
+                cog=self.options.cog,
             )
+            self._add_products(job)
             prof.add("write", time.perf_counter() - t)
 
             def emit(y0, y1, labels, conf, _sink=job.sink, _job=job):
                 t0 = time.perf_counter()
+                _job.counts.add(labels)
                 _sink.write_strip(y0, y1, labels, conf)
                 dt = time.perf_counter() - t0
                 prof.add("write", dt)
@@ -525,7 +585,7 @@ class InferencePipeline:
             job.stitcher.add(item.win, None, valid=item.valid)
         else:
             job.stitcher.add(
-                item.win, o["labels"], o.get("confidence"), o.get("probs") if self.blend else None, item.valid
+                item.win, o["labels"], o.get("confidence"), o.get("probs") if self.use_probs else None, item.valid
             )
         prof.add("postprocess", time.perf_counter() - t - job.write_in_stitch)
         job.write_in_stitch = 0.0
@@ -540,8 +600,49 @@ class InferencePipeline:
             self._close(job)
             self._finish(
                 job.index,
-                JobResult(job.spec.input, "ok", "", outputs, job.total, job.size, time.perf_counter() - job.t0),
+                JobResult(
+                    job.spec.input,
+                    "ok",
+                    "",
+                    outputs,
+                    job.total,
+                    job.size,
+                    time.perf_counter() - job.t0,
+                    areas=job.areas,
+                    name=str(job.spec.rel_stem),
+                ),
             )
+
+    def _add_products(self, job: _Job) -> None:
+        """Files made from the finished rasters and committed with them: class areas (always), polygons."""
+        base = self.out_dir / job.spec.rel_stem
+        classes = list(self.bundle.classes)
+
+        def areas(sink, _job=job):
+            rows, pairs = write_areas(sink, _job.counts, classes, pixel_area(*sink.georeference()), base)
+            _job.areas = rows
+            return pairs
+
+        job.sink.products.append(areas)
+        fmt = self.options.vector
+        if fmt:
+            driver, ext = VECTOR_FORMATS[fmt]
+            pa = pixel_area(*job.sink.georeference())
+            m = self.options.min_area
+            min_pixels = m.pixels(pa.m2, job.spec.input) if m is not None else 0.0  # before any file is made
+
+            def polygons(sink):
+                return write_polygons(
+                    sink,
+                    base.with_name(base.name + ".polygons" + ext),
+                    driver=driver,
+                    classes=classes,
+                    pixel_m2=pa.m2,
+                    min_pixels=min_pixels,
+                    simplify=self.options.simplify,
+                )
+
+            job.sink.products.append(polygons)
 
     def _fail(self, job: _Job, message: str, status: str = "failed") -> None:
         job.failed = True
@@ -619,6 +720,7 @@ def predict_array(
     *,
     overlap: int | None = None,
     blend: bool = False,
+    use_probs: bool = True,
     num_classes: int | None = None,
     valid: np.ndarray | None = None,
     batch: int | None = None,
@@ -639,7 +741,8 @@ def predict_array(
     if blend and num_classes is None:
         raise ValueError("blend needs num_classes")
     stitcher = Stitcher(grid, emit, blend=blend, num_classes=num_classes)
-    wanted = {"labels", "confidence"} | ({"probs"} if blend else set())  # per call: the backend may be shared
+    use_probs = blend and use_probs and "probs" in backend.outputs  # otherwise blend votes (tiling.vote_probs)
+    wanted = {"labels", "confidence"} | ({"probs"} if use_probs else set())  # per call: the backend may be shared
     B = min(batch or backend.batch.opt, backend.batch.max)
     wins = list(grid)
     for i in range(0, len(wins), B):
@@ -659,7 +762,7 @@ def predict_array(
         for k, win in enumerate(chunk):
             if k in run:
                 stitcher.add(
-                    win, outs["labels"][j], outs["confidence"][j], outs["probs"][j] if blend else None, vals[k]
+                    win, outs["labels"][j], outs["confidence"][j], outs["probs"][j] if use_probs else None, vals[k]
                 )
                 j += 1
             else:

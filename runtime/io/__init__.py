@@ -90,13 +90,14 @@ def open_sink(
     overlay: bool = True,
     confidence: bool = True,
     overviews: bool = True,
+    cog: bool = False,
 ) -> Sink:
     """The sink for `source`'s outputs under `<out_dir>/<rel_stem>.*`: GeoTIFFs (georeferenced like the scene) for a
     windowed source, PNGs for an image decoded whole."""
     paths = output_paths(Path(out_dir), rel_stem, geo=source.windowed, overlay=overlay, confidence=confidence)
     if source.windowed:
-        return GeoTiffSink(source, paths, palette, classes, overviews=overviews)
-    return PngSink(source, paths, palette)
+        return GeoTiffSink(source, paths, palette, classes, overviews=overviews, cog=cog)
+    return PngSink(source, paths, palette, classes)
 
 
 def open_frame_source(

@@ -167,16 +167,19 @@ class ArraySource(RasterSource):
         return self.rgb[y0 : y0 + h, x0 : x0 + w], v
 
 
-def array_to_source(path: Path, arr: np.ndarray, options: InputOptions, what: str = "") -> ArraySource:
-    """[H, W, C] array of any dtype -> RGB uint8 source, applying band choice, nodata and stretch."""
+def array_to_source(
+    path: Path, arr: np.ndarray, options: InputOptions, what: str = "", valid: np.ndarray | None = None
+) -> ArraySource:
+    """[H, W, C] array of any dtype -> RGB uint8 source, applying band choice, nodata and stretch; `valid` (from an
+    alpha channel) marks the pixels that hold data, and --nodata narrows it further."""
     h, w, c = arr.shape
     if h == 0 or w == 0:
         raise Co2SInputError(f"{path}: empty image ({w}x{h} pixels)")
     idx = select_bands(c, options, path, what, arr.dtype)
     sel = arr if (c == 3 and idx == (0, 1, 2)) else arr[:, :, list(idx)]
-    valid = None
     if options.nodata is not None:
-        valid = ~np.all(sel == np.asarray(options.nodata, dtype=sel.dtype), axis=2)
+        has_data = ~np.all(sel == np.asarray(options.nodata, dtype=sel.dtype), axis=2)
+        valid = has_data if valid is None else valid & has_data
     if sel.dtype != np.uint8 or options.stretch is not None:
         if options.stretch is None:
             raise needs_stretch_error(path, sel.dtype)

@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from co2s.errors import WRITE_ERRNOS, Co2SInputError, Co2SOutputError, output_error
+from co2s.files import remove_quietly
 
 from ..tiling import NODATA_LABEL
 from .base import InputOptions, RasterSource, apply_stretch, needs_stretch_error, select_bands, stretch_limits
-from .sinks import OutputPaths, Sink, overlay_image, palette_lut, preview_step
+from .sinks import OutputPaths, Sink, palette_lut, preview_step, quicklook
 
 log = logging.getLogger("co2s.runtime")
 BLOCK = 256  # output block size (GDAL's default tiled GeoTIFF block)
@@ -54,7 +55,7 @@ class GeoTiffSource(RasterSource):
 
     def __init__(self, path: Path, options: InputOptions):
         rio = _rasterio()
-        from rasterio.enums import MaskFlags
+        from rasterio.enums import ColorInterp, MaskFlags
 
         self.path, self.options = Path(path), options
         if self.path.is_dir():
@@ -80,7 +81,10 @@ class GeoTiffSource(RasterSource):
                     f"imagery (convert it first, e.g. to amplitude)"
                 )
             _check_block_size(self.path, ds)
-            idx0 = select_bands(ds.count, options, self.path, "raster ", np.result_type(*ds.dtypes))
+            # an alpha band is the nodata mask (read through read_masks below), not a band to choose from
+            colour = [i for i, ci in enumerate(ds.colorinterp) if ci != ColorInterp.alpha] or list(range(ds.count))
+            picked = select_bands(len(colour), options, self.path, "raster ", np.result_type(*ds.dtypes))
+            idx0 = tuple(colour[i] for i in picked)
             self.unique = sorted(set(idx0))
             self.order = [self.unique.index(i) for i in idx0]  # positions of R, G, B in the unique read
             self.indexes = [i + 1 for i in self.unique]  # rasterio counts bands from 1
@@ -240,11 +244,13 @@ class GeoTiffSink(Sink):
         classes: list[str],
         *,
         overviews: bool = True,
+        cog: bool = False,
     ):
         rio = _rasterio()
         super().__init__(paths)
-        self.source, self.palette = source, palette
+        self.source, self.palette, self.classes = source, palette, classes
         self.overviews = overviews
+        self.cog = cog
         self.height, self.width = source.height, source.width
         base = dict(
             driver="GTiff",
@@ -325,13 +331,15 @@ class GeoTiffSink(Sink):
         try:
             if self._pending_y0 != self.height:
                 raise RuntimeError(f"only rows 0-{self._pending_y0} of {self.height} were written")
-            factors = self._overview_factors() if self.overviews else []
+            factors = self._overview_factors() if self.overviews and not self.cog else []
             for key, (ds, tmp, _final) in self._datasets.items():
                 if factors:
                     self._build_overviews(key, ds, factors)
                 ds.close()
                 self._check_complete(tmp, len(factors))
-            pairs = [(tmp, final) for _, tmp, final in self._datasets.values()]
+            pairs = []
+            for key, (_ds, tmp, final) in self._datasets.items():
+                pairs.append((self._to_cog(key, tmp, final) if self.cog else tmp, final))
             if self.paths.overlay is not None:
                 final = self.paths.overlay
                 tmp = self._temp(final)
@@ -342,7 +350,49 @@ class GeoTiffSink(Sink):
         except BaseException:
             self.abort()
             raise
-        return self._move_into_place(pairs)
+        done = self._move_into_place(pairs)
+        if self.cog:  # the strip-written files the COGs were copied from
+            remove_quietly(tmp for _, tmp, _ in self._datasets.values())
+        return done
+
+    def _to_cog(self, key: str, tmp: Path, final: Path) -> Path:
+        """Copy a finished strip-written GeoTIFF into a Cloud-Optimized GeoTIFF with GDAL's COG driver (which
+        only copies, never writes in strips): tiled, overviews (nearest for class indices, average for
+        confidence), colour table, tags, scale and nodata carried over. Returns the COG's temporary name; the
+        intermediate file is kept until commit (the labels temp is read back by finished_rows)."""
+        from rasterio.shutil import copy as rio_copy
+
+        cog = self._temp(final)
+        with _rasterio().Env():  # GDAL's notes go to logging, not stderr
+            rio_copy(
+                tmp,
+                cog,
+                driver="COG",
+                BLOCKSIZE=512,
+                COMPRESS="DEFLATE",
+                PREDICTOR="YES",
+                RESAMPLING="NEAREST" if key == "labels" else "AVERAGE",
+                OVERVIEWS="AUTO" if self.overviews else "NONE",
+                BIGTIFF="IF_SAFER",
+            )
+        with _rasterio().open(cog) as r:  # GDAL logs some write failures instead of raising them
+            if (r.width, r.height) != (self.width, self.height):
+                raise _IncompleteOutput(f"the COG copy is {r.width}x{r.height}, expected {self.width}x{self.height}")
+        return cog
+
+    def finished_rows(self, y0: int, y1: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Read back from the closed temporary files (products run after commit closed them)."""
+        from rasterio.windows import Window
+
+        rio, win = _rasterio(), Window(0, y0, self.width, y1 - y0)
+        with rio.open(self._datasets["labels"][1]) as ds:
+            labels = ds.read(1, window=win)
+        conf = None
+        if "confidence" in self._datasets:
+            with rio.open(self._datasets["confidence"][1]) as ds:
+                q = ds.read(1, window=win)
+            conf = np.where(q == CONF_NODATA, 0, q).astype(np.float32) / CONF_SCALE
+        return labels, conf
 
     def _overview_factors(self) -> list[int]:
         """x2, x4, ... down to ~256 px (none for a scene that fits one block)."""
@@ -429,7 +479,7 @@ class GeoTiffSink(Sink):
             from rasterio.enums import Resampling
 
             labels = ds.read(1, out_shape=rgb.shape[:2], resampling=Resampling.nearest)
-        Image.fromarray(overlay_image(rgb, labels, self.palette)).save(tmp, format="PNG", compress_level=1)
+        Image.fromarray(quicklook(rgb, labels, self.palette, self.classes)).save(tmp, format="PNG", compress_level=1)
 
     def abort(self) -> None:
         for ds, _, _ in self._datasets.values():

@@ -11,32 +11,42 @@ import struct
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from co2s.errors import Co2SInputError, output_error
 
 from ..tiling import NODATA_LABEL
 from .base import ArraySource, InputOptions, RasterSource, array_to_source
-from .sinks import OutputPaths, Sink, overlay_image, palette_lut
+from .sinks import OutputPaths, Sink, palette_lut, quicklook
 
 
 # ------------------------------------------------------------------------------------------------- reading
-def _pillow_bands(img: Image.Image) -> tuple[Image.Image, np.ndarray]:
-    """Pillow image -> (image, array [H, W, C]); colour models other than RGB are converted (their
-    channels are not separate measurements), numeric channels (L, LA, RGBA, I;16, F) are kept as they are."""
-    mode = img.mode
-    if mode == "P":
+def _pillow_bands(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+    """Pillow image -> (array [H, W, C], valid mask from alpha or None). Colour models other than RGB are converted
+    (their channels are not separate measurements: a palette's indices, CMYK inks); an alpha channel (RGBA, LA, a
+    palette's transparency) is not a band but the nodata mask: alpha 0 = no data. Numeric channels (L, I;16, F)
+    are kept as they are."""
+    if img.mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-    elif mode in ("CMYK", "YCbCr", "LAB", "HSV"):
-        img = img.convert("RGB")
-    elif mode == "1":
-        img = img.convert("L")
-    elif mode == "PA":
+    elif img.mode == "PA":
         img = img.convert("RGBA")
+    elif img.mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+        img = img.convert("RGB")  # Pillow undoes Adobe's inverted CMYK JPEGs while decoding
+    elif img.mode == "1":
+        img = img.convert("L")
+    elif img.mode == "RGBa":  # premultiplied alpha
+        img = img.convert("RGBA")
+    elif img.mode == "La":
+        img = img.convert("LA")
+    valid = None
+    if img.mode in ("RGBA", "LA"):
+        alpha = np.asarray(img.getchannel("A"))
+        valid = alpha > 0 if not alpha.all() else None
+        img = img.convert("RGB" if img.mode == "RGBA" else "L")
     arr = np.asarray(img)
     if arr.ndim == 2:
         arr = arr[:, :, None]
-    return img, arr
+    return arr, valid
 
 
 def open_pillow(path: Path, options: InputOptions) -> ArraySource:
@@ -75,12 +85,15 @@ def open_pillow(path: Path, options: InputOptions) -> ArraySource:
             )
         try:
             img.load()
-            img, arr = _pillow_bands(img)
+            # the orientation a viewer shows (phones and drones store sensor rows plus an EXIF Orientation tag):
+            # labels must line up with the image as users see it
+            img = ImageOps.exif_transpose(img)
+            arr, alpha_valid = _pillow_bands(img)
         except Image.DecompressionBombError as e:
             raise Co2SInputError(f"{path}: refused as a decompression bomb ({e})") from None
         except _DECODE_ERRORS as e:  # truncated streams, corrupt chunks, bad CRCs
             raise Co2SInputError(f"{path}: truncated or corrupt image data ({_describe(e)})") from None
-    return array_to_source(path, arr, options)
+    return array_to_source(path, arr, options, valid=alpha_valid)
 
 
 # Pillow's format plugins parse untrusted bytes in Python, so a malformed file surfaces as whichever exception the
@@ -153,9 +166,10 @@ def save_confidence_png(path: Path, confidence: np.ndarray) -> None:
 class PngSink(Sink):
     """Whole-image arrays for inputs Pillow decoded (they are in memory anyway), PNG files at commit."""
 
-    def __init__(self, source: RasterSource, paths: OutputPaths, palette: np.ndarray):
+    def __init__(self, source: RasterSource, paths: OutputPaths, palette: np.ndarray, classes: list[str] | None = None):
         super().__init__(paths)
-        self.source, self.palette = source, palette
+        self.source, self.palette, self.classes = source, palette, classes
+        self.height, self.width = source.height, source.width
         self.labels = np.full((source.height, source.width), NODATA_LABEL, np.uint8)
         self.confidence = np.zeros((source.height, source.width), np.float32) if paths.confidence else None
 
@@ -163,6 +177,9 @@ class PngSink(Sink):
         self.labels[y0:y1] = labels
         if self.confidence is not None and confidence is not None:
             self.confidence[y0:y1] = confidence
+
+    def finished_rows(self, y0: int, y1: int) -> tuple[np.ndarray, np.ndarray | None]:
+        return self.labels[y0:y1], None if self.confidence is None else self.confidence[y0:y1]
 
     def commit(self) -> list[Path]:
         pairs = []
@@ -173,7 +190,7 @@ class PngSink(Sink):
                     save_labels_png(tmp, self.labels, self.palette)
                 elif final == self.paths.overlay:
                     rgb, _ = self.source.read(0, 0, self.source.height, self.source.width)
-                    Image.fromarray(overlay_image(rgb, self.labels, self.palette)).save(
+                    Image.fromarray(quicklook(rgb, self.labels, self.palette, self.classes)).save(
                         tmp, format="PNG", compress_level=1
                     )
                 else:

@@ -247,3 +247,31 @@ def bundle_with_engine(root: Path, *, version="10.3.0", cc="8.7", device="Orin")
     )
     write_manifest(root, data)
     return root
+
+
+def write_projected_rgba(path, img: np.ndarray, alpha: np.ndarray, res: float = 2.0):
+    """A 4-band RGBA GeoTIFF in UTM 40N (EPSG:32640) with `res` m pixels: alpha is its nodata mask."""
+    import pytest
+
+    rasterio = pytest.importorskip("rasterio", reason="GeoTIFF support needs rasterio")
+    from rasterio.crs import CRS
+    from rasterio.enums import ColorInterp
+    from rasterio.transform import from_origin
+
+    h, w = alpha.shape
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=w,
+        height=h,
+        count=4,
+        dtype="uint8",
+        crs=CRS.from_epsg(32640),
+        transform=from_origin(300000.0, 2800000.0, res, res),
+        photometric="RGB",
+        alpha="YES",
+    ) as ds:
+        ds.write(np.concatenate([np.moveaxis(img, 2, 0), alpha[None]]))
+        ds.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha]
+    return path

@@ -74,10 +74,10 @@ class SleepyBackend(FakeBackend):
         self.seconds = seconds
         self.calls = 0
 
-    def run(self, tiles, profiler=None):
+    def run(self, tiles, profiler=None, *, outputs=None):
         self.calls += 1
         time.sleep(self.seconds)
-        return super().run(tiles, profiler)
+        return super().run(tiles, profiler, outputs=outputs)
 
     def info(self) -> BackendInfo:
         return BackendInfo("sleepy", self.precision)

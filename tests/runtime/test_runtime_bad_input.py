@@ -28,11 +28,8 @@ CASES = {
     "truncated": (truncated_png, "truncated or corrupt"),
     "bomb": (lambda p: p.write_bytes(png_bytes(60000, 60000)), "decompression"),
     "grey": (lambda p: Image.fromarray(rgb()[..., 0]).save(p), r"1-band image.*--bands 1"),
-    "grey_alpha": (lambda p: Image.fromarray(rgb()[..., :2], "LA").save(p), r"2-band image.*--bands"),
-    "rgba": (
-        lambda p: Image.fromarray(np.dstack([rgb(), rgb()[..., :1]]), "RGBA").save(p),
-        r"4-band image.*--bands R,G,B",
-    ),
+    # alpha is the nodata mask, not a band (RGBA works: tests/runtime/test_gis_inputs.py); LA is grey
+    "grey_alpha": (lambda p: Image.fromarray(rgb()[..., :2], "LA").save(p), r"1-band image.*--bands 1"),
     "sixteen_bit": (lambda p: Image.fromarray(rgb()[..., 0].astype(np.uint16) * 200).save(p), r"--stretch"),
 }
 
@@ -105,7 +102,9 @@ def test_folder_run_reports_and_skips_bad_files(bundle, tmp_path, run_cli):
         assert name in failed_block
     assert "ignored 1 file" in err
     assert outputs(tmp_path / "out") == sorted(
-        f"{s}.{k}.png" for s in ("a_good", "d_good") for k in ("confidence", "labels", "overlay")
+        [f"{s}.{k}.png" for s in ("a_good", "d_good") for k in ("confidence", "labels", "overlay")]
+        + [f"{s}.areas.{k}" for s in ("a_good", "d_good") for k in ("csv", "json")]
+        + ["areas.csv", "areas.json"]  # the folder run's combined table
     )
 
 

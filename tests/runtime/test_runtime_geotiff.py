@@ -177,7 +177,12 @@ def test_large_outputs_get_overviews(bundle, tmp_path, run_cli):
         assert ds.overviews(1) == [2]
         assert ds.tags(ns="rio_overview").get("resampling") == "mode"
         labels = ds.read(1)
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["wide.confidence.tif", "wide.labels.tif"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "wide.areas.csv",
+        "wide.areas.json",
+        "wide.confidence.tif",
+        "wide.labels.tif",
+    ]
     code, _, err = run_cli(
         "co2s-infer", [bundle, tmp_path / "wide.tif", "--out", tmp_path / "out2", "--no-overviews"], quiet=True
     )

@@ -318,14 +318,20 @@ def _images(folder: Path, n: int = 5) -> list[Path]:
 
 
 def _load_outputs(out: Path) -> dict[str, np.ndarray]:
-    return {p.name: np.asarray(Image.open(p)) for p in sorted(out.iterdir()) if not p.name.startswith(".")}
+    """The image outputs (NAME.areas.csv/json and the folder's areas.* are text, checked by name)."""
+    return {
+        p.name: np.asarray(Image.open(p))
+        for p in sorted(out.iterdir())
+        if p.suffix == ".png" and not p.name.startswith(".")
+    }
 
 
 def test_infer_killed_partway_then_skip_existing_finishes_the_same_set(tmp_path):
     bundle = make_bundle(tmp_path / "bundle", tile=32)
     inputs = _images(tmp_path / "in")
     out = tmp_path / "out"
-    # rename number 8 into the output folder = after 2 inputs x 3 files and 1 file of the third input
+    # killed at rename number 12 into the output folder = after 2 inputs x 5 files (labels, overlay, confidence,
+    # areas.csv, areas.json) and 1 file (the overlay) of the third input
     driver = _driver(
         tmp_path,
         "infer_kill",
@@ -341,7 +347,7 @@ def test_infer_killed_partway_then_skip_existing_finishes_the_same_set(tmp_path)
             global renames
             if Path(dst).resolve().parent == OUT:
                 renames += 1
-                if renames == 8:
+                if renames == 12:
                     os.kill(os.getpid(), signal.SIGKILL)
             return _real_replace(src, dst, *args, **kwargs)
 
@@ -361,8 +367,9 @@ def test_infer_killed_partway_then_skip_existing_finishes_the_same_set(tmp_path)
         assert arr.shape[:2] == sizes[name.split(".")[0]], name
     finished = sorted(n.split(".")[0] for n in done if n.endswith(".labels.png"))
     assert len(finished) == 2
-    for stem in finished:  # a labels file means all three files of that input are in place
+    for stem in finished:  # a labels file means all five files of that input are in place
         assert {f"{stem}.{k}.png" for k in ("labels", "overlay", "confidence")} <= set(done)
+        assert (out / f"{stem}.areas.csv").is_file() and (out / f"{stem}.areas.json").is_file()
     interrupted = {n.split(".")[0] for n in done} - set(finished)
     assert len(interrupted) == 1  # one file of the third input was renamed before the kill, but not its labels
     assert all(TEMP_NAME.match(n)["kind"] == "tmp" for n in _hidden(out)) and _hidden(out)

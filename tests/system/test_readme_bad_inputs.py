@@ -256,6 +256,23 @@ CASES = {
         t, extra=["--precision", "fp16,int8"]
     ),
     ("co2s-infer", "a folder with some bad files"): mixed_folder,
+    ("co2s-infer", "a folder holding `x.jpg` and `x.png`"): lambda t: [
+        small_bundle(t),
+        one_image(
+            one_image(t / "in", "x.png", lambda p: p.parent.mkdir() or Image.fromarray(rgb()).save(p)).parent, "x.jpg"
+        ).parent,
+        "--out",
+        t / "out",
+    ],
+    ("co2s-infer", "an RGBA PNG (alpha = nodata)"): lambda t: infer_one(
+        t, lambda p: Image.fromarray(np.dstack([rgb(), np.full(rgb().shape[:2], 255, np.uint8)]), "RGBA").save(p)
+    ),
+    ("co2s-infer", "`--min-area` negative"): lambda t: infer_one(t, extra=["--vector", "gpkg", "--min-area", "-5"]),
+    ("co2s-infer", "`--simplify` negative"): lambda t: infer_one(t, extra=["--vector", "gpkg", "--simplify", "-1"]),
+    ("co2s-infer", "`--min-area` without `--vector`"): lambda t: infer_one(t, extra=["--min-area", "5"]),
+    ("co2s-infer", "`--min-area` in m² on a raster without a CRS"): lambda t: infer_one(
+        t, extra=["--vector", "gpkg", "--min-area", "50m2"]
+    ),
     ("co2s-infer", "a bundle whose model file is missing"): lambda t: [
         damaged_bundle(t / "bundle", "missing"),
         one_image(t),

@@ -429,7 +429,13 @@ def test_infer_disk_full_while_writing_geotiff_outputs(where, bundle, tmp_path, 
     _geotiffs(src, ("a",))
     code, _, err = run_cli("co2s-infer", [bundle, src, "--out", out], quiet=True)
     assert code == 0, err
-    assert sorted(p.name for p in out.iterdir()) == ["a.confidence.tif", "a.labels.tif", "a.overlay.png"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "a.areas.csv",
+        "a.areas.json",
+        "a.confidence.tif",
+        "a.labels.tif",
+        "a.overlay.png",
+    ]
     before = _digest(out)
     _geotiffs(src, ("b",))  # a new input, nothing written for it yet
 
