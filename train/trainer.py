@@ -64,6 +64,8 @@ def fit(
     start, best, last_eval = 0, {"best_miou": -1.0, "best_iteration": -1}, {}  # best: best fused val mIoU so far
     if ckpt is not None:
         start, best = saver.restore(ckpt)
+        if d.is_main:  # said in words too: the progress bar draws only on a terminal
+            print(f"resume: continuing at iteration {start} of {cfg.iters} from {out / 'last.pt'}")
     _setup_notes(cfg, d)
     forwards = {name: wrap(TrainForward(s, stream=i), d) for i, (name, s) in enumerate(model.students.items())}
     students, opts, reduce_counts = dict(model.students), step_options(cfg), count_reducer(d)
