@@ -8,7 +8,7 @@ rule (the cut lines are the same for every mode: the boundaries of the tiles' ke
 is 1 for a seamless map. Modes: `central` (each pixel from the tile where it is most central), `vote` (blend
 vote_probs, what a bundle without probs gets by default), `probs` (blend the bundle's probabilities). Run on a
 synthetic scene with the trained tiny model of the tests (tests/_export_helpers.py), and on the Dubai scenes in
-/work/shared/data/dubai_aerial when present. Also times each mode (stitching cost, same backend calls).
+the shared Dubai set (co2s.train.data.default_dubai_root) when present. Also times each mode (stitching cost, same backend calls).
 
     python benchmarks/seams.py [--size 1024] [--out benchmarks/results/seams]
 """
@@ -104,7 +104,9 @@ def main(argv=None) -> int:
         for mode, r in run_modes(be, img, NUM_CLASSES).items():
             rows.append({"scene": f"synthetic-{20_000 + s}-{args.size}", "mode": mode, **r})
             print(rows[-1], flush=True)
-    dubai = Path("/work/shared/data/dubai_aerial")
+    from co2s.train.data import default_dubai_root
+
+    dubai = default_dubai_root()
     if dubai.exists():
         from PIL import Image
 

@@ -1,6 +1,6 @@
 """Seamless by default: with default options, label changes on the tile cut lines are not much more frequent than
 elsewhere, on a synthetic scene labelled by the tests' trained tiny model, and on Dubai scenes when
-/work/shared/data/dubai_aerial is present: below 1.5x for a bundle with probs (measured 0.88-1.00x), below 2x for
+the shared Dubai set is present: below 1.5x for a bundle with probs (measured 0.88-1.00x), below 2x for
 one without, whose tiles' votes are blended (measured 1.09-1.69x; the most-central rule: 7-12x).
 The ratio is benchmarks/seams.py's; its results table gives the numbers and the costs of each mode."""
 
@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from co2s.train.data import default_dubai_root
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -23,7 +25,7 @@ pytest.importorskip("torch", reason="the seam test labels with the trained tiny 
 pytestmark = pytest.mark.timeout(900)
 BOUND = 1.5  # blended probabilities
 VOTE_BOUND = 2.0  # blended votes (a bundle exported without --probs)
-DUBAI = Path("/work/shared/data/dubai_aerial")
+DUBAI = default_dubai_root()
 
 
 @pytest.fixture(scope="module")
