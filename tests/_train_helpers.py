@@ -25,3 +25,28 @@ def folder_dataset(root: Path, *, n: int = 3, label_value: int = 1, label_size=(
     (split / "unlabeled.txt").write_text("\n".join(lines) + "\n")
     (root / "splits" / "mer" / "val.txt").write_text("\n".join(lines) + "\n")
     return root
+
+
+# two tiny students on 64 px synthetic scenes, one image per batch (~1 s per iteration on a 2-core CPU)
+TINY_TRAIN = [
+    "--dataset",
+    "synthetic",
+    "--preset",
+    "tiny",
+    "--crop",
+    "64",
+    "--image-size",
+    "64",
+    "--num-labeled",
+    "2",
+    "--num-unlabeled",
+    "2",
+    "--num-val",
+    "1",
+    "--batch-size",
+    "1",
+    "--workers",
+    "0",
+    "--device",
+    "cpu",
+]

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _train_helpers import TINY_TRAIN
 from fakes.runtime import make_bundle
 from PIL import Image
 
@@ -28,29 +29,7 @@ from co2s.train.checkpoint import load_checkpoint
 
 BIN = Path(sys.executable).parent
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2"}
-# two tiny students on 64 px synthetic scenes, one image per batch: ~1 s per iteration on a 2-core CPU
-TRAIN = [
-    "--dataset",
-    "synthetic",
-    "--preset",
-    "tiny",
-    "--crop",
-    "64",
-    "--image-size",
-    "64",
-    "--num-labeled",
-    "2",
-    "--num-unlabeled",
-    "2",
-    "--num-val",
-    "1",
-    "--batch-size",
-    "1",
-    "--workers",
-    "0",
-    "--device",
-    "cpu",
-]
+TRAIN = TINY_TRAIN
 
 
 def _driver(tmp_path: Path, name: str, body: str) -> Path:

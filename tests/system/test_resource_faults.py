@@ -19,33 +19,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _train_helpers import TINY_TRAIN
 from fakes.runtime import make_bundle
 from PIL import Image
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 DISK_FULL = "the disk is full (no space left on device)"
-TRAIN = [
-    "--dataset",
-    "synthetic",
-    "--preset",
-    "tiny",
-    "--crop",
-    "64",
-    "--image-size",
-    "64",
-    "--num-labeled",
-    "2",
-    "--num-unlabeled",
-    "2",
-    "--num-val",
-    "1",
-    "--batch-size",
-    "1",
-    "--workers",
-    "0",
-    "--device",
-    "cpu",
-]
+TRAIN = TINY_TRAIN
 EXPORT = [
     "--untrained",
     "--preset",
