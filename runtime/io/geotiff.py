@@ -67,7 +67,7 @@ class GeoTiffSource(RasterSource):
             raise Co2SInputError(f"{path}: cannot read ({e.strerror or e})") from None
         try:
             self.ds = rio.open(self.path)
-        except rio.errors.RasterioIOError as e:
+        except _gdal_errors() as e:
             raise Co2SInputError(f"{path}: not a readable raster ({_gdal_msg(e)})") from None
         try:
             ds = self.ds
@@ -105,6 +105,9 @@ class GeoTiffSource(RasterSource):
                     "For large scenes convert once: gdal_translate -co TILED=YES -co COMPRESS=DEFLATE in out",
                     self.path,
                 )
+        except _gdal_errors() as e:  # a header that opens but whose tags GDAL cannot decode
+            self.ds.close()
+            raise Co2SInputError(f"{path}: damaged raster header ({_gdal_msg(e)})") from None
         except BaseException:
             self.ds.close()
             raise
@@ -128,7 +131,7 @@ class GeoTiffSource(RasterSource):
                 valid = ~np.all(data == np.asarray(self.nodata, dtype=data.dtype), axis=0)
             elif self.use_masks:
                 valid = np.any(self.ds.read_masks(self.indexes, **region) > 0, axis=0)
-        except _rasterio().errors.RasterioIOError as e:
+        except _gdal_errors() as e:
             raise Co2SInputError(f"{self.path}: read failed {where} (truncated or corrupt? {_gdal_msg(e)})") from None
         return data, valid
 
@@ -190,11 +193,12 @@ class _IncompleteOutput(Exception):
     """A closed output is missing blocks, overviews or its TIFF directory (see GeoTiffSink._check_complete)."""
 
 
-def _write_errors() -> tuple[type[BaseException], ...]:
-    """What a failed GDAL write raises: RasterioIOError (an OSError, but with no errno; GDAL's message is its
-    cause), other RasterioErrors, and rasterio's CPLE_* errors, which sometimes escape unwrapped."""
+def _gdal_errors() -> tuple[type[BaseException], ...]:
+    """What a failed GDAL call raises: RasterioErrors (RasterioIOError is an OSError with no errno; GDAL's message
+    is its cause) and rasterio's CPLE_* errors, which escape unwrapped from some property getters (a damaged
+    colour-interpretation tag raises CPLE_AppDefinedError from `colorinterp`)."""
     rio = _rasterio()
-    errors: tuple[type[BaseException], ...] = (OSError, _IncompleteOutput, rio.errors.RasterioError)
+    errors: tuple[type[BaseException], ...] = (rio.errors.RasterioError,)
     try:
         from rasterio._err import CPLE_BaseError
 
@@ -202,6 +206,11 @@ def _write_errors() -> tuple[type[BaseException], ...]:
     except ImportError:  # private module; the public errors above still cover the usual cases
         pass
     return errors
+
+
+def _write_errors() -> tuple[type[BaseException], ...]:
+    """What a failed GDAL write raises: any GDAL error, an OSError, or an output found incomplete after close."""
+    return (OSError, _IncompleteOutput, *_gdal_errors())
 
 
 LOW_SPACE_BYTES = 1 << 20  # a write that failed with less than this free on the file system counts as a full disk

@@ -129,7 +129,7 @@ def test_soak_quick(tmp_path):
     with open(tmp_path / "res/soak.csv") as f:
         rows = list(csv.DictReader(f))
     assert {"tiles_done", "seconds", "rss_mb"} <= set(rows[0])
-    assert int(rows[-1]["tiles_done"]) >= 400 and all(float(x["rss_mb"]) > 0 for x in rows)
+    assert int(rows[-1]["tiles_done"]) >= 1500 and all(float(x["rss_mb"]) > 0 for x in rows)
     md = (tmp_path / "res/soak.md").read_text()
     assert "**PASS**" in md and "onnxruntime" in md and "cores" in md and "peak drift" in md
     assert "PASS" in r.stdout
