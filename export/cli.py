@@ -67,7 +67,7 @@ def _status(result) -> int:
 @click.option(
     "--engine",
     "engines",
-    type=ListParam(formats.PRECISIONS),
+    type=ListParam(formats.ENGINE_PRECISIONS),
     multiple=True,
     help="also build TensorRT engines of these precisions, comma separated (repeatable)",
 )
@@ -103,7 +103,9 @@ def cli(**kw) -> int:
     if kw["list_formats"]:
         click.echo(formats.table())
         return 0
-    engines = formats.parse_precisions([p for group in kw["engines"] for p in group], "--engine")
+    engines = formats.parse_precisions(
+        [p for group in kw["engines"] for p in group], "--engine", formats.ENGINE_PRECISIONS
+    )
     if kw["triton_repo"] is not None:
         remove_if_failed(kw["triton_repo"])
     if kw["from_bundle"] is not None:

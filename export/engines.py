@@ -32,7 +32,7 @@ from .tensorrt_build import build_engine, has_nvidia_gpu
 
 def add_engines(bundle: str | Path, precisions, *, workspace_gib: float = 4.0, log=print) -> ExportResult:
     bundle = Path(bundle)
-    precisions = formats.parse_precisions(precisions, "--engine")
+    precisions = formats.parse_precisions(precisions, "--engine", formats.ENGINE_PRECISIONS)
     for msg in clean_leftovers(bundle):  # first: it may put back a file the manifest still describes
         log(msg)
     manifest = load_bundle(bundle, verify=True)  # validates the schema and every checksum first

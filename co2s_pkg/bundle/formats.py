@@ -16,7 +16,10 @@ from fractions import Fraction
 
 from co2s.errors import Co2SInputError
 
-PRECISIONS = ("fp32", "fp16", "int8")
+# "int8" is TensorRT-shaped (symmetric Q/DQ, built into engines); "int8-cpu" is the form onnxruntime's CPU kernels
+# fuse (docs/method.md §10). Only the first three become TensorRT engines.
+PRECISIONS = ("fp32", "fp16", "int8", "int8-cpu")
+ENGINE_PRECISIONS = ("fp32", "fp16", "int8")
 FUSIONS = ("mean", "max-confidence")  # implemented by co2s.train.model.fuse_probabilities and the export graph
 INT8_METHODS = ("auto", "ort-minmax", "ort-percentile", "ort-entropy", "modelopt-max", "modelopt-entropy")
 PRESET_NAMES = ("paper", "tiny")  # co2s.train.model.PRESETS
@@ -47,6 +50,10 @@ def external_data_name(onnx_name: str) -> str:
     return f"{onnx_name}.data"
 
 
+def _key(p: str) -> str:  # manifest keys are identifiers: int8-cpu -> int8_cpu
+    return p.replace("-", "_")
+
+
 def _onnx_name(p: str) -> str:
     return f"model.{p}.onnx"
 
@@ -54,14 +61,15 @@ def _onnx_name(p: str) -> str:
 _ONNX_WHAT = {
     "fp32": "reference graph; parity baseline",
     "fp16": "FP16 with FP32 islands (LN, softmax, reductions, similarity)",
-    "int8": "INT8 Q/DQ (symmetric, per-channel weights) on the FP16 graph",
+    "int8": "INT8 Q/DQ (symmetric, per-channel weights) on the FP16 graph, for TensorRT",
+    "int8-cpu": "INT8 for onnxruntime's CPU kernels (U8 activations, S8 weights), FP32 elsewhere",
 }
 
 FORMATS: tuple[Format, ...] = (
-    *(Format(f"onnx_{p}", ONNX, p, _onnx_name(p), True, False, _ONNX_WHAT[p]) for p in PRECISIONS),
+    *(Format(f"onnx_{_key(p)}", ONNX, p, _onnx_name(p), True, False, _ONNX_WHAT[p]) for p in PRECISIONS),
     *(
         Format(
-            f"onnx_{p}_data",
+            f"onnx_{_key(p)}_data",
             ONNX_DATA,
             p,
             external_data_name(_onnx_name(p)),
@@ -81,7 +89,7 @@ FORMATS: tuple[Format, ...] = (
             True,
             f"TensorRT plan from {_onnx_name(p)}" + ("" if p == "fp32" else " (strongly typed)"),
         )
-        for p in PRECISIONS
+        for p in ENGINE_PRECISIONS
     ),
     Format("timing_cache", TIMING_CACHE, None, "timing.cache", False, True, "TensorRT timing cache (faster rebuilds)"),
 )
@@ -95,19 +103,27 @@ def get_format(kind: str, precision: str | None = None) -> Format:
     raise KeyError((kind, precision))
 
 
-def parse_precisions(values, option: str) -> tuple[str, ...]:
+def parse_precisions(values, option: str, choices: tuple[str, ...] = PRECISIONS) -> tuple[str, ...]:
     """'fp16,int8' or ['fp16', 'int8'] -> ('fp16', 'int8') in canonical order; aliases half/fp16, int8/i8."""
-    aliases = {"float32": "fp32", "full": "fp32", "half": "fp16", "float16": "fp16", "i8": "int8"}
+    aliases = {
+        "float32": "fp32",
+        "full": "fp32",
+        "half": "fp16",
+        "float16": "fp16",
+        "i8": "int8",
+        "int8cpu": "int8-cpu",
+        "int8_cpu": "int8-cpu",
+    }
     items: list[str] = []
     for v in [values] if isinstance(values, str) else list(values):
         items += [p.strip().lower() for p in v.split(",") if p.strip()]
     out = []
     for p in items:
         p = aliases.get(p, p)
-        if p not in PRECISIONS:
-            raise Co2SInputError(f"{option}: unknown precision {p!r}; expected {', '.join(PRECISIONS)}")
+        if p not in choices:
+            raise Co2SInputError(f"{option}: unknown precision {p!r}; expected {', '.join(choices)}")
         out.append(p)
-    return tuple(p for p in PRECISIONS if p in out)
+    return tuple(p for p in choices if p in out)
 
 
 def table() -> str:

@@ -78,6 +78,12 @@ class Bundle:
     def has_probs(self) -> bool:
         return "probs" in self.outputs
 
+    def parity_passed(self, precision: str) -> bool:
+        """Whether this precision passed its parity gate at export. Bundles keep a failed precision only with
+        --allow-degraded; one without a parity record (older bundles, hand-made ones) counts as passed."""
+        record = self.parity.get(precision)
+        return not isinstance(record, dict) or bool(record.get("passed", True))
+
     def precisions(self, kind: str = ONNX) -> list[str]:
         return [p for p in PRECISIONS if self.has(kind, p)]
 
