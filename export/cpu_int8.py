@@ -1,0 +1,123 @@
+"""INT8 for onnxruntime's CPU kernels (`model.int8-cpu.onnx`), beside the TensorRT-shaped `model.int8.onnx`.
+
+The TensorRT INT8 graph (precision.py: symmetric Q/DQ over an FP16 graph) is what TensorRT needs and what the
+CPU runs slowest: onnxruntime's CPU EP has no fast FP16 kernels and fuses only the U8 activation / S8 weight
+patterns. This file is built from the FP32 graph with onnxruntime's own tools, in one of three forms
+(docs/method.md §10; numbers in benchmarks/results/cpu_int8.md):
+
+  dynamic    quantize_dynamic: weight-bearing MatMul/Gemm get S8 weights, activations are quantised per call
+             (DynamicQuantizeLinear -> MatMulInteger, fused by ORT into DynamicQuantizeMatMul). No calibration.
+  qoperator  quantize_static, QOperator (QLinearMatMul / QLinearConv), U8 activations, S8 weights, calibrated.
+  qdq        quantize_static, QDQ U8/S8, calibrated; ORT fuses the Q/DQ pairs into the same integer kernels.
+
+What is quantised: the weight-bearing MatMul/Gemm (attention projections, MLPs) and, in the static forms, the
+head's convolutions; the FP32 islands of precision.py (attention scores, the cosine similarity, norms) stay
+FP32. Dynamic leaves Conv in FP32: ConvInteger has no fast CPU kernel.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from .precision import _no_root_warnings, quantizable_nodes
+
+CPU_INT8_FORMS = ("dynamic", "qoperator", "qdq")
+# Chosen by benchmarks/cpu_int8.py on the paper preset (this project's 2-core AVX2 machine): see its results
+DEFAULT_CPU_INT8_FORM = "dynamic"
+
+
+def _reader(calib: np.ndarray, input_name: str, batch: int):
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self._it = iter(calib[i : i + batch] for i in range(0, len(calib) - batch + 1, batch))
+
+        def get_next(self):
+            x = next(self._it, None)
+            return None if x is None else {input_name: x}
+
+    return Reader()
+
+
+def quantize_int8_cpu(
+    fp32_path: Path,
+    out_path: Path,
+    calib: np.ndarray,
+    *,
+    form: str = DEFAULT_CPU_INT8_FORM,
+    input_name: str = "images",
+    batch: int = 1,
+) -> dict:
+    """Write `out_path` in `form` (CPU_INT8_FORMS); returns its record for the manifest's "precisions"."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
+
+    if form not in CPU_INT8_FORMS:
+        raise ValueError(f"unknown CPU INT8 form {form!r}; expected one of {CPU_INT8_FORMS}")
+    model = onnx.load(str(fp32_path), load_external_data=False)
+    take, skip = quantizable_nodes(model)
+    ops = {n.name: n.op_type for n in model.graph.node}
+    del model
+    if form == "dynamic":
+        excluded_convs = [n for n in take if ops[n] == "Conv"]
+        take = [n for n in take if ops[n] != "Conv"]
+        skip = skip + excluded_convs
+    external = fp32_path.stat().st_size > 2**31 - 2**24
+    with tempfile.TemporaryDirectory() as tmp, _no_root_warnings():
+        q = Path(tmp) / "q.onnx"
+        if form == "dynamic":
+            quantize_dynamic(
+                str(fp32_path),
+                str(q),
+                op_types_to_quantize=["MatMul", "Gemm"],
+                weight_type=QuantType.QInt8,
+                nodes_to_quantize=take,
+                use_external_data_format=external,
+                extra_options={"MatMulConstBOnly": True},
+            )
+        else:
+            quantize_static(
+                str(fp32_path),
+                str(q),
+                _reader(calib, input_name, batch),
+                quant_format=QuantFormat.QOperator if form == "qoperator" else QuantFormat.QDQ,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.MinMax,
+                nodes_to_quantize=take,
+                op_types_to_quantize=["MatMul", "Gemm", "Conv"],
+                use_external_data_format=external,
+                # bounded calibration memory: ranges are folded every 8 batches instead of keeping every
+                # intermediate output of every calibration tile until the end
+                extra_options={"CalibMaxIntermediateOutputs": 8},
+            )
+        model = onnx.load(str(q))
+    from .onnx_export import check_onnx, save_onnx
+
+    save_onnx(model, out_path)
+    check_onnx(out_path)
+    counts: dict[str, int] = defaultdict(int)
+    for n in model.graph.node:
+        counts[n.op_type] += 1
+    integer_ops = {
+        k: v
+        for k, v in sorted(counts.items())
+        if k in ("MatMulInteger", "DynamicQuantizeLinear", "QLinearMatMul", "QLinearConv", "QuantizeLinear")
+        or k == "DequantizeLinear"
+    }
+    return {
+        "method": f"ort-{form}",
+        "format": {"dynamic": "dynamic", "qoperator": "QOperator", "qdq": "QDQ"}[form],
+        "activations": "uint8, scale per call" if form == "dynamic" else "uint8 (asymmetric), calibrated min/max",
+        "weights": "int8 (symmetric, per tensor)",
+        "calibrated": form != "dynamic",
+        "quantized_nodes": len(take),
+        "excluded_nodes": len(skip),
+        "integer_ops": integer_ops,
+        "high_precision": "fp32",
+    }
