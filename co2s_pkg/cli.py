@@ -7,6 +7,7 @@ Exit status (the README's table is checked against EXIT_STATUSES):
     2    usage error: unknown option, missing argument, a value of the wrong type, not among the choices or out
          of range (click's message, with the usage line)
     3    co2s-export: the ONNX bundle is complete, the TensorRT engines are deferred to the target GPU
+    4    co2s-export: partial bundle: a precision failed its parity gate and was not written (the others were)
     130  interrupted (Ctrl-C); nothing half-written is left behind
 
 Logging: one `co2s` logger on stderr; `-q` shows only warnings and errors (no progress bars), `-v` adds debug
@@ -38,12 +39,14 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_DEFERRED = 3
+EXIT_PARTIAL = 4
 EXIT_INTERRUPTED = 130
 EXIT_STATUSES = {
     EXIT_OK: "ok",
     EXIT_FAILED: "failure or bad input",
     EXIT_USAGE: "usage error",
     EXIT_DEFERRED: "engines deferred to the target",
+    EXIT_PARTIAL: "partial export: a precision failed its parity gate",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
 }
 

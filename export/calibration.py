@@ -1,9 +1,11 @@
-"""Calibration / parity images: tiles from `--calib-data DIR`, or the synthetic scene set.
+"""Calibration / parity images: `--calib-data DIR`, else the val split of the dataset the checkpoint was trained
+on (it records it, with labels: parity is then scored against ground truth), else (untrained) the synthetic set.
 
 The same tiles calibrate INT8 and measure parity (PyTorch vs ONNX FP32, FP16/INT8 vs FP32). Tiles are
 taken on a regular grid over each image, round-robin across images, so a few large scenes still give
 `count` distinct tiles; images smaller than the tile are refused (upsampling would calibrate on pixels
-the model never sees at that scale).
+the model never sees at that scale). A folder is searched recursively, but label masks are not images to
+calibrate on: folders named like mask folders and single-band or palette files are skipped, and counted.
 """
 
 from __future__ import annotations
@@ -17,6 +19,10 @@ import numpy as np
 from co2s.errors import Co2SInputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+# folders whose files are labels, not imagery (dataset layouts: images/ + masks/ or labels/ side by side)
+MASK_FOLDERS = frozenset(
+    {"mask", "masks", "label", "labels", "gt", "groundtruth", "annotations", "ann", "segmentation"}
+)
 
 
 @dataclass
@@ -35,15 +41,27 @@ class CalibrationSet:
 
 
 def list_images(folder: Path) -> list[Path]:
+    """Image files under `folder` (recursively), without those in mask folders; single-band files are dropped
+    later, when they are read (from_folder)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise Co2SInputError(f"--calib-data {folder}: not a folder")
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    found = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    files = [p for p in found if not MASK_FOLDERS & {part.lower() for part in p.relative_to(folder).parts[:-1]}]
     if not files:
+        where = f" ({len(found)} in mask folders: {', '.join(sorted(MASK_FOLDERS))})" if found else ""
         raise Co2SInputError(
-            f"--calib-data {folder}: no images found (looked for {', '.join(IMAGE_SUFFIXES)}, recursively)"
+            f"--calib-data {folder}: no images found{where} (looked for {', '.join(IMAGE_SUFFIXES)}, recursively)"
         )
     return files
+
+
+def _is_label_like(path: Path) -> bool:
+    """A single-band or palette file is a label mask or a band, not an RGB scene to calibrate on."""
+    from co2s.train.data.io import open_image
+
+    with open_image(path) as im:
+        return im.mode in ("1", "L", "P", "I", "I;16", "F")
 
 
 def _grid_tiles(h: int, w: int, tile: int) -> list[tuple[int, int]]:
@@ -55,7 +73,13 @@ def _grid_tiles(h: int, w: int, tile: int) -> list[tuple[int, int]]:
 def from_folder(folder: Path, count: int, tile: int) -> CalibrationSet:
     from co2s.train.data import read_image
 
-    files = list_images(folder)
+    listed = list_images(folder)
+    files = [f for f in listed if not _is_label_like(f)]
+    if not files:
+        raise Co2SInputError(
+            f"--calib-data {folder}: all {len(listed)} images are single-band or palette files (label masks?); "
+            "calibration needs the RGB imagery"
+        )
     images = [read_image(f) for f in files]  # Co2SInputError names a bad file
     for f, im in zip(files, images):
         if im.shape[0] < tile or im.shape[1] < tile:
@@ -79,6 +103,7 @@ def from_folder(folder: Path, count: int, tile: int) -> CalibrationSet:
             "kind": "folder",
             "path": str(Path(folder).resolve()),
             "files": len(files),
+            "skipped_label_like": len(listed) - len(files),
             "count": len(arr),
             "sha256": _digest(arr),
         },
@@ -99,10 +124,94 @@ def synthetic(count: int, tile: int, seed: int = 0) -> CalibrationSet:
     )
 
 
-def load_calibration(folder: str | Path | None, count: int, tile: int) -> CalibrationSet:
+def from_dataset(train_config: dict, count: int, tile: int) -> CalibrationSet:
+    """Tiles and labels of the val split the checkpoint was trained with (its train_config: dataset, data root,
+    split, seed, sizes), so INT8 is calibrated on the imagery the model is for and parity is scored on truth."""
+    from co2s.train.data import build_splits, get_dataset_info
+
+    name = train_config["dataset"]
+    sizes = {k: train_config[k] for k in ("num_val",) if train_config.get(k) is not None}
+    if train_config.get("image_size") is not None:
+        sizes["size"] = train_config["image_size"]
+    try:
+        val = build_splits(
+            name,
+            train_config.get("data_root"),
+            train_config.get("split") or "1_8",
+            seed=int(train_config.get("seed") or 0),
+            parts=("val",),
+            **sizes,
+        )["val"]
+    except Co2SInputError as e:
+        raise Co2SInputError(
+            f"the checkpoint was trained on dataset {name!r}, whose val images calibrate INT8 and check parity, "
+            f"but they cannot be read here ({e}); pass --calib-data DIR with images like the deployment's"
+        ) from None
+    items = [val[i] for i in range(min(len(val), count))]
+    usable = [(im, lab) for im, lab in items if im.shape[0] >= tile and im.shape[1] >= tile]
+    if not usable:
+        raise Co2SInputError(
+            f"dataset {name!r}: no val image is at least {tile}x{tile} pixels; pass --calib-data DIR or a smaller --tile"
+        )
+    grids = [_grid_tiles(im.shape[0], im.shape[1], tile) for im, _ in usable]
+    imgs, labs = [], []
+    k = 0
+    while len(imgs) < count and k < max(len(g) for g in grids):
+        for (im, lab), g in zip(usable, grids):
+            if k < len(g) and len(imgs) < count:
+                y, x = g[k]
+                imgs.append(im[y : y + tile, x : x + tile])
+                labs.append(lab[y : y + tile, x : x + tile])
+        k += 1
+    arr = np.stack(imgs).astype(np.uint8)
+    return CalibrationSet(
+        arr,
+        np.stack(labs).astype(np.uint8),
+        {"kind": "dataset", "dataset": name, "part": "val", "count": len(arr), "sha256": _digest(arr)},
+        tuple(get_dataset_info(name).classes),
+    )
+
+
+def load_calibration(
+    folder: str | Path | None, count: int, tile: int, train_config: dict | None = None
+) -> CalibrationSet:
+    """--calib-data, else the training dataset's val split (a checkpoint), else the synthetic set (untrained)."""
     if count < 1:
         raise Co2SInputError(f"--calib-count must be at least 1, got {count}")
-    return from_folder(Path(folder), count, tile) if folder else synthetic(count, tile)
+    if folder:
+        return from_folder(Path(folder), count, tile)
+    if train_config and train_config.get("dataset"):
+        return from_dataset(train_config, count, tile)
+    return synthetic(count, tile)
+
+
+def calibration_reader(calib: np.ndarray, input_name: str, batch: int, stride: int = 4):
+    """onnxruntime's CalibrationDataReader over `calib` in batches, for quantize_static with
+    extra_options={"CalibStridedMinMax": reader.stride}: ranges are then folded every `stride` batches, so the
+    calibrator holds the intermediate outputs of a few tiles, not of all of them (their memory grows with tile
+    area: tens of GB for 32 tiles of the paper preset at 512). Not CalibMaxIntermediateOutputs: onnxruntime
+    1.32 drops the collected outputs when that limit is reached instead of folding them."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    batches = [calib[i : i + batch] for i in range(0, len(calib) - batch + 1, batch)]
+    stride = max(d for d in range(1, min(stride, len(batches)) + 1) if len(batches) % d == 0)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.stride = stride
+            self.set_range(0, len(batches))
+
+        def __len__(self) -> int:
+            return len(batches)
+
+        def set_range(self, start_index: int, end_index: int) -> None:
+            self._it = iter(batches[start_index:end_index])
+
+        def get_next(self):
+            x = next(self._it, None)
+            return None if x is None else {input_name: x}
+
+    return Reader()
 
 
 def _digest(arr: np.ndarray) -> str:

@@ -6,7 +6,8 @@
 
 Exit status (co2s.cli): 0 done; 1 error (one line `error: ...`, nothing written); 2 usage error; 3 the ONNX
 bundle is complete but engines were asked for on a machine without an NVIDIA GPU (the message says the command
-to run there); 130 interrupted.
+to run there); 4 partial: a precision failed its parity gate and was left out (the others were written; the
+message says what would help); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -17,18 +18,38 @@ from pathlib import Path
 import click
 
 from co2s.bundle import formats
-from co2s.cli import EXIT_DEFERRED, EXIT_OK, ListParam, log_options, remove_if_failed, renamed_option, run
+from co2s.cli import EXIT_DEFERRED, EXIT_OK, EXIT_PARTIAL, ListParam, log_options, remove_if_failed, renamed_option, run
 from co2s.errors import Co2SInputError
 
 _log = logging.getLogger("co2s.export").info
 
 
+_HELPS = {
+    "int8": "calibrate on images like the deployment's (--calib-data DIR), on more tiles (--calib-count 64), with "
+    "another method (--int8-method ort-percentile)",
+    "int8-cpu": "another CPU form (--cpu-int8 qdq or qoperator), calibration images like the deployment's "
+    "(--calib-data DIR)",
+    "fp16": "fp32 where FP16 loses labels, or the fp16 engine's own check on the target",
+}
+
+
 def _status(result) -> int:
-    """The only place an export result becomes an exit status: engines deferred to the target GPU, or done."""
-    if result.engines_deferred is None:
-        return EXIT_OK
-    click.echo(result.engines_deferred.message, err=True)
-    return EXIT_DEFERRED
+    """The only place an export result becomes an exit status: partial (a precision failed its parity gate and
+    was left out), engines deferred to the target GPU, or done."""
+    for p, what in result.failed_precisions.items():
+        _log(f"warning: {p} failed its parity gate: {what}")
+    if result.engines_deferred is not None:
+        click.echo(result.engines_deferred.message, err=True)
+    if result.partial:
+        left = [p for p, what in result.failed_precisions.items() if what.endswith("not written")]
+        helps = "; ".join(f"{p}: {_HELPS[p]}" for p in left)
+        click.echo(
+            f"partial export: {', '.join(left)} left out of {result.bundle} (see its parity report). What may "
+            f"help: {helps}; or keep it flagged as degraded with --allow-degraded.",
+            err=True,
+        )
+        return EXIT_PARTIAL
+    return EXIT_OK if result.engines_deferred is None else EXIT_DEFERRED
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -86,6 +107,15 @@ def _status(result) -> int:
     show_default=True,
     help="auto = modelopt-max when nvidia-modelopt is installed, else ort-minmax",
 )
+@click.option(
+    "--cpu-int8",
+    "cpu_int8_form",
+    type=click.Choice(formats.CPU_INT8_FORMS),
+    default="dynamic",
+    show_default=True,
+    help="form of the int8-cpu model (onnxruntime CPU kernels): dynamic needs no calibration; qoperator/qdq are "
+    "calibrated (U8 activations, S8 weights)",
+)
 @click.option("--probs", is_flag=True, help="add a float16 `probs` output [B,N,H,W] for overlapped-tile blending")
 @click.option(
     "--workspace",
@@ -96,7 +126,11 @@ def _status(result) -> int:
     help="TensorRT workspace, GiB",
 )
 @click.option("--triton-repo", type=click.Path(path_type=Path), help="also write a Triton model repository here")
-@click.option("--allow-degraded", is_flag=True, help="keep the bundle even when parity is under the thresholds")
+@click.option(
+    "--allow-degraded",
+    is_flag=True,
+    help="keep a precision under its parity threshold, flagged degraded (default: leave it out, exit status 4)",
+)
 @click.option("--list-formats", is_flag=True, help="print the table of formats and exit")
 def cli(**kw) -> int:
     """Export a Co2S checkpoint to a deployable bundle."""
@@ -138,6 +172,7 @@ def cli(**kw) -> int:
         calib_data=kw["calib_data"],
         calib_count=kw["calib_count"],
         int8_method=kw["int8_method"],
+        cpu_int8_form=kw["cpu_int8_form"],
         probs=kw["probs"],
         workspace_gib=kw["workspace_gib"],
         triton_repo=kw["triton_repo"],

@@ -5,14 +5,15 @@ CPU runs slowest: onnxruntime's CPU EP has no fast FP16 kernels and fuses only t
 patterns. This file is built from the FP32 graph with onnxruntime's own tools, in one of three forms
 (docs/method.md §10; numbers in benchmarks/results/cpu_int8.md):
 
-  dynamic    quantize_dynamic: weight-bearing MatMul/Gemm get S8 weights, activations are quantised per call
+  dynamic    quantize_dynamic: weight-bearing MatMuls get S8 weights, activations are quantised per call
              (DynamicQuantizeLinear -> MatMulInteger, fused by ORT into DynamicQuantizeMatMul). No calibration.
   qoperator  quantize_static, QOperator (QLinearMatMul / QLinearConv), U8 activations, S8 weights, calibrated.
   qdq        quantize_static, QDQ U8/S8, calibrated; ORT fuses the Q/DQ pairs into the same integer kernels.
 
-What is quantised: the weight-bearing MatMul/Gemm (attention projections, MLPs) and, in the static forms, the
-head's convolutions; the FP32 islands of precision.py (attention scores, the cosine similarity, norms) stay
-FP32. Dynamic leaves Conv in FP32: ConvInteger has no fast CPU kernel.
+What is quantised: the weight-bearing MatMuls (attention projections, MLPs: export/onnx_export.py keeps them
+unfused from their bias for this) and, in the static forms, Gemm and the head's convolutions; the FP32 islands of
+precision.py (attention scores, the cosine similarity, norms) stay FP32. Dynamic leaves Conv in FP32:
+ConvInteger has no fast CPU kernel.
 """
 
 from __future__ import annotations
@@ -24,25 +25,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from co2s.bundle.formats import CPU_INT8_FORMS
+
+from .calibration import calibration_reader
 from .precision import _no_root_warnings, quantizable_nodes
 
-CPU_INT8_FORMS = ("dynamic", "qoperator", "qdq")
 # Chosen by benchmarks/cpu_int8.py on the paper preset (this project's 2-core AVX2 machine): see its results
 DEFAULT_CPU_INT8_FORM = "dynamic"
-
-
-def _reader(calib: np.ndarray, input_name: str, batch: int):
-    from onnxruntime.quantization import CalibrationDataReader
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self._it = iter(calib[i : i + batch] for i in range(0, len(calib) - batch + 1, batch))
-
-        def get_next(self):
-            x = next(self._it, None)
-            return None if x is None else {input_name: x}
-
-    return Reader()
 
 
 def quantize_int8_cpu(
@@ -63,10 +52,10 @@ def quantize_int8_cpu(
     take, skip = quantizable_nodes(model)
     ops = {n.name: n.op_type for n in model.graph.node}
     del model
-    if form == "dynamic":
-        excluded_convs = [n for n in take if ops[n] == "Conv"]
-        take = [n for n in take if ops[n] != "Conv"]
-        skip = skip + excluded_convs
+    reader = calibration_reader(calib, input_name, batch)
+    if form == "dynamic":  # onnxruntime's dynamic quantiser has integer kernels for MatMul only (no Gemm, Conv)
+        skip = skip + [n for n in take if ops[n] != "MatMul"]
+        take = [n for n in take if ops[n] == "MatMul"]
     external = fp32_path.stat().st_size > 2**31 - 2**24
     with tempfile.TemporaryDirectory() as tmp, _no_root_warnings():
         q = Path(tmp) / "q.onnx"
@@ -74,7 +63,7 @@ def quantize_int8_cpu(
             quantize_dynamic(
                 str(fp32_path),
                 str(q),
-                op_types_to_quantize=["MatMul", "Gemm"],
+                op_types_to_quantize=["MatMul"],
                 weight_type=QuantType.QInt8,
                 nodes_to_quantize=take,
                 use_external_data_format=external,
@@ -84,7 +73,7 @@ def quantize_int8_cpu(
             quantize_static(
                 str(fp32_path),
                 str(q),
-                _reader(calib, input_name, batch),
+                reader,
                 quant_format=QuantFormat.QOperator if form == "qoperator" else QuantFormat.QDQ,
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
@@ -92,9 +81,7 @@ def quantize_int8_cpu(
                 nodes_to_quantize=take,
                 op_types_to_quantize=["MatMul", "Gemm", "Conv"],
                 use_external_data_format=external,
-                # bounded calibration memory: ranges are folded every 8 batches instead of keeping every
-                # intermediate output of every calibration tile until the end
-                extra_options={"CalibMaxIntermediateOutputs": 8},
+                extra_options={"CalibStridedMinMax": reader.stride},
             )
         model = onnx.load(str(q))
     from .onnx_export import check_onnx, save_onnx

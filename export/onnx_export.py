@@ -77,7 +77,10 @@ def clean_onnx(model: onnx.ModelProto) -> onnx.ModelProto:
     del model.graph.value_info[:]
     if model.ByteSize() < _PROTOBUF_LIMIT:  # larger ones are checked from the file after saving
         onnx.checker.check_model(model)
-    model = onnxslim.slim(model)
+    # MatMul + Add stay unfused: onnxruntime's dynamic INT8 quantises MatMul but not Gemm (int8-cpu would keep
+    # the 120 linear layers of the paper pair in FP32), while TensorRT and ORT's own CPU optimiser fuse the
+    # bias either way (docs/method.md §10)
+    model = onnxslim.slim(model, skip_fusion_patterns=["FusionGemm"])
     del model.graph.value_info[:]
     model = infer_shapes(model)
     return model

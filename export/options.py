@@ -18,7 +18,7 @@ BOTH = "both"
 
 
 class ExportCheckError(Co2SCheckFailed):
-    """The exported graph failed the TensorRT audit or a parity threshold; nothing was written."""
+    """The exported graph failed the TensorRT audit or FP32 parity; nothing was written."""
 
 
 @dataclass
@@ -38,6 +38,7 @@ class ExportOptions:
     calib_data: Path | None = None
     calib_count: int = DEFAULT_CALIB_COUNT
     int8_method: str = "auto"
+    cpu_int8_form: str = "dynamic"  # one of formats.CPU_INT8_FORMS (export/cpu_int8.py: why this one)
     probs: bool = False
     workspace_gib: float = 4.0
     triton_repo: Path | None = None
@@ -72,3 +73,10 @@ class ExportResult:
     bundle: Path
     manifest: dict
     engines_deferred: EnginesDeferred | None = None  # None: every engine asked for was built
+    # precisions under their parity gate -> what happened ("...; not written" or "...; kept, flagged degraded")
+    failed_precisions: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def partial(self) -> bool:
+        """A precision asked for is missing from the bundle: it failed its parity gate and was not written."""
+        return any(v.endswith("not written") for v in self.failed_precisions.values())

@@ -64,7 +64,7 @@ def _versions() -> dict:
 
 # --------------------------------------------------------------------------------------- the model
 def load_model(opts: ExportOptions):
-    """(Co2S in eval mode, preset name, dataset dict, checkpoint record or None, tile)."""
+    """(Co2S in eval mode, preset name, dataset dict, checkpoint record or None, tile, training config or None)."""
     import torch
 
     from co2s.train.model import build_co2s, co2s_from_state, get_preset
@@ -101,7 +101,7 @@ def load_model(opts: ExportOptions):
                 "palette": [list(c) for c in formats.DEFAULT_PALETTE[:n]],
             }
         )
-        return model.eval(), preset, dataset, None, tile
+        return model.eval(), preset, dataset, None, tile, None
 
     from co2s.train.checkpoint import load_checkpoint
 
@@ -128,7 +128,7 @@ def load_model(opts: ExportOptions):
     preset = ckpt["model_config"]["preset"]
     tile = opts.tile or ckpt["model_config"].get("img_size") or get_preset(preset).tile
     record = {"name": Path(opts.checkpoint).name, "sha256": sha256_file(opts.checkpoint)}
-    return model.eval(), preset, dataset, record, tile
+    return model.eval(), preset, dataset, record, tile, ckpt.get("train_config")
 
 
 def _student_names(model, choice: str) -> tuple[str, ...]:
@@ -197,11 +197,11 @@ def _export(opts: ExportOptions, log, t_start: float, precisions: tuple[str, ...
     from .precision import quantize_int8, save_fp16
 
     steps.next("loading the model and the calibration tiles")
-    model, preset, dataset, ckpt_record, tile = load_model(opts)
+    model, preset, dataset, ckpt_record, tile, train_config = load_model(opts)
     formats.check_model_input(tile, "--tile")
     students = _student_names(model, opts.students)
     config = DeployConfig(students, opts.fusion, tile, opts.probs)
-    calib = load_calibration(opts.calib_data, opts.calib_count, tile)
+    calib = load_calibration(opts.calib_data, opts.calib_count, tile, train_config)
     images = calib.images
     log(
         f"{len(students)} student(s) {', '.join(students)}; tile {tile}; {len(images)} calibration/parity tiles "
@@ -222,14 +222,10 @@ def _export(opts: ExportOptions, log, t_start: float, precisions: tuple[str, ...
     }
     artifacts: dict = {}
     precision_info: dict = {}
-    failures: list[str] = []
-
-    untrained_note = None
     if opts.untrained:
         # Random weights give near-uniform class probabilities: label agreement between precisions is then
         # decided by noise-level margins and says nothing about a trained model. Report, do not enforce.
-        untrained_note = "untrained model: FP16/INT8 agreement is reported but not enforced"
-        parity["note"] = untrained_note
+        parity["note"] = "untrained model: FP16/INT8 agreement is reported but not enforced"
 
     with AtomicBundle(opts.out, opts.force, log=log) as tmp:
         fmt = formats.get_format("onnx", "fp32")
@@ -244,59 +240,39 @@ def _export(opts: ExportOptions, log, t_start: float, precisions: tuple[str, ...
         parity["fp32"] = judge("fp32", fp32_vs_pytorch(outs["fp32"], ref))
         precision_info["fp32"] = {"export_seconds": round(stats.seconds, 1)}
 
+        truth = calib.truth_for(dataset["classes"])
         for precision in precisions[1:]:
             fmt = formats.get_format("onnx", precision)
             path = tmp / fmt.filename
             t0 = time.perf_counter()
-            steps.next("converting to fp16" if precision == "fp16" else "calibrating and quantising to int8")
-            if precision == "fp16":
-                log("converting to FP16 with FP32 islands...")
-                precision_info["fp16"] = save_fp16(fp32_path, path)
-            else:
-                from .precision import resolve_int8_method
-
-                log(
-                    f"quantising to INT8 Q/DQ ({resolve_int8_method(opts.int8_method)}, {len(images)} calibration tiles)..."
-                )
-                precision_info["int8"] = quantize_int8(
-                    fp32_path,
-                    path,
-                    images,
-                    method=opts.int8_method,
-                    batch=opts.batch[0] if opts.batch[0] == opts.batch[2] else 1,
-                )
+            steps.next(_CONVERT_STEPS[precision])
+            precision_info[precision] = _convert(precision, fp32_path, path, images, opts, log)
             precision_info[precision]["seconds"] = round(time.perf_counter() - t0, 1)
-            _audit_or_fail(audit_file(path), fmt.filename)
+            if precision != "int8-cpu":  # the CPU INT8 graph is never built with TensorRT
+                _audit_or_fail(audit_file(path), fmt.filename)
             steps.next(f"{precision} parity")
             outs[precision] = run_onnx(path, images, batch=run_batch)
-            parity[precision] = judge(
-                precision,
-                vs_fp32(outs[precision], outs["fp32"], calib.truth_for(dataset["classes"]), len(dataset["classes"])),
-            )
+            parity[precision] = judge(precision, vs_fp32(outs[precision], outs["fp32"], truth, len(dataset["classes"])))
 
         for precision in precisions:
             r = parity[precision]
+            delta = r.get("miou_delta")
             log(
                 f"  parity {precision}: pixel agreement {100 * r['pixel_agreement']:.3f} % "
                 f"(threshold {100 * r['threshold']:.2f} %)"
-                + (f", mIoU delta {r['miou_delta']:+.2f}" if "miou_delta" in r else "")
+                + (f", mIoU delta {delta:+.2f} ({r['miou_reference']})" if delta is not None else "")
             )
-            enforced = precision == "fp32" or not opts.untrained
-            if not r["passed"] and enforced:
-                failures.append(
-                    f"{precision} pixel agreement {100 * r['pixel_agreement']:.3f} % is below "
-                    f"{100 * r['threshold']:.2f} %"
-                )
-        if failures and not opts.allow_degraded:
+        if not parity["fp32"]["passed"]:  # the reference itself: nothing to compare the others with
             raise ExportCheckError(
-                "parity check failed: "
-                + "; ".join(failures)
-                + " (nothing was written; --allow-degraded keeps such a bundle)"
+                f"parity check failed: fp32 pixel agreement with PyTorch {100 * parity['fp32']['pixel_agreement']:.3f} %"
+                f" is below {100 * parity['fp32']['threshold']:.2f} % (nothing was written)"
             )
+        failed = _gate(precisions, parity, precision_info, tmp, opts)
+        written = tuple(p for p in precisions if precision_info[p].get("written", True))
 
         from co2s.bundle import artefact_record, write_manifest
 
-        for precision in precisions:
+        for precision in written:
             fmt = formats.get_format(formats.ONNX, precision)
             artifacts[fmt.key] = artefact_record(tmp, fmt, nodes=count_nodes(tmp / fmt.filename), opset=stats.opset)
             data = formats.get_format(formats.ONNX_DATA, precision)
@@ -318,14 +294,62 @@ def _export(opts: ExportOptions, log, t_start: float, precisions: tuple[str, ...
             time.perf_counter() - t_start,
         )
         write_manifest(tmp, manifest)
-    log(f"wrote {opts.out} ({', '.join(precisions)} ONNX) in {time.perf_counter() - t_start:.0f} s")
+    log(f"wrote {opts.out} ({', '.join(written)} ONNX) in {time.perf_counter() - t_start:.0f} s")
 
     result = ExportResult(Path(opts.out), manifest)
-    if opts.engines:
-        result = add_engines(opts.out, opts.engines, workspace_gib=opts.workspace_gib, log=log)
+    engines = tuple(p for p in opts.engines if p in written)
+    for p in sorted(set(opts.engines) - set(engines)):
+        log(f"warning: no {p} engine: the {p} ONNX failed its parity gate and was not written")
+    if engines:
+        result = add_engines(opts.out, engines, workspace_gib=opts.workspace_gib, log=log)
+    result.failed_precisions = failed
     if opts.triton_repo is not None and result.engines_deferred is None:
         _write_triton(opts.out, opts.triton_repo, opts.force, log)
     return result
+
+
+_CONVERT_STEPS = {
+    "fp16": "converting to fp16",
+    "int8": "calibrating and quantising to int8 (TensorRT Q/DQ)",
+    "int8-cpu": "quantising to int8 for onnxruntime's CPU kernels",
+}
+
+
+def _convert(precision: str, fp32_path: Path, path: Path, images: np.ndarray, opts: ExportOptions, log) -> dict:
+    """Write the `precision` ONNX from the FP32 one; its record for the manifest's "precisions"."""
+    from .cpu_int8 import quantize_int8_cpu
+    from .precision import quantize_int8, resolve_int8_method, save_fp16
+
+    calib_batch = opts.batch[0] if opts.batch[0] == opts.batch[2] else 1
+    if precision == "fp16":
+        log("converting to FP16 with FP32 islands...")
+        return save_fp16(fp32_path, path)
+    if precision == "int8":
+        log(f"quantising to INT8 Q/DQ ({resolve_int8_method(opts.int8_method)}, {len(images)} calibration tiles)...")
+        return quantize_int8(fp32_path, path, images, method=opts.int8_method, batch=calib_batch)
+    log(f"quantising to INT8 for the CPU ({opts.cpu_int8_form})...")
+    return quantize_int8_cpu(fp32_path, path, images, form=opts.cpu_int8_form, batch=calib_batch)
+
+
+def _gate(precisions, parity: dict, precision_info: dict, tmp: Path, opts: ExportOptions) -> dict[str, str]:
+    """Precisions under their parity threshold: {precision: what happened}. A failed precision does not sink the
+    bundle: its files are removed and its numbers stay in the manifest ("written": false), or, with
+    --allow-degraded, it is kept and flagged ("degraded": true). Untrained models are reported, not gated."""
+    failed = {}
+    for p in precisions[1:]:
+        r = parity[p]
+        if r["passed"] or opts.untrained:
+            continue
+        why = f"pixel agreement {100 * r['pixel_agreement']:.2f} % < {100 * r['threshold']:.2f} %"
+        if opts.allow_degraded:
+            precision_info[p]["degraded"] = True
+            failed[p] = f"{why}; kept, flagged degraded (--allow-degraded)"
+            continue
+        for kind in (formats.ONNX, formats.ONNX_DATA):
+            (tmp / formats.get_format(kind, p).filename).unlink(missing_ok=True)
+        precision_info[p]["written"] = False
+        failed[p] = f"{why}; not written"
+    return failed
 
 
 def _write_triton(bundle: Path, repo: Path, force: bool, log) -> dict:

@@ -22,6 +22,7 @@ PRECISIONS = ("fp32", "fp16", "int8", "int8-cpu")
 ENGINE_PRECISIONS = ("fp32", "fp16", "int8")
 FUSIONS = ("mean", "max-confidence")  # implemented by co2s.train.model.fuse_probabilities and the export graph
 INT8_METHODS = ("auto", "ort-minmax", "ort-percentile", "ort-entropy", "modelopt-max", "modelopt-entropy")
+CPU_INT8_FORMS = ("dynamic", "qoperator", "qdq")  # co2s.export.cpu_int8; the default is measured there
 PRESET_NAMES = ("paper", "tiny")  # co2s.train.model.PRESETS
 
 PATCH_SIZE = 16  # ViT patch of both students: tiles and crops are multiples of it

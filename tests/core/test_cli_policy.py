@@ -21,7 +21,15 @@ from fakes.runtime import make_bundle, rgb
 from PIL import Image
 
 import co2s.cli as policy
-from co2s.cli import EXIT_DEFERRED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_STATUSES, EXIT_USAGE
+from co2s.cli import (
+    EXIT_DEFERRED,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    EXIT_STATUSES,
+    EXIT_USAGE,
+)
 
 README = REPO_ROOT / "README.md"
 BIN = Path(sys.executable).parent
@@ -40,7 +48,7 @@ def test_readme_exit_status_table_is_the_policy():
         if len(cells) == 3 and cells[0].isdigit():
             rows[int(cells[0])] = cells[1]
     assert rows == EXIT_STATUSES
-    assert (EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DEFERRED, EXIT_INTERRUPTED) == (0, 1, 2, 3, 130)
+    assert (EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DEFERRED, EXIT_PARTIAL, EXIT_INTERRUPTED) == (0, 1, 2, 3, 4, 130)
 
 
 def test_console_scripts_are_the_thin_entry_points_and_license_is_spdx():

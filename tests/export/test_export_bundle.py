@@ -49,7 +49,7 @@ def test_bundle_holds_every_precision_and_a_valid_manifest(bundle, manifest):
     }
     assert [o["name"] for o in data["outputs"]] == ["labels", "confidence", "probs"]
     assert data["calibration"]["kind"] == "synthetic" and data["calibration"]["count"] == 12
-    assert set(data["precisions"]) == {"fp32", "fp16", "int8"}
+    assert set(data["precisions"]) == {"fp32", "fp16", "int8", "int8-cpu"}
     assert {"torch", "onnx", "onnxruntime", "onnxslim", "co2s"} <= set(data["producer"])
     assert any("RoPE" in f for f in data["model"]["folded"])
 
