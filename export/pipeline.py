@@ -194,7 +194,6 @@ def _export(opts: ExportOptions, log, t_start: float, precisions: tuple[str, ...
     from .deploy import DeployConfig, DeployModel, reference_predict
     from .onnx_export import count_nodes, export_deploy_onnx
     from .parity import THRESHOLDS, fp32_vs_pytorch, judge, run_onnx, vs_fp32
-    from .precision import quantize_int8, save_fp16
 
     steps.next("loading the model and the calibration tiles")
     model, preset, dataset, ckpt_record, tile, train_config = load_model(opts)
