@@ -14,7 +14,6 @@ not match its name, or does not parse, is named in one warning line and measured
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -31,7 +30,7 @@ from co2s.errors import Co2SOutputError
 from co2s.files import atomic_write_text
 
 from ..profiler import cpu_model
-from .cache import cache_dir, shown
+from .cache import cache_dir, key_digest, read_record, shown
 
 log = logging.getLogger("co2s.runtime")
 
@@ -100,7 +99,7 @@ def choose_cpu_precision(
         return PrecisionChoice(only, f"precision auto -> {only}: the only CPU precision that passed parity{skipped}")
     batch = min(max(bundle.batch.opt, bundle.batch.min), bundle.batch.max)
     key = _key(bundle, passing, threads, batch)
-    path = cache_dir() / "precision" / f"{_digest(key)}.json"
+    path = cache_dir() / "precision" / f"{key_digest(key)}.json"
     record = _read(path, key)
     reused = record is not None
     if record is None:
@@ -141,46 +140,18 @@ def _key(bundle: Bundle, precisions: Sequence[str], threads: int | None, batch: 
     }
 
 
-def _digest(key: dict) -> str:
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
-
-
 def _read(path: Path, key: dict) -> dict | None:
     """The cached record for `key`, or None (measure again); a file that is there but unusable is one warning."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError) as e:
-        return _stale(path, f"cannot read it ({getattr(e, 'strerror', None) or e})")
-    try:
-        record = json.loads(text)
-    except json.JSONDecodeError as e:
-        return _stale(path, f"not valid JSON ({e.msg}, line {e.lineno})")
-    if not isinstance(record, dict) or record.get("schema") != SCHEMA:
-        return _stale(path, f"not a {SCHEMA} record")
-    if record.get("key") != key:
-        return _stale(path, _differences(record.get("key"), key))
-    p50 = record.get("p50_ms")
-    ok = isinstance(p50, dict) and all(isinstance(p50.get(p), (int, float)) and p50[p] > 0 for p in key["artefacts"])
-    if not ok or not isinstance(record.get("measured"), str):
-        return _stale(path, "its timings are missing or not positive numbers")
+    record, problem = read_record(path, SCHEMA, key)
+    if record is not None:
+        p50 = record.get("p50_ms")
+        if not isinstance(record.get("measured"), str) or not (
+            isinstance(p50, dict) and all(isinstance(p50.get(p), (int, float)) and p50[p] > 0 for p in key["artefacts"])
+        ):
+            record, problem = None, "its timings are missing or not positive numbers"
+    if problem:
+        log.warning("precision cache %s: %s; measuring again", path, problem)
     return record
-
-
-def _stale(path: Path, why: str) -> None:
-    log.warning("precision cache %s: %s; measuring again", path, why)
-    return None
-
-
-def _differences(old, new: dict) -> str:
-    """'measured for onnxruntime 1.20.0, this run has 1.22.0': only the parts of the key that differ."""
-    if not isinstance(old, dict):
-        return "it records no key"
-    diff = [k for k in new if old.get(k) != new[k]] or sorted(set(old) - set(new))
-    was = ", ".join(f"{k} {old.get(k)!r}" for k in diff)
-    now = ", ".join(f"{k} {new.get(k)!r}" for k in diff)
-    return f"measured for {was}, this run has {now}"
 
 
 def _write(path: Path, record: dict) -> None:

@@ -32,7 +32,7 @@ from co2s.bundle.checksum import sha256_file
 from co2s.files import atomic_write_text, commit_files, remove_quietly, remove_stale_temps, temp_name
 
 from ..profiler import cpu_flags, cpu_model
-from .cache import cache_dir
+from .cache import cache_dir, key_digest, read_record
 
 log = logging.getLogger("co2s.runtime")
 
@@ -54,8 +54,7 @@ def graph_key(art: Artefact, ort_version: str) -> dict:
 
 
 def graph_folder(key: dict) -> Path:
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
-    return cache_dir() / "ort-graphs" / digest
+    return cache_dir() / "ort-graphs" / key_digest(key)
 
 
 def cpu_session(ort, path: Path, art: Artefact, options, *, external_data: bool):
@@ -77,39 +76,28 @@ def cpu_session(ort, path: Path, art: Artefact, options, *, external_data: bool)
 
 
 def _verified_graph(folder: Path, key: dict) -> Path | None:
-    sidecar, graph = folder / SIDECAR, folder / GRAPH
-    try:
-        text = sidecar.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError) as e:
-        return _stale(folder, f"cannot read {SIDECAR} ({getattr(e, 'strerror', None) or e})")
-    try:
-        meta = json.loads(text)
-    except json.JSONDecodeError as e:
-        return _stale(folder, f"{SIDECAR} is not valid JSON ({e.msg})")
-    if not isinstance(meta, dict) or meta.get("schema") != SCHEMA or meta.get("key") != key:
-        return _stale(folder, f"{SIDECAR} is for another model, onnxruntime or CPU")
-    try:
-        digest = sha256_file(graph)
-    except OSError as e:
-        return _stale(folder, f"cannot read {GRAPH} ({e.strerror or e})")
-    if digest != meta.get("sha256"):
-        return _stale(folder, f"{GRAPH} has sha256 {digest[:12]}…, {SIDECAR} says {str(meta.get('sha256'))[:12]}…")
-    return graph
-
-
-def _stale(folder: Path, why: str) -> None:
-    log.warning("optimised graph cache %s: %s; rebuilding it", folder, why)
+    meta, problem = read_record(folder / SIDECAR, SCHEMA, key)
+    if meta is not None:
+        graph = folder / GRAPH
+        try:
+            digest = sha256_file(graph)
+        except OSError as e:
+            digest, problem = None, f"cannot read {GRAPH} ({e.strerror or e})"
+        if digest is not None and digest != meta.get("sha256"):
+            problem = f"{GRAPH} has sha256 {digest[:12]}…, {SIDECAR} says {str(meta.get('sha256'))[:12]}…"
+        if problem is None:
+            return graph
+    if problem:
+        log.warning("optimised graph cache %s: %s; rebuilding it", folder, problem)
     return None
 
 
 def _build(ort, path: Path, folder: Path, key: dict, options):
     """Optimise `path` as usual, saving the result into a temporary folder that is committed under `folder`."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(folder.parent)  # the temporary folders of killed runs
     tmp = temp_name(folder)
     try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(folder.parent)  # the temporary folders of killed runs
         tmp.mkdir()
     except OSError as e:
         log.warning("optimised graph not saved: cannot write to %s (%s)", folder.parent, e.strerror or e)
