@@ -60,27 +60,29 @@ def time_precisions(
     batch: int,
     budget_s: float = BUDGET_S,
 ) -> dict[str, list[float]]:
-    """Milliseconds per call of each precision on onnxruntime's CPU, one session at a time (a paper-preset model
-    is 750 MB: two of them at once is memory a small machine may not have)."""
-    from .ort import OrtBackend
-
+    """Milliseconds per call of each precision on onnxruntime's CPU."""
     tiles = np.random.default_rng(0).integers(0, 256, (batch, bundle.tile, bundle.tile, 3), dtype=np.uint8)
-    out = {}
-    for p in precisions:
-        be = OrtBackend(bundle, p, "ort-cpu", threads=threads)
-        try:
-            be.run(tiles)  # allocation and kernel choice on the first call
-            times: list[float] = []
-            end = time.perf_counter() + budget_s
-            while len(times) < MIN_CALLS or (len(times) < MAX_CALLS and time.perf_counter() < end):
-                t = time.perf_counter()
-                be.run(tiles)
-                times.append((time.perf_counter() - t) * 1e3)
-            out[p] = times
-        finally:
-            be.close()
+    out = {p: _time_one(bundle, p, tiles, threads, budget_s) for p in precisions}
+    for p, times in out.items():
         log.debug("measured %s: %d calls, median %.1f ms", p, len(times), float(np.median(times)))
     return out
+
+
+def _time_one(bundle: Bundle, precision: str, tiles: np.ndarray, threads: int | None, budget_s: float) -> list[float]:
+    """One session at a time, gone when this returns (a paper-preset model is 750 MB: two of them at once is memory
+    a small machine may not have)."""
+    from .ort import OrtBackend
+
+    be = OrtBackend(bundle, precision, "ort-cpu", threads=threads)
+    be.run(tiles)  # allocation and kernel choice on the first call
+    times: list[float] = []
+    end = time.perf_counter() + budget_s
+    while len(times) < MIN_CALLS or (len(times) < MAX_CALLS and time.perf_counter() < end):
+        t = time.perf_counter()
+        be.run(tiles)
+        times.append((time.perf_counter() - t) * 1e3)
+    be.close()
+    return times
 
 
 def choose_cpu_precision(
