@@ -17,7 +17,16 @@ from co2s.errors import Co2SInputError
 from .backends import Backend, open_backend
 from .io import InputOptions, open_source
 from .pipeline import collect_inputs
-from .profiler import StageProfiler, device_stamp, library_versions, render_table, stage_stats
+from .profiler import (
+    StageProfiler,
+    choice_lines,
+    cold_start_record,
+    device_stamp,
+    library_versions,
+    process_age_s,
+    render_table,
+    stage_stats,
+)
 
 AGREEMENT_TILES = 8
 
@@ -71,6 +80,7 @@ def tiles_from_images(
 class BenchResult:
     report: dict
     labels: np.ndarray  # labels of the agreement tiles
+    first_call_s: float | None = None  # the first warm-up call (a fresh backend's is part of its cold start)
 
 
 def bench_backend(
@@ -82,8 +92,12 @@ def bench_backend(
     if batch < backend.batch.min:
         raise Co2SInputError(f"--batch {batch}: this model takes at least {backend.batch.min} tiles per batch")
     batches = [tiles[(i * batch + np.arange(batch)) % len(tiles)] for i in range(max(1, min(calls, 8)))]
+    first_call_s = None
     for i in range(warmup):
+        t = time.perf_counter()
         backend.run(batches[i % len(batches)])
+        if i == 0:
+            first_call_s = time.perf_counter() - t
     prof = StageProfiler()
     latencies = []
     prof.start()
@@ -110,7 +124,7 @@ def bench_backend(
         backend_notes=list(info.notes),
         providers=list(info.providers),
     )
-    return BenchResult(rep, labels)
+    return BenchResult(rep, labels, first_call_s)
 
 
 def run_bench(
@@ -137,12 +151,18 @@ def run_bench(
     agree_tiles = tiles[:AGREEMENT_TILES] if len(tiles) >= AGREEMENT_TILES else tiles
     reports, ref_labels = [], None
     order = sorted(precisions, key=lambda p: p != "fp32")  # FP32 first: it is the reference
+    startup_s = process_age_s()  # the first backend's cold start counts the process's start-up
     for prec in order:
         be = open_backend(bundle, backend, prec, threads=threads, cuda_graph=cuda_graph)
+        log(be.precision_reason)
         try:
-            for b in batches:
+            for i, b in enumerate(batches):
                 log(f"benchmarking {be.name} {be.precision} batch {b} ({calls} timed calls, {warmup} warm-up)")
                 res = bench_backend(be, tiles, agree_tiles, batch=b, calls=calls, warmup=warmup)
+                res.report["precision_choice"] = be.precision_reason
+                if i == 0:  # a fresh backend: its opening and first call are a cold start
+                    res.report["cold_start"] = cold_start_record(be, startup_s, res.first_call_s)
+                    startup_s = None
                 if be.precision == "fp32" and ref_labels is None:
                     ref_labels = res.labels
                 reports.append((res, be.precision))
@@ -187,7 +207,16 @@ def render_bench_table(reports: list[dict]) -> str:
             f"{_f(lat['p99_ms']):>10}{_f(lat['max_ms']):>10}{_f(r['tiles_per_s']):>10}"
             f"{_f(r['megapixels_per_s']):>9}{agree:>9}"
         )
-    return "\n".join(lines)
+    return "\n".join(lines + _choices(reports))
+
+
+def _choices(reports: list[dict]) -> list[str]:
+    """Each backend's precision choice and cold start, once (they are recorded on its first batch size)."""
+    out = []
+    for r in reports:
+        if r.get("cold_start"):
+            out += [f"{r['backend']} {r['precision']}: {line}" for line in choice_lines(r)]
+    return out
 
 
 def render_bench_markdown(reports: list[dict]) -> str:
@@ -211,7 +240,8 @@ def render_bench_markdown(reports: list[dict]) -> str:
             f"{_f(lat['p99_ms'])} | {_f(lat['max_ms'])} | {_f(r['tiles_per_s'])} | {_f(r['megapixels_per_s'])} "
             f"| {agree} |"
         )
-    lines.append("")
+    choices = _choices(reports)
+    lines += [""] + ([f"- {x}" for x in choices] + [""] if choices else [])
     for r in reports:
         lines.append(f"## {r['backend']} {r['precision']} batch {r['batch']}")
         lines.append("")

@@ -166,6 +166,31 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (/proc/cpuinfo `flags`, ARM `Features`); empty where the OS does not say."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.lower().startswith(("flags", "features")):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def process_age_s() -> float | None:
+    """Seconds since this process started (Linux: /proc/self/stat start time against /proc/uptime), so that a
+    cold start counts the interpreter and its imports too; None elsewhere."""
+    try:
+        with open("/proc/self/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        with open("/proc/uptime", encoding="ascii") as f:
+            uptime = float(f.read().split()[0])
+        return max(0.0, uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def jetson_power_mode() -> str | None:
     """`nvpmodel -q` first line (e.g. 'NV Power Mode: MAXN'); None off-Jetson. Recorded so numbers are comparable."""
     exe = shutil.which("nvpmodel")
@@ -294,6 +319,42 @@ def _header_lines(rep: dict) -> list[str]:
     ]
 
 
+def cold_start_record(backend, startup_s: float | None, first_call_s: float | None) -> dict:
+    """Where the time to the first result went: start-up (interpreter, imports, the bundle's manifest) before the
+    backend opened, the opening (checksums, a precision measurement, session creation with what the optimised-graph
+    cache did), the first backend call; `first_result_s` is their sum, None when a part was not timed."""
+    opened = getattr(backend, "open_s", None)
+    parts = (startup_s, opened, first_call_s)
+    return {
+        "startup_s": startup_s,
+        "open_s": opened,
+        "session_s": getattr(backend, "session_s", None),
+        "graph_cache": getattr(backend, "graph_note", None),
+        "first_call_s": first_call_s,
+        "first_result_s": sum(parts) if all(v is not None for v in parts) else None,
+    }
+
+
+def choice_lines(rep: dict) -> list[str]:
+    """The precision choice and the cold start of a report, one line each (when the report has them)."""
+    lines = [rep["precision_choice"]] if rep.get("precision_choice") else []
+    c = rep.get("cold_start")
+    if c:
+        session = f": session {_secs(c['session_s'])}" if c.get("session_s") is not None else ""
+        graph = f", {c['graph_cache']}" if c.get("graph_cache") else ""
+        first = "not timed (--warmup 0)" if c.get("first_call_s") is None else _secs(c["first_call_s"])
+        total = "" if c.get("first_result_s") is None else f"{_secs(c['first_result_s'])} to the first result "
+        start = "" if c.get("startup_s") is None else f"start-up {_secs(c['startup_s'])}, "
+        lines.append(f"cold start: {total}({start}open {_secs(c['open_s'])}{session}{graph}; first batch {first})")
+    return lines
+
+
+def _secs(v: float | None) -> str:
+    if v is None:
+        return "—"
+    return f"{v:.2f} s" if v >= 1 else f"{v * 1e3:.0f} ms" if v >= 0.01 else f"{v * 1e3:.1f} ms"
+
+
 def _summary_line(rep: dict) -> str:
     return (
         f"{rep['tiles']} tiles, {rep['megapixels']:.1f} MP in {rep['wall_s']:.2f} s: "
@@ -313,11 +374,12 @@ def render_table(rep: dict) -> str:
     for name, st in rep["stages"].items():
         lines.append(f"{name:<12}" + "".join(f"{_fmt(st[c]):>10}" for c in _COLS) + f"  {st.get('source') or ''}")
     lines.append(_summary_line(rep))
-    return "\n".join(lines)
+    return "\n".join(lines + choice_lines(rep))
 
 
 def render_markdown(rep: dict) -> str:
-    lines = ["# co2s runtime profile", ""] + [f"- {x}" for x in _header_lines(rep)] + [f"- {_summary_line(rep)}", ""]
+    lines = ["# co2s runtime profile", ""] + [f"- {x}" for x in _header_lines(rep) + [_summary_line(rep)]]
+    lines += [f"- {x}" for x in choice_lines(rep)] + [""]
     lines.append("| stage | " + " | ".join(c.replace("_ms", " (ms)") for c in _COLS) + " | timer |")
     lines.append("|---" * (len(_COLS) + 2) + "|")
     for name, st in rep["stages"].items():
@@ -327,9 +389,9 @@ def render_markdown(rep: dict) -> str:
 
 def write_reports(rep: dict, stem: str) -> list[str]:
     """`stem.json` and `stem.md`; returns the paths written."""
+    from co2s.files import atomic_write_text
+
     paths = [stem + ".json", stem + ".md"]
-    with open(paths[0], "w", encoding="utf-8") as f:
-        json.dump(rep, f, indent=2, default=str)
-    with open(paths[1], "w", encoding="utf-8") as f:
-        f.write(render_markdown(rep))
+    atomic_write_text(paths[0], json.dumps(rep, indent=2, default=str))
+    atomic_write_text(paths[1], render_markdown(rep))
     return paths

@@ -10,6 +10,7 @@ import from every folder.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import NamedTuple
@@ -41,6 +42,13 @@ def _main(tool: str):
     else:
         raise ValueError(f"no CLI named {tool!r}")
     return main
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _user_cache(tmp_path_factory):
+    """The runtime's user cache (optimised graphs, precision measurements) in a folder of this test session, never
+    the user's ~/.cache/co2s; inherited by the CLIs the tests start as subprocesses."""
+    os.environ["CO2S_CACHE_DIR"] = str(tmp_path_factory.mktemp("co2s-cache"))
 
 
 @pytest.fixture

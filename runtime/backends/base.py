@@ -53,6 +53,10 @@ class Backend(ABC):
     in_flight: int = 1  # batches that may be queued before the oldest must be collected
     on_gpu: bool = False
     wanted: frozenset[str] | None = None  # outputs the caller uses (None: all); the rest is not copied back
+    # set by open_backend: why this precision (a line for co2s-bench / --profile), and the seconds the opening
+    # took (checksums, precision measurement, session creation): the first part of a cold start
+    precision_reason: str | None = None
+    open_s: float | None = None
 
     def want_outputs(self, names) -> None:
         """Default outputs to copy back for calls that pass no `outputs` (e.g. no `probs` unless blending: it is N

@@ -11,7 +11,6 @@ it); each call makes its own input copy, IO binding and output arrays, so one ba
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -23,6 +22,8 @@ from co2s.errors import BackendUnavailable, Co2SInputError
 
 from ..profiler import StageProfiler
 from .base import Backend, BackendInfo
+from .cache import cache_dir
+from .graph_cache import cpu_session
 
 log = logging.getLogger("co2s.runtime")
 
@@ -36,14 +37,6 @@ INSTALL_HINT = {
     "ort-cuda": "install onnxruntime-gpu with CUDA 12 (pip install onnxruntime-gpu)",
     "ort-cpu": "install onnxruntime",
 }
-
-
-def cache_dir() -> Path:
-    """Where ORT's TensorRT EP keeps engines and timing caches it builds (the bundle folder may be read-only)."""
-    base = os.environ.get("CO2S_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "co2s"
-    )
-    return Path(base)
 
 
 def available_providers() -> list[str]:
@@ -77,20 +70,30 @@ class OrtBackend(Backend):
         self.on_gpu = name != "ort-cpu"
         art = bundle.artefact("onnx", precision)
         path = verify_artefact(bundle, art)
-        for extra in bundle.companions(art):  # external weights of a >2 GB model
+        companions = bundle.companions(art)
+        for extra in companions:  # external weights of a >2 GB model
             verify_artefact(bundle, extra)
 
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.log_severity_level = 3  # errors only: the EP fallback chatter is reported by us instead
-        if threads:
-            so.intra_op_num_threads = int(threads)
+        def options():
+            so = ort.SessionOptions()
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            so.log_severity_level = 3  # errors only: the EP fallback chatter is reported by us instead
+            if threads:
+                so.intra_op_num_threads = int(threads)
+            return so
+
         providers = self._provider_list(name, art, bundle, device_id)
+        self.graph_note: str | None = None  # what the optimised-graph cache did (CPU only)
+        t0 = time.perf_counter()
         try:
-            self.session = ort.InferenceSession(str(path), so, providers=providers)
+            if name == "ort-cpu":
+                self.session, self.graph_note = cpu_session(ort, path, art, options, external_data=bool(companions))
+            else:
+                self.session = ort.InferenceSession(str(path), options(), providers=providers)
         except Exception as e:  # noqa: BLE001 - ORT raises its own pybind exception types
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise Co2SInputError(f"{path}: onnxruntime cannot load this model ({first})") from None
+        self.session_s = time.perf_counter() - t0  # session creation: the cold start's largest part
         actual = self.session.get_providers()
         if provider not in actual:
             raise BackendUnavailable(
@@ -186,4 +189,5 @@ class OrtBackend(Backend):
         return {n: o[:b] for n, o in zip(names, outs)}
 
     def info(self) -> BackendInfo:
-        return BackendInfo(self.name, self.precision, self.providers, notes=(f"onnxruntime {self._ort.__version__}",))
+        notes = (f"onnxruntime {self._ort.__version__}",) + ((self.graph_note,) if self.graph_note else ())
+        return BackendInfo(self.name, self.precision, self.providers, notes=notes)
