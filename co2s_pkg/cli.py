@@ -9,6 +9,8 @@ Exit status (the README's table is checked against EXIT_STATUSES):
     3    co2s-export: the ONNX bundle is complete, the TensorRT engines are deferred to the target GPU
     4    co2s-export: partial bundle: a precision failed its parity gate and was not written (the others were)
     130  interrupted (Ctrl-C); nothing half-written is left behind
+    143  co2s-stream: terminated (SIGTERM, e.g. systemd stopping the flight service): the frame in flight is
+         finished and the summary written, as for Ctrl-C (128 + the signal number, the shell's convention)
 
 Logging: one `co2s` logger on stderr; `-q` shows only warnings and errors (no progress bars), `-v` adds debug
 detail and the traceback of an unexpected error. Progress bars draw only when stderr is a terminal: in a log file
@@ -41,6 +43,7 @@ EXIT_USAGE = 2
 EXIT_DEFERRED = 3
 EXIT_PARTIAL = 4
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
 EXIT_STATUSES = {
     EXIT_OK: "ok",
     EXIT_FAILED: "failure or bad input",
@@ -48,6 +51,7 @@ EXIT_STATUSES = {
     EXIT_DEFERRED: "engines deferred to the target",
     EXIT_PARTIAL: "partial export: a precision failed its parity gate",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
+    EXIT_TERMINATED: "terminated (SIGTERM)",
 }
 
 log = logging.getLogger("co2s")

@@ -3,7 +3,7 @@
 The TensorRT INT8 graph (precision.py: symmetric Q/DQ over an FP16 graph) is what TensorRT needs and what the
 CPU runs slowest: onnxruntime's CPU EP has no fast FP16 kernels and fuses only the U8 activation / S8 weight
 patterns. This file is built from the FP32 graph with onnxruntime's own tools, in one of three forms
-(docs/method.md §10; numbers in benchmarks/results/cpu_int8.md):
+(export/README.md "Precisions"; numbers in benchmarks/results/cpu_int8.md):
 
   dynamic    quantize_dynamic: weight-bearing MatMuls get S8 weights, activations are quantised per call
              (DynamicQuantizeLinear -> MatMulInteger, fused by ORT into DynamicQuantizeMatMul). No calibration.

@@ -79,7 +79,7 @@ def clean_onnx(model: onnx.ModelProto) -> onnx.ModelProto:
         onnx.checker.check_model(model)
     # MatMul + Add stay unfused: onnxruntime's dynamic INT8 quantises MatMul but not Gemm (int8-cpu would keep
     # the 120 linear layers of the paper pair in FP32), while TensorRT and ORT's own CPU optimiser fuse the
-    # bias either way (docs/method.md §10)
+    # bias either way (export/README.md "Precisions")
     model = onnxslim.slim(model, skip_fusion_patterns=["FusionGemm"])
     del model.graph.value_info[:]
     model = infer_shapes(model)

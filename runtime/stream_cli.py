@@ -23,7 +23,7 @@ from pathlib import Path
 
 import click
 
-from co2s.cli import EXIT_INTERRUPTED, EXIT_OK, log_options, remove_if_failed, run
+from co2s.cli import EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, log_options, remove_if_failed, run
 from co2s.errors import Co2SInputError, ensure_writable_dir, output_error
 from co2s.files import atomic_write_text
 
@@ -261,7 +261,7 @@ def stream_command(
     )
     if signalled:
         click.echo(f"interrupted ({signal.Signals(signalled[0]).name}): the summary covers the frames so far", err=True)
-        return EXIT_INTERRUPTED
+        return EXIT_TERMINATED if signalled[0] == signal.SIGTERM else EXIT_INTERRUPTED
     return EXIT_OK
 
 

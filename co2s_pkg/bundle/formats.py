@@ -17,7 +17,7 @@ from fractions import Fraction
 from co2s.errors import Co2SInputError
 
 # "int8" is TensorRT-shaped (symmetric Q/DQ, built into engines); "int8-cpu" is the form onnxruntime's CPU kernels
-# fuse (docs/method.md §10). Only the first three become TensorRT engines.
+# fuse (export/README.md "Precisions"). Only the first three become TensorRT engines.
 PRECISIONS = ("fp32", "fp16", "int8", "int8-cpu")
 ENGINE_PRECISIONS = ("fp32", "fp16", "int8")
 FUSIONS = ("mean", "max-confidence")  # implemented by co2s.train.model.fuse_probabilities and the export graph

@@ -28,6 +28,7 @@ from co2s.cli import (
     EXIT_OK,
     EXIT_PARTIAL,
     EXIT_STATUSES,
+    EXIT_TERMINATED,
     EXIT_USAGE,
 )
 
@@ -48,7 +49,8 @@ def test_readme_exit_status_table_is_the_policy():
         if len(cells) == 3 and cells[0].isdigit():
             rows[int(cells[0])] = cells[1]
     assert rows == EXIT_STATUSES
-    assert (EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DEFERRED, EXIT_PARTIAL, EXIT_INTERRUPTED) == (0, 1, 2, 3, 4, 130)
+    codes = (EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DEFERRED, EXIT_PARTIAL, EXIT_INTERRUPTED, EXIT_TERMINATED)
+    assert codes == (0, 1, 2, 3, 4, 130, 143)
 
 
 def test_console_scripts_are_the_thin_entry_points_and_license_is_spdx():

@@ -212,6 +212,16 @@ CASES = {
         "--out",
         t / "b",
     ],
+    ("co2s-export", "`--calib-data` holding only label masks"): lambda t: [
+        "--checkpoint",
+        trained_tiny_checkpoint(),
+        "--calib-data",
+        one_image(
+            t, "calib/masks/0.png", lambda p: p.parent.mkdir(parents=True) or Image.fromarray(rgb()).save(p)
+        ).parent.parent,
+        "--out",
+        t / "b",
+    ],
     ("co2s-export", "`--out` exists and is not empty, no `--force`"): lambda t: [
         "--checkpoint",
         trained_tiny_checkpoint(),
