@@ -116,7 +116,13 @@ def _status(result) -> int:
     help="form of the int8-cpu model (onnxruntime CPU kernels): dynamic needs no calibration; qoperator/qdq are "
     "calibrated (U8 activations, S8 weights)",
 )
-@click.option("--probs", is_flag=True, help="add a float16 `probs` output [B,N,H,W] for overlapped-tile blending")
+@click.option(
+    "--probs/--no-probs",
+    default=True,
+    show_default=True,
+    help="a float16 `probs` output [B,N,H,W]: the runtime blends tile overlaps on it (seamless maps); "
+    "--no-probs leaves only labels and confidence (blending then uses per-tile votes, with visible seams)",
+)
 @click.option(
     "--workspace",
     "workspace_gib",

@@ -39,7 +39,7 @@ class ExportOptions:
     calib_count: int = DEFAULT_CALIB_COUNT
     int8_method: str = "auto"
     cpu_int8_form: str = "dynamic"  # one of formats.CPU_INT8_FORMS (export/cpu_int8.py: why this one)
-    probs: bool = False
+    probs: bool = True  # seamless stitching by default (README "What co2s-infer writes": seams measured)
     workspace_gib: float = 4.0
     triton_repo: Path | None = None
     allow_degraded: bool = False

@@ -366,6 +366,9 @@ def test_export_reports_each_long_step(tmp_path, run_cli, monkeypatch):
         "converting to fp16",
         "fp16 parity",
     ]
+    from co2s.bundle import load_bundle
+
+    assert load_bundle(tmp_path / "b").has_probs  # seamless blending needs no export option (issue 15)
 
 
 def test_list_options():
