@@ -131,3 +131,20 @@ def test_parity_miou_leaves_out_classes_too_rare_to_measure():
         3,
     )
     assert r["miou_delta"] is None and r["miou_classes"] == []
+
+
+def test_int8_methods_write_different_graphs(tiny_bundle, tmp_path):
+    """ort-entropy once wrote a file byte-identical to ort-minmax (onnxruntime's 128-bin default leaves its KL
+    search one candidate) while the manifest said "ort-entropy": each method must calibrate its own way."""
+    import hashlib
+
+    from co2s.export.precision import quantize_int8_ort
+
+    fp32 = tiny_bundle / get_format(ONNX, "fp32").filename
+    calib = calibration.synthetic(4, load_bundle(tiny_bundle).tile).images
+    digests = {}
+    for method in ("ort-minmax", "ort-entropy", "ort-percentile"):
+        out = tmp_path / f"{method}.onnx"
+        assert quantize_int8_ort(fp32, out, calib, method=method)["method"] == method
+        digests[method] = hashlib.sha256(out.read_bytes()).hexdigest()
+    assert len(set(digests.values())) == 3, digests
