@@ -159,3 +159,25 @@ def test_the_pip_tensorrt_wheel_copy_is_found(monkeypatch, tmp_path):
     why = gpu_probe.load_library("libco2s-bad.so.10")
     assert why is not None and str(pkg / "libco2s-bad.so.10") in why
     assert gpu_probe.tensorrt_wheel_library("libnvinfer.so.99") is None
+
+
+def test_the_runtime_matrix_asks_the_driver_too(monkeypatch, bundle):
+    """benchmarks/runtime_matrix.py: ort-cuda rows only where a CUDA device is, whatever onnxruntime lists."""
+    import importlib.util
+
+    from conftest import REPO_ROOT
+
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("runtime_matrix", REPO_ROOT / "benchmarks" / "runtime_matrix.py")
+    matrix = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(matrix)
+    fake_ort.install(monkeypatch, fake_ort.Machine())  # onnxruntime-gpu: lists the CUDA provider
+    cuda_driver.install(monkeypatch, None)
+    notes: list[str] = []
+    assert matrix.gpu_configs(bundle, notes) == []
+    assert (
+        notes[0]
+        == "no ort-cuda rows: no CUDA device (no NVIDIA driver (libcuda.so.1 not found) and no NVIDIA device node)"
+    )
+    cuda_driver.install(monkeypatch, cuda_driver.Driver(count=1))
+    assert matrix.gpu_configs(bundle, []) == [("ort-cuda", "fp32")]
