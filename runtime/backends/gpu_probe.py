@@ -115,3 +115,20 @@ def ort_tensorrt_libraries() -> str | None:
         if why is not None:
             return f"{soname} cannot be loaded ({why})"
     return None
+
+
+def ort_provider_library(module, provider: str) -> str | None:
+    """Whether the shared library of onnxruntime `module`'s `provider` ("cuda", "tensorrt") loads here: None when
+    it does, else why not, usually the first library it links that is missing (`libcublasLt.so.13: cannot open
+    shared object file`). This is the load onnxruntime itself does when a session asks for the provider; nothing
+    starts on the GPU."""
+    capi = Path(module.__file__).parent / "capi"
+    lib = capi / f"libonnxruntime_providers_{provider}.so"
+    if not lib.is_file():
+        return f"this onnxruntime has no {lib.name} (a CPU build)"
+    try:  # the provider resolves onnxruntime's bridge symbols from the shared provider library, loaded first
+        ctypes.CDLL(str(capi / "libonnxruntime_providers_shared.so"), mode=ctypes.RTLD_GLOBAL)
+        ctypes.CDLL(str(lib), mode=ctypes.RTLD_GLOBAL)
+    except OSError as e:
+        return str(e).replace(str(lib) + ": ", f"{lib.name}: ")
+    return None

@@ -53,6 +53,16 @@ def available_providers() -> list[str]:
     return list(ort.get_available_providers())
 
 
+def preload_cuda(ort) -> None:
+    """Load CUDA and cuDNN from the nvidia-* wheels (onnxruntime-gpu >= 1.21's preload_dlls; without it, the
+    provider finds them only on the library path)."""
+    if hasattr(ort, "preload_dlls"):
+        with contextlib.redirect_stdout(io.StringIO()) as said:  # it prints; stdout is for results
+            ort.preload_dlls()
+        if said.getvalue().strip():
+            log.debug("onnxruntime.preload_dlls: %s", said.getvalue().strip())
+
+
 class OrtBackend(Backend):
     def __init__(
         self, bundle: Bundle, precision: str, name: str = "ort-cpu", *, device_id: int = 0, threads: int | None = None
@@ -117,11 +127,7 @@ class OrtBackend(Backend):
         gpu = cuda_devices()
         if not gpu:
             raise BackendUnavailable(f"{name}: no CUDA device ({gpu.detail})")
-        if hasattr(self._ort, "preload_dlls"):  # onnxruntime-gpu >= 1.21: CUDA/cuDNN from the nvidia-* wheels
-            with contextlib.redirect_stdout(io.StringIO()) as said:  # it prints; stdout is for results
-                self._ort.preload_dlls()
-            if said.getvalue().strip():
-                log.debug("onnxruntime.preload_dlls: %s", said.getvalue().strip())
+        preload_cuda(self._ort)
         if name == "ort-trt" and (why := ort_tensorrt_libraries()):
             raise BackendUnavailable(
                 f"ort-trt: onnxruntime's TensorRT provider needs TensorRT 10 and {why}; {INSTALL_HINT[name]}"
