@@ -144,15 +144,19 @@ def gpu_peak_gemm(n: int = 8192, reps: int = 10) -> dict | None:
 
 def gpu_configs(bundle, notes: list[str]) -> list[tuple[str, str]]:
     from co2s.runtime.backends import available_providers
+    from co2s.runtime.backends.gpu_probe import cuda_devices
 
     out = []
     provs = available_providers()
-    if "CUDAExecutionProvider" in provs:
+    gpu = cuda_devices()  # onnxruntime-gpu lists CUDAExecutionProvider on a machine without a GPU too
+    if gpu and "CUDAExecutionProvider" in provs:
         out += [("ort-cuda", p) for p in bundle.precisions("onnx") if p != "int8"]
+    elif not gpu:
+        notes.append(f"no ort-cuda rows: no CUDA device ({gpu.detail})")
     else:
         notes.append(
             "no ort-cuda rows: onnxruntime has no CUDAExecutionProvider here "
-            f"(providers: {', '.join(provs)}); install onnxruntime-gpu on a GPU machine"
+            f"(providers: {', '.join(provs)}); install onnxruntime-gpu: pip install 'co2s[gpu]'"
         )
     engines = bundle.precisions("engine")
     if engines:

@@ -61,6 +61,7 @@ EXTRA_MODULES = {
     "train": ("torch", "torchvision", "timm", "open_clip", "yaml", "tensorboard", "safetensors"),
     "export": ("onnx", "onnxscript", "onnxslim"),
     "geo": ("rasterio", "pyproj", "pyogrio", "shapely"),
+    "cpu": ("onnxruntime",),
     "gpu": ("tensorrt", "pycuda"),
     "video": ("av",),
 }

@@ -337,7 +337,13 @@ def infer_command(
 
 @click.command(name="co2s-bench", context_settings=CONTEXT)
 @log_options
-@click.argument("bundle", type=click.Path())
+@click.argument("bundle", type=click.Path(), required=False, metavar="BUNDLE")
+@click.option(
+    "--doctor",
+    is_flag=True,
+    help="print what this machine can run (each backend: ready, or why not and the next step) and exit; "
+    "with BUNDLE, also which of its artefacts each backend would take",
+)
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
 @click.option(
     "--precision",
@@ -385,13 +391,23 @@ def bench_command(
     cuda_graph,
     json_path,
     md_path,
+    doctor,
 ):
     """Latency (p50/p90/p99/max per batch), throughput and agreement with FP32 for each precision and batch.
 
-    -v also prints the per-stage table of each configuration.
+    -v also prints the per-stage table of each configuration. --doctor: what this machine can run.
     """
     from co2s.bundle import load_bundle
 
+    if doctor:
+        from .doctor import doctor as run_doctor
+        from .doctor import render
+
+        click.echo(render(*run_doctor(load_bundle(bundle) if bundle else None)))
+        return EXIT_OK
+    if bundle is None:
+        ctx = click.get_current_context()
+        raise click.MissingParameter(ctx=ctx, param=next(p for p in ctx.command.params if p.name == "bundle"))
     from .bench import render_bench_markdown, render_bench_table, render_bench_terminal, run_bench
 
     b = load_bundle(bundle)

@@ -89,6 +89,7 @@ ORT_NAMES = (
     "get_available_providers",
     "get_all_providers",
     "get_device",
+    "preload_dlls",
     "InferenceSession",
     "SessionOptions",
     "RunOptions",

@@ -1,7 +1,8 @@
 """Backend choice: `--backend auto` takes the fastest one that is installed, sees a GPU and has a matching artefact.
 
 Order: native TensorRT (an engine built for this TensorRT and GPU), onnxruntime's TensorRT EP, its CUDA EP, its
-CPU EP. `--precision auto` never takes a precision that failed its parity gate at export (a bundle keeps one only
+CPU EP. A GPU provider is tried only where the CUDA driver sees a device (gpu_probe), and one that cannot start
+(libraries missing, onnxruntime falling back to the CPU) is BackendUnavailable: auto logs why and takes the next. `--precision auto` never takes a precision that failed its parity gate at export (a bundle keeps one only
 with --allow-degraded; naming it, e.g. `--precision int8`, runs it with a warning). On a GPU it is the first of
 fp16, fp32, int8 the bundle has (never int8-cpu, which is shaped for onnxruntime's CPU kernels); on onnxruntime's
 CPU it is the fastest of the bundle's CPU precisions, measured once on this machine and cached (choose.py). The
@@ -19,6 +20,7 @@ from co2s.errors import Co2SInputError
 
 from .base import Backend, BackendInfo, Pending
 from .choose import CPU_PRECISIONS, Measure, choose_cpu_precision
+from .gpu_probe import cuda_devices
 from .ort import BackendUnavailable, OrtBackend, available_providers
 
 log = logging.getLogger("co2s.runtime")
@@ -61,7 +63,10 @@ def auto_candidates(bundle: Bundle, precision: str) -> list[tuple[str, str]]:
     for name, prov in (("ort-trt", "TensorrtExecutionProvider"), ("ort-cuda", "CUDAExecutionProvider")):
         p = _precision_for(bundle, precision, gpu=True)
         if prov in provs and p:
-            out.append((name, p))
+            if gpu := cuda_devices():  # the provider list says what onnxruntime was built with, not a GPU
+                out.append((name, p))
+            else:
+                log.info("skipping %s: onnxruntime has %s but there is no CUDA device (%s)", name, prov, gpu.detail)
     p = _precision_for(bundle, precision, gpu=False)
     if p:
         out.append(("ort-cpu", p))

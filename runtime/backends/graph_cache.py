@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import time
 from pathlib import Path
 
@@ -71,7 +72,7 @@ def cpu_session(ort, path: Path, art: Artefact, options, *, external_data: bool)
         try:
             return _session(ort, graph, options(), "ORT_DISABLE_ALL"), f"optimised graph reused from {folder}"
         except Exception as e:  # noqa: BLE001 - ORT raises its own pybind exception types
-            log.warning("optimised graph %s: onnxruntime refuses it (%s); rebuilding it", graph, _first_line(e))
+            log.warning("optimised graph %s: onnxruntime refuses it (%s); rebuilding it", graph, first_line(e))
     return _build(ort, path, folder, key, options)
 
 
@@ -110,7 +111,7 @@ def _build(ort, path: Path, folder: Path, key: dict, options):
     except Exception as e:  # noqa: BLE001 - e.g. the optimised graph does not fit a protobuf: run without saving
         remove_quietly([tmp])
         session = _session(ort, path, options(), LEVEL)  # raises when the model itself is what onnxruntime refuses
-        log.warning("optimised graph not saved (%s); the session runs without it", _first_line(e))
+        log.warning("optimised graph not saved (%s); the session runs without it", first_line(e))
         return session, "optimised graph not cached: onnxruntime could not save it"
     seconds = time.perf_counter() - t
     try:
@@ -119,7 +120,7 @@ def _build(ort, path: Path, folder: Path, key: dict, options):
         commit_files([(tmp, folder)])
     except Exception as e:  # noqa: BLE001 - a cache that cannot be written costs time on the next start, nothing else
         remove_quietly([tmp])
-        log.warning("optimised graph not saved in %s (%s)", folder, _first_line(e))
+        log.warning("optimised graph not saved in %s (%s)", folder, first_line(e))
         return session, "optimised graph not cached: cache not writable"
     return session, f"optimised graph saved to {folder}"
 
@@ -129,6 +130,12 @@ def _session(ort, path: Path, so, level: str):
     return ort.InferenceSession(str(path), so, providers=[PROVIDER])
 
 
-def _first_line(e: BaseException) -> str:
-    s = str(e).strip()
-    return s.splitlines()[0] if s else type(e).__name__
+def first_line(e: BaseException | str) -> str:
+    """An onnxruntime error's message, first line only, without its source location (`/onnxruntime_src/...cc:1193
+    fn() [ONNXRuntimeError] : 1 : FAIL : `)."""
+    text = str(e).strip()
+    if not text:
+        return type(e).__name__
+    line = text.splitlines()[0]
+    m = re.search(r"\[ONNXRuntimeError\] : \d+ : \w+ : (.*)", line) or re.match(r"^\S+\.cc:\d+ \S+ (.*)", line)
+    return m.group(1).strip() if m else line

@@ -10,6 +10,8 @@ it); each call makes its own input copy, IO binding and output arrays, so one ba
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import time
 from collections.abc import Iterable
@@ -23,7 +25,8 @@ from co2s.errors import BackendUnavailable, Co2SInputError
 from ..profiler import StageProfiler
 from .base import Backend, BackendInfo
 from .cache import cache_dir
-from .graph_cache import cpu_session
+from .gpu_probe import cuda_devices, ort_tensorrt_libraries
+from .graph_cache import cpu_session, first_line
 
 log = logging.getLogger("co2s.runtime")
 
@@ -32,10 +35,13 @@ PROVIDERS = {
     "ort-cuda": "CUDAExecutionProvider",
     "ort-cpu": "CPUExecutionProvider",
 }
+JETSON_ORT = "on Jetson: onnxruntime-gpu from the Jetson wheel index (README: Deploying)"
 INSTALL_HINT = {
-    "ort-trt": "install onnxruntime-gpu and TensorRT (pip install 'co2s[gpu]')",
-    "ort-cuda": "install onnxruntime-gpu with CUDA 12 (pip install onnxruntime-gpu)",
-    "ort-cpu": "install onnxruntime",
+    "ort-trt": "pip install 'co2s[gpu]' (onnxruntime-gpu, TensorRT 10 and the CUDA 13/cuDNN 9 wheels; x86-64); "
+    + JETSON_ORT,
+    "ort-cuda": "pip install 'co2s[gpu]' (onnxruntime-gpu with the CUDA 13/cuDNN 9 wheels it needs; x86-64); "
+    + JETSON_ORT,
+    "ort-cpu": "pip install 'co2s[cpu]'",
 }
 
 
@@ -45,6 +51,16 @@ def available_providers() -> list[str]:
     except ImportError:
         return []
     return list(ort.get_available_providers())
+
+
+def preload_cuda(ort) -> None:
+    """Load CUDA and cuDNN from the nvidia-* wheels (onnxruntime-gpu >= 1.21's preload_dlls; without it, the
+    provider finds them only on the library path)."""
+    if hasattr(ort, "preload_dlls"):
+        with contextlib.redirect_stdout(io.StringIO()) as said:  # it prints; stdout is for results
+            ort.preload_dlls()
+        if said.getvalue().strip():
+            log.debug("onnxruntime.preload_dlls: %s", said.getvalue().strip())
 
 
 class OrtBackend(Backend):
@@ -82,24 +98,22 @@ class OrtBackend(Backend):
                 so.intra_op_num_threads = int(threads)
             return so
 
+        if self.on_gpu:
+            self._gpu_ready(name)
         providers = self._provider_list(name, art, bundle, device_id)
         self.graph_note: str | None = None  # what the optimised-graph cache did (CPU only)
         t0 = time.perf_counter()
-        try:
-            if name == "ort-cpu":
+        if name == "ort-cpu":
+            try:
                 self.session, self.graph_note = cpu_session(ort, path, art, options, external_data=bool(companions))
-            else:
-                self.session = ort.InferenceSession(str(path), options(), providers=providers)
-        except Exception as e:  # noqa: BLE001 - ORT raises its own pybind exception types
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise Co2SInputError(f"{path}: onnxruntime cannot load this model ({first})") from None
+            except Exception as e:  # noqa: BLE001 - ORT raises its own pybind exception types
+                raise Co2SInputError(f"{path}: onnxruntime cannot load this model ({first_line(e)})") from None
+        else:
+            self._open_gpu_session(path, options(), providers)
         self.session_s = time.perf_counter() - t0  # session creation: the cold start's largest part
         actual = self.session.get_providers()
         if provider not in actual:
-            raise BackendUnavailable(
-                f"{name}: onnxruntime did not enable {provider} (session runs on "
-                f"{', '.join(actual)}); check the CUDA/TensorRT libraries"
-            )
+            raise BackendUnavailable(f"{name}: onnxruntime did not enable {provider} (it has {', '.join(actual)})")
         self.providers = tuple(actual)
         self.input_name, self.batch = self._check_io(path)
         names = {o.name for o in self.session.get_outputs()}
@@ -107,6 +121,43 @@ class OrtBackend(Backend):
         missing = [o for o in ("labels", "confidence") if o not in names]
         if missing:
             raise Co2SInputError(f"{path}: model has no output {missing[0]!r} (outputs: {', '.join(sorted(names))})")
+
+    def _gpu_ready(self, name: str) -> None:
+        """BackendUnavailable unless a CUDA device is there and the provider's libraries can be found."""
+        gpu = cuda_devices()
+        if not gpu:
+            raise BackendUnavailable(f"{name}: no CUDA device ({gpu.detail})")
+        preload_cuda(self._ort)
+        if name == "ort-trt" and (why := ort_tensorrt_libraries()):
+            raise BackendUnavailable(
+                f"ort-trt: onnxruntime's TensorRT provider needs TensorRT 10 and {why}; {INSTALL_HINT[name]}"
+            )
+
+    def _open_gpu_session(self, path: Path, so, providers: list) -> None:
+        """A session on a GPU provider, or BackendUnavailable saying why there is none. onnxruntime raises when a
+        provider cannot start; for a provider whose library fails to load it prints an `EP Error` on stdout and
+        retries on the next provider, or logs it and runs on the CPU. Each means this backend cannot run here,
+        so `--backend auto` moves on (a broken model is refused again by the CPU backend)."""
+        name, provider = self.name, PROVIDERS[self.name]
+        with contextlib.redirect_stdout(io.StringIO()) as said:
+            try:
+                self.session = self._ort.InferenceSession(str(path), so, providers=providers)
+            except Exception as e:  # noqa: BLE001 - ORT raises its own pybind exception types
+                raise BackendUnavailable(
+                    f"{name}: onnxruntime could not start {provider} ({first_line(e)}); {INSTALL_HINT[name]}"
+                ) from None
+        actual = self.session.get_providers()
+        if provider not in actual:
+            ep_error = next((ln for ln in said.getvalue().splitlines() if ln.startswith("EP Error")), None)
+            why = (
+                f" ({first_line(ep_error.removeprefix('EP Error').split(' when using ')[0])})"
+                if ep_error
+                else " (onnxruntime's log names the library it could not load)"
+            )
+            raise BackendUnavailable(
+                f"{name}: onnxruntime did not enable {provider}, the session would run on {', '.join(actual)}"
+                f"{why}; {INSTALL_HINT[name]}"
+            )
 
     @staticmethod
     def _provider_list(name: str, art: Artefact, bundle: Bundle, device_id: int) -> list:

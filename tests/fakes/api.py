@@ -435,6 +435,9 @@ def enum(api: Api, name: str) -> type:
         def value(self):
             return self._value
 
+    for dunder in ("__int__", "__index__"):
+        if api.member(name, dunder) is None:  # recorded without it (onnxruntime's enums): int(x) fails, as there
+            delattr(Enum, dunder)
     Enum.__name__ = Enum.__qualname__ = short
     Enum.__eq__ = Enum.__eq__  # keep: pybind enums compare by value
     cls = type(short, (Enum,), {"_real": name, "_api": api})

@@ -11,6 +11,7 @@ import pytest
 from conftest import REPO_ROOT
 from fakes.api import Api, Fake, FakeApiError, FakeModule, api_keys, bind, problems, recorded
 from fakes.gpu import Gpu, cudart_module, pycuda_module
+from fakes.ort import Machine, onnxruntime_module
 from fakes.tensorrt import TENSORRT_KEYS, tensorrt_module
 from fakes.usage import check_files
 
@@ -19,6 +20,7 @@ SOURCES = {  # file -> how many uses of the GPU libraries the checker must find 
     "export/tensorrt_build.py": 30,
     "export/engines.py": 0,
     "runtime/backends/ort.py": 20,
+    "runtime/doctor.py": 5,
 }
 
 
@@ -48,6 +50,7 @@ def _all_fakes() -> list[tuple[Api, type]]:
         gpu = Gpu()
         for mod in (tensorrt_module(key, gpu), pycuda_module(gpu), cudart_module(gpu)):
             del mod
+    onnxruntime_module(Machine())
     todo = list(Fake.__subclasses__())
     while todo:
         cls = todo.pop()
@@ -65,6 +68,8 @@ def test_every_fake_keeps_to_the_recorded_api():
     for want in ("Stream", "Event", "Context", "Device", "DeviceAllocation"):
         assert ("pycuda", want) in names
     assert ("cudart", "cudaGraphExec_t") in names
+    for want in ("InferenceSession", "SessionOptions", "NodeArg"):
+        assert ("onnxruntime", want) in names
     for api, cls in fakes:
         assert problems(api, cls) == [], cls
 
