@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 import csv
-import importlib.util
+import importlib
 import json
 import os
 import platform
@@ -103,11 +103,20 @@ def _parity(bundle: Path) -> str:
     return "\n".join(lines) + (f"\n\nArtefacts: {size_txt}." if size_txt else "")
 
 
+def _importable(module: str) -> bool:
+    """Whether `import module` works (as demo_flight.sh decides what to run)."""
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
+
+
 def _flight(out: Path) -> str:
     """The flight section: overlay strip, co2s-stream's summary tables, drops and why, footprint map."""
     flight = out / "flight"
     if not (flight / "summary.json").is_file():
-        if importlib.util.find_spec("av") is None:
+        if not _importable("av"):
             return "Skipped: PyAV is not installed (`pip install 'co2s[video]'`)."
         return f"Skipped: no `{flight}/summary.json` (the flight step did not run)."
     from co2s.runtime.stream_report import render_markdown
@@ -154,7 +163,7 @@ def _overlay_strip(video: Path, path: Path) -> str:
 
 def _footprint_map(gpkg: Path, path: Path) -> str:
     """The footprints.gpkg polygons over the flight, coloured by time, drawn with matplotlib."""
-    if importlib.util.find_spec("pyogrio") is None or importlib.util.find_spec("shapely") is None:
+    if not (_importable("pyogrio") and _importable("shapely")):
         return "Skipped: the geo extra is not installed (`pip install 'co2s[geo]'`), so no frame was placed."
     if not gpkg.is_file():
         return f"Skipped: no `{gpkg.name}` (no processed frame was placed: no telemetry, or every frame off nadir)."
