@@ -126,9 +126,11 @@ def _flight(out: Path) -> str:
     stream_md = render_markdown(summary).split("\n", 2)[2]
     f = summary["frames"]
     drops = [f"| {reason} | {n} | {DROP_REASONS.get(reason, '')} |" for reason, n in f["dropped"].items()]
-    return f"""A {f["decoded"] / summary["source_fps"]:.0f}-second synthetic nadir flight (`{out}/flight.mp4`, telemetry \
-`{out}/flight.csv`) through `co2s-stream --realtime --drop latest`, paced at the file's {summary["source_fps"]:.0f} fps \
-as the live camera would deliver it. Outputs in `{flight}`.
+    p, fps = summary["policy"], summary["source_fps"]
+    pacing = f", paced at the file's {fps:.0f} fps as the live camera would deliver it" if p["realtime"] else ""
+    return f"""A {f["decoded"] / fps:.0f}-second synthetic nadir flight (`{out}/flight.mp4`, telemetry \
+`{out}/flight.csv`) through `co2s-stream{" --realtime" if p["realtime"] else ""} --drop {p["drop"]}`{pacing}. \
+Outputs in `{flight}`.
 
 ![overlay frames](flight_strip.png)
 
