@@ -1,6 +1,6 @@
 """co2s-stream's loop measured in one run: overhead over the backend alone, drop policies under a slow model, RSS.
 
-    python benchmarks/stream_bench.py                  # a fake per-pixel ONNX bundle (tests/runtime_fakes), ~1 min
+    python benchmarks/stream_bench.py                  # a fake per-pixel ONNX bundle (tests/fakes/runtime.py), ~1 min
     python benchmarks/stream_bench.py --bundle B       # a real bundle (any backend: --backend ort-cuda / tensorrt)
 
 1. overhead: the same frames through the backend alone (already decoded, then tile, batch, run, stitch:
@@ -28,27 +28,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))  # runtime_fakes.make_bundle: a bundle without torch or an export
-
-
-def write_video(path: Path, n: int, size=(96, 128), fps: int = 30) -> Path:
-    import av
-
-    rng = np.random.default_rng(0)
-    scene = rng.integers(0, 256, (size[0] // 8 + 2, (size[1] + 3 * n) // 8 + 2, 3), dtype=np.uint8)
-    scene = np.kron(scene, np.ones((8, 8, 1), np.uint8))  # blocky ground, panned 3 px per frame
-    codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
-    with av.open(str(path), "w") as out:
-        st = out.add_stream(codec, rate=fps)
-        st.height, st.width = size
-        st.pix_fmt = "yuv420p"
-        for i in range(n):
-            rgb = np.ascontiguousarray(scene[: size[0], 3 * i : 3 * i + size[1]])
-            for pkt in st.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
-                out.mux(pkt)
-        for pkt in st.encode(None):
-            out.mux(pkt)
-    return path
+sys.path.insert(0, str(ROOT / "tests"))  # fakes.runtime.make_bundle: a bundle without torch or an export
 
 
 class DelayedBackend:
@@ -216,19 +196,20 @@ def main() -> int:
     from co2s.bundle import load_bundle
     from co2s.runtime import open_backend
     from co2s.runtime.profiler import device_stamp
+    from co2s.train.data.flight import write_flight
 
     work = Path(tempfile.mkdtemp(prefix="co2s-stream-bench-"))
     if args.bundle:
         bundle = load_bundle(args.bundle)
     else:
-        from runtime_fakes import make_bundle
+        from fakes.runtime import make_bundle
 
         bundle = load_bundle(make_bundle(work / "bundle", tile=64, batch=(1, 8, 16)))
     backend = open_backend(bundle, args.backend)
     print(f"backend {backend.info().name} {backend.precision}, tile {bundle.tile}", flush=True)
-    short = write_video(work / "short.mp4", 150)
-    ten_s = write_video(work / "ten_seconds.mp4", 300)
-    long = write_video(work / "long.mp4", args.frames, size=(64, 96))
+    short = write_flight(work / "short.mp4", 150, size=(96, 128))
+    ten_s = write_flight(work / "ten_seconds.mp4", 300, size=(96, 128))
+    long = write_flight(work / "long.mp4", args.frames, size=(64, 96))
     rep = {
         "command": "python benchmarks/stream_bench.py" + (f" --bundle {args.bundle}" if args.bundle else ""),
         "backend": f"{backend.info().name} {backend.precision}",
