@@ -79,13 +79,14 @@ def read_photo_pose(path: Path, t: float = 0.0) -> PhotoPose:
     warning, never an exception."""
     try:
         # Pillow reports a damaged EXIF block as a UserWarning ("Corrupt EXIF data") and returns what it could read
-        with warnings.catch_warnings(record=True) as caught, Image.open(path) as im:
+        with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            exif = im.getexif()
-            gps = exif.get_ifd(ExifTags.IFD.GPSInfo)
-            exif_ifd = exif.get_ifd(ExifTags.IFD.Exif)
-            xmp = im.info.get("xmp") or b""
-            width = im.width
+            with Image.open(path) as im:
+                exif = im.getexif()
+                gps = exif.get_ifd(ExifTags.IFD.GPSInfo)
+                exif_ifd = exif.get_ifd(ExifTags.IFD.Exif)
+                xmp = im.info.get("xmp") or b""
+                width = im.width
         damaged = [str(w.message) for w in caught if "exif" in str(w.message).lower()]
         if damaged:
             raise ValueError(damaged[0].strip())

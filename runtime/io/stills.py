@@ -15,6 +15,7 @@ import glob
 import logging
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -52,7 +53,10 @@ def _read_still(source, path: Path, t: float) -> tuple[np.ndarray, float, float,
     (counted as corrupt). `t` is the still's time in the sequence, for its pose."""
     t0 = time.perf_counter()
     try:
-        rgb = resize(source.read(path), source.scale)
+        with warnings.catch_warnings():
+            if source.geotag:  # the pose reader names a damaged EXIF block in one warning of its own
+                warnings.filterwarnings("ignore", message="Corrupt EXIF", category=UserWarning)
+            rgb = resize(source.read(path), source.scale)
     except Co2SInputError as e:
         source.corrupt += 1
         log.warning("skipped %s", e)
