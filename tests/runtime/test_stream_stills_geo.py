@@ -76,7 +76,7 @@ def still(path: Path, exif=None, xmp: bytes | None = None, seed: int = 0) -> Pat
         kw["exif"] = exif
     if xmp is not None:
         kw["xmp"] = xmp  # Pillow >= 11 writes it as the JPEG's XMP APP1 segment
-    Image.fromarray(rgb).save(path, quality=95, **kw)
+    Image.fromarray(rgb).save(path, format="JPEG", quality=95, **kw)
     return path
 
 
@@ -202,3 +202,26 @@ def test_cli_save_every_writes_geotiffs_matching_the_footprint(bundle, tmp_path,
     assert info["features"] == 3 and info["crs"] == "EPSG:32649"
     s = json.loads((out / "summary.json").read_text())
     assert s["footprints"] == {"placed": 3, "epsg": 32649, "unplaced": {"no_gps": 1}}
+
+
+def test_watched_folder_stills_are_placed(bundle, tmp_path):
+    import threading
+    import time
+
+    folder = tmp_path / "camera"
+    folder.mkdir()
+
+    def camera():
+        time.sleep(0.3)
+        # written under a temporary name, renamed when complete
+        still(folder / "DJI_0001.jpg.tmp", exif_block(), dji_xmp(yaw=0.0)).rename(folder / "DJI_0001.jpg")
+
+    writer = threading.Thread(target=camera)
+    fs = stream(bundle, str(folder), backend=backend(), watch=True, idle_exit_s=1.5)
+    writer.start()
+    with fs:
+        results = list(fs)
+    writer.join()
+    assert [r.name for r in results] == ["DJI_0001.jpg"]
+    cx, cy = pyproj.Transformer.from_crs(4326, 32649, always_xy=True).transform(LON, LAT)
+    assert results[0].footprint.corners[0] == pytest.approx((cx - 100, cy + 75), abs=0.01)
