@@ -69,12 +69,17 @@ def footprint(pose: Pose, height: int, width: int, hfov_deg: float, epsg: int | 
 
 class FootprintLayer:
     """Polygons collected during a run, written once at the end as footprints.gpkg (one layer; time, altitude,
-    class fractions and mean confidence per frame), under a temporary name renamed into place."""
+    class fractions and mean confidence per frame), under a temporary name renamed into place. Frames with a
+    reason not to be placed (off nadir, a still without GPS, ...) are counted by reason in `unplaced`."""
 
     def __init__(self, path: Path, classes: list[str]):
         self.path, self.classes = Path(path), classes
         self.rows: list[dict] = []
         self.epsg: int | None = None
+        self.unplaced: dict[str, int] = {}
+
+    def skip(self, reason: str) -> None:
+        self.unplaced[reason] = self.unplaced.get(reason, 0) + 1
 
     def add(self, fp: Footprint, pose: Pose, frame: int, pts_s: float | None, fractions: dict, conf: float) -> None:
         self.epsg = self.epsg or fp.epsg

@@ -5,9 +5,11 @@ Outputs in --out:
                       being written)
     summary.json/.md  at the end (also after SIGINT/SIGTERM), written atomically (co2s.files)
     overlay.mp4       classes over the frames, fragmented MP4 (plays up to its last fragment after a kill)
-    footprints.gpkg   with --telemetry: one polygon per placed frame (written at the end, also after a signal)
+    footprints.gpkg   with --telemetry, or stills with EXIF GPS: one polygon per placed frame (written at the end,
+                      also after a signal)
     frames/NNNNNN.*   with --save-every N: labels/confidence rasters of every Nth processed frame (the runtime's
-                      sinks: committed atomically one frame at a time)
+                      sinks: committed atomically one frame at a time): GeoTIFFs in the frame's UTM zone when it
+                      has a footprint, PNGs otherwise
 
 SIGINT and SIGTERM set a flag: the frame in flight is finished and written, the video closed, the summary
 written, and the exit status is 130 ("interrupted"), as for every co2s tool.
@@ -28,6 +30,7 @@ from co2s.errors import Co2SInputError, ensure_writable_dir, output_error
 from co2s.files import atomic_write_text
 
 from .cli import CONTEXT, _pick_precision, backend_options
+from .io.base import ArraySource
 
 log = logging.getLogger("co2s.runtime")
 
@@ -53,20 +56,49 @@ class JsonLines:
         self.f.close()
 
 
+class PlacedFrame(ArraySource):
+    """A processed frame with a ground footprint, as a georeferenced source: open_sink writes its rasters as
+    GeoTIFFs with the footprint's affine transform in its UTM zone."""
+
+    windowed = True
+
+    def __init__(self, path: Path, rgb, fp):
+        from rasterio.crs import CRS
+        from rasterio.transform import Affine
+
+        super().__init__(path, rgb)
+        self.crs, self.transform = CRS.from_epsg(fp.epsg), Affine(*fp.transform)
+
+
 class SaveEvery:
-    """--save-every N: labels/confidence rasters of every Nth processed frame through the runtime's sinks."""
+    """--save-every N: labels/confidence rasters of every Nth processed frame through the runtime's sinks:
+    GeoTIFFs for a frame with a footprint (rasterio, the [geo] extra), PNGs otherwise (said once)."""
 
     def __init__(self, out: Path, n: int, palette, classes):
         self.out, self.n, self.palette, self.classes = out, n, palette, classes
+        self._said = False
+
+    def _source(self, r, stem: Path) -> ArraySource:
+        why = None
+        if r.footprint is not None:
+            try:
+                return PlacedFrame(self.out / stem, r.rgb, r.footprint)
+            except ImportError:
+                why = "georeferenced GeoTIFFs need rasterio (pip install 'co2s[geo]'); saving PNGs"
+        elif r.pose is not None or r.unplaced is not None:  # geotagging, but this frame has no footprint
+            why = f"frame {r.index} has no ground footprint ({r.unplaced or 'no pose'}): PNGs for frames like it"
+        if why and not self._said:
+            self._said = True
+            log.warning("--save-every: %s", why)
+        return ArraySource(self.out / stem, r.rgb)
 
     def __call__(self, r) -> None:
         if not self.n or r.seq % self.n:
             return
         from .io import open_sink
-        from .io.base import ArraySource
 
         stem = Path("frames") / f"{r.index:06d}"
-        src = ArraySource(self.out / stem, r.rgb)
+        src = self._source(r, stem)
         sink = open_sink(src, self.out, stem, palette=self.palette, classes=self.classes, overlay=False)
         try:
             sink.write_strip(0, r.labels.shape[0], r.labels, r.confidence)
@@ -106,10 +138,13 @@ class SaveEvery:
 @click.option(
     "--telemetry",
     type=click.Path(),
-    help="DJI .SRT sidecar or CSV (time,lat,lon,alt_agl,yaw[,pitch,roll]): a pose and ground footprint per frame",
+    help="DJI .SRT sidecar or CSV (time,lat,lon,alt_agl,yaw[,pitch,roll]): a pose and ground footprint per frame "
+    "(stills without it: their own EXIF GPS and XMP pose)",
 )
 @click.option(
-    "--camera-hfov", type=float, help="camera's horizontal field of view in degrees (needed with --telemetry)"
+    "--camera-hfov",
+    type=float,
+    help="camera's horizontal field of view in degrees (needed with --telemetry; stills: else from EXIF)",
 )
 @click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True, help="untimed backend calls first")
 def stream_command(
@@ -171,8 +206,15 @@ def stream_command(
         telemetry=telemetry,
         camera_hfov=camera_hfov,
     )
-    if telemetry:
-        import pyogrio  # noqa: F401 - footprints.gpkg: a missing [geo] extra is named before the model loads
+    stills = address.kind in ("images", "watch")
+    if telemetry or stills:
+        try:
+            import pyogrio  # noqa: F401 - footprints.gpkg: a missing [geo] extra is named before the model loads
+        except ImportError:
+            if telemetry:
+                raise
+            stills = False
+            log.warning("stills' EXIF positions give no footprints.gpkg: it needs pip install 'co2s[geo]'")
     # the source opens (and is checked) inside FrameStream before the backend
     fs = FrameStream(
         b,
@@ -195,7 +237,7 @@ def stream_command(
     save = SaveEvery(out, save_every, b.palette, list(b.classes))
     video = None
     footprints = None
-    if telemetry:
+    if telemetry or stills:
         from .footprint import FootprintLayer
 
         footprints = FootprintLayer(out / "footprints.gpkg", list(b.classes))
@@ -226,6 +268,8 @@ def stream_command(
             rec["stages_ms"]["write"] = round(write_s * 1e3, 3)
             if footprints is not None and r.footprint is not None:
                 footprints.add(r.footprint, r.pose, r.index, r.pts_s, rec["class_fractions"], rec["mean_confidence"])
+            elif footprints is not None and r.unplaced is not None:
+                footprints.skip(r.unplaced)
             lines.write(rec)
             n += 1
     finally:
@@ -243,7 +287,11 @@ def stream_command(
             "footprints": placed.name if placed else None,
         }
         if footprints is not None:
-            summary["footprints"] = {"placed": len(footprints.rows), "epsg": footprints.epsg}
+            summary["footprints"] = {
+                "placed": len(footprints.rows),
+                "epsg": footprints.epsg,
+                "unplaced": footprints.unplaced,
+            }
         summary["interrupted"] = bool(signalled)
         try:
             atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=str))

@@ -66,7 +66,7 @@ class StreamOptions:
     max_frames: int | None = None  # stop after this many processed frames
     idle_exit_s: float | None = None  # --watch: stop after this long without a new still
     telemetry: str | os.PathLike | None = None  # DJI .SRT or CSV: a pose per frame, a ground footprint
-    camera_hfov: float | None = None  # degrees across the image width (needed with telemetry)
+    camera_hfov: float | None = None  # degrees across the image width (telemetry: needed; stills: else EXIF's)
     input: InputOptions = field(default_factory=InputOptions)
 
 
@@ -86,9 +86,10 @@ class StreamResult:
     stages: dict[str, float]  # seconds
     dropped: dict[str, int]  # since the previous result, by reason
     tiles: int
-    pose: object | None = None  # telemetry.Pose at the frame's time (with --telemetry)
+    pose: object | None = None  # telemetry.Pose at the frame's time (with --telemetry, or a still's EXIF/XMP)
     footprint: object | None = None  # footprint.Footprint; None when off nadir or without telemetry
     off_nadir: bool = False
+    unplaced: str | None = None  # why a still has no footprint (photo_pose.MISSING), or "off_nadir"
 
     @property
     def latency_s(self) -> float:
@@ -116,9 +117,10 @@ class StreamResult:
 
     def _geo(self) -> dict:
         if self.pose is None:
-            return {}
+            return {} if self.unplaced is None else {"pose": None, "unplaced": self.unplaced}
         p = self.pose
         return {
+            "unplaced": self.unplaced,
             "pose": {"lat": p.lat, "lon": p.lon, "alt_agl": p.alt_agl, "yaw": p.yaw, "pitch": p.pitch, "roll": p.roll},
             "off_nadir": self.off_nadir,
             "footprint": None if self.footprint is None else self.footprint.record(),
@@ -309,14 +311,29 @@ class FrameStream:
         self._t_end: float | None = None
         self._first_pts: float | None = None
         self._last_pts: float | None = None
+        self._said: set[str] = set()
 
     def _telemetry(self):
-        """The telemetry track, checked against the video before any model loads (None without --telemetry)."""
+        """The telemetry track, checked against the video before any model loads (None without --telemetry;
+        stills then carry their own EXIF/XMP poses, placed when pyproj is there)."""
         o = self.options
+        stills = hasattr(self.source, "geotag")
+        if o.camera_hfov is not None and not 0 < o.camera_hfov < 180:
+            raise Co2SInputError(f"--camera-hfov {o.camera_hfov}: expected degrees in (0, 180), e.g. 84")
         if o.telemetry is None:
-            if o.camera_hfov is not None:
-                raise Co2SInputError("--camera-hfov applies with --telemetry (the frames need positions to place)")
+            if o.camera_hfov is not None and not stills:
+                raise Co2SInputError(
+                    "--camera-hfov applies with --telemetry or to stills (the frames need positions to place)"
+                )
+            if stills:
+                try:
+                    import pyproj
+                except ImportError:
+                    log.warning("stills are not placed on the ground: footprints need pip install 'co2s[geo]'")
+                    self.source.geotag = False
             return None
+        if stills:
+            self.source.geotag = False  # the track places them
         import pyproj  # noqa: F401 - the [geo] extra: missing, say so now rather than at the first frame
 
         from .telemetry import read_telemetry
@@ -337,18 +354,34 @@ class FrameStream:
         """How far past its ends a track is held: one of its own sample intervals plus a frame."""
         return track.interval + 1.0 / (self.source.fps or 30.0)
 
-    def _place(self, pts_s: float | None, h: int, w: int):
-        """(pose, footprint, off_nadir) of a frame at source time pts_s."""
-        if self.track is None or pts_s is None:
-            return None, None, False
+    def _place(self, frame: Frame, h: int, w: int):
+        """(pose, footprint, off_nadir, why unplaced) of a frame: from the track at its source time, or from a
+        still's own EXIF/XMP."""
+        hfov = self.options.camera_hfov
+        if self.track is not None:
+            pose = None if frame.pts_s is None else self.track.at(frame.pts_s, slack=self._slack(self.track))
+        elif frame.photo is not None:
+            pose, hfov = frame.photo.pose, hfov or frame.photo.hfov_deg
+            if pose is None or hfov is None:
+                return pose, None, False, self._unplaced(frame, frame.photo.missing or "no_hfov")
+        else:
+            return None, None, False, None
+        if pose is None:
+            return None, None, False, None
         from .footprint import footprint, off_nadir
 
-        pose = self.track.at(pts_s, slack=self._slack(self.track))
-        if pose is None:
-            return None, None, False
         if off_nadir(pose):
-            return pose, None, True  # flagged, not placed: a tilted camera sees a trapezoid
-        return pose, footprint(pose, h, w, self.options.camera_hfov), False
+            return pose, None, True, "off_nadir"  # flagged, not placed: a tilted camera sees a trapezoid
+        return pose, footprint(pose, h, w, hfov), False, None
+
+    def _unplaced(self, frame: Frame, why: str) -> str:
+        """Say once per reason why stills go without a footprint (each is counted in the summary)."""
+        if why not in self._said and why != "bad_exif":  # a damaged block was named when it was read
+            from .photo_pose import MISSING
+
+            self._said.add(why)
+            log.warning("%s: %s; stills like it get no footprint (counted in the summary)", frame.name, MISSING[why])
+        return why
 
     # --- the decoder thread ---------------------------------------------------------------------------------
 
@@ -436,7 +469,7 @@ class FrameStream:
         rgb = resize(frame.rgb, self.options.frame_scale) if self._scale_here else frame.rgb
         out = self.segment(rgb)
         t_placed = time.perf_counter()
-        pose, fp, tilted = self._place(frame.pts_s, *rgb.shape[:2])
+        pose, fp, tilted, unplaced = self._place(frame, *rgb.shape[:2])
         t_done = time.perf_counter()
         stages = {
             "decode": frame.decode_s,
@@ -469,6 +502,7 @@ class FrameStream:
             pose,
             fp,
             tilted,
+            unplaced,
         )
 
     def add_stage(self, name: str, seconds: float) -> None:

@@ -38,6 +38,7 @@ class Frame:
     decode_s: float  # time spent decoding this frame (packet in to pixels out)
     pts_s: float | None = None  # the frame's own timestamp in the source, seconds
     name: str | None = None  # stills: the file it came from
+    photo: object | None = None  # stills: their own pose from EXIF/XMP (photo_pose.PhotoPose), when read
     handed_t: float = 0.0  # when the decoder thread handed it to the loop (queue wait starts)
 
 

@@ -292,7 +292,7 @@ class GeoTiffSink(Sink):
                     self._datasets["confidence"] = (ds, tmp, final)
                     ds.scales, ds.offsets = (1.0 / CONF_SCALE,), (0.0,)
                     ds.set_band_description(1, f"confidence x {CONF_SCALE} (apply the band scale; 255 = nodata)")
-                if source.ds.gcps[0] and source.transform.is_identity:
+                if source.transform.is_identity and source.ds.gcps[0]:  # a placed video frame has no ds
                     ds.gcps = source.ds.gcps
         except _write_errors() as e:
             raise self._failed(final, e) from None

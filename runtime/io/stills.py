@@ -5,7 +5,8 @@ A watched file is read only once it is complete: hidden and temporary names (`.n
 `*.partial`, `*~`) are the writer's in-progress names and are skipped until renamed, and any other file must keep
 the same size and modification time over two polls (`settle_s` apart) before it is read. A file that still fails
 to decode after that is counted as corrupt and skipped, never retried in a loop. The images themselves are decoded
-by the runtime's readers (`read`, passed in by io/__init__.py: Pillow, or rasterio for GeoTIFFs).
+by the runtime's readers (`read`, passed in by io/__init__.py: Pillow, or rasterio for GeoTIFFs). With `geotag`
+(the default) each frame also carries the still's own EXIF GPS / XMP pose (runtime/photo_pose.py) for its footprint.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import glob
 import logging
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -46,22 +48,33 @@ def resize(rgb: np.ndarray, scale: float | None) -> np.ndarray:
     return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR))
 
 
-def _read_still(source, path: Path) -> tuple[np.ndarray, float, float] | None:
-    """(rgb, time read, seconds it took), or None for a file that could not be read (counted as corrupt)."""
+def _read_still(source, path: Path, t: float) -> tuple[np.ndarray, float, float, object] | None:
+    """(rgb, time read, seconds it took, its PhotoPose or None), or None for a file that could not be read
+    (counted as corrupt). `t` is the still's time in the sequence, for its pose."""
     t0 = time.perf_counter()
     try:
-        rgb = resize(source.read(path), source.scale)
+        with warnings.catch_warnings():
+            if source.geotag:  # the pose reader names a damaged EXIF block in one warning of its own
+                warnings.filterwarnings("ignore", message="Corrupt EXIF", category=UserWarning)
+            rgb = resize(source.read(path), source.scale)
     except Co2SInputError as e:
         source.corrupt += 1
         log.warning("skipped %s", e)
         return None
+    photo = None
+    if source.geotag:
+        from ..photo_pose import read_photo_pose
+
+        photo = read_photo_pose(path, t)
     t1 = time.perf_counter()
-    return rgb, t1, t1 - t0
+    return rgb, t1, t1 - t0, photo
 
 
 class ImageSequence(FrameSource):
     """A folder (its stills in name order) or a glob. `fps` gives the frames timestamps i/fps (for --realtime
     pacing and the source rate in the summary); without it they come as fast as they decode."""
+
+    geotag = True  # read each still's EXIF/XMP pose (off when a telemetry track places the frames)
 
     def __init__(self, address: Address, read: ReadImage, *, fps: float | None = None, scale: float | None = None):
         self.address, self.read, self.fps, self.scale = address, read, fps, scale
@@ -82,16 +95,19 @@ class ImageSequence(FrameSource):
 
     def frames(self) -> Iterator[Frame]:
         for i, path in enumerate(self.paths):
-            got = _read_still(self, path)
+            pts = i / self.fps if self.fps else None
+            got = _read_still(self, path, pts or 0.0)
             if got is not None:
-                rgb, t1, decode_s = got
-                yield Frame(i - self.corrupt, rgb, t1, decode_s, i / self.fps if self.fps else None, path.name)
+                rgb, t1, decode_s, photo = got
+                yield Frame(i - self.corrupt, rgb, t1, decode_s, pts, path.name, photo)
 
 
 class WatchedFolder(FrameSource):
     """New stills in a folder, in the order they become complete; files already there at the start are skipped
     (a restarted run does not reprocess the flight so far). Ends after `idle_exit_s` without a new file (None:
     runs until stopped)."""
+
+    geotag = True
 
     def __init__(
         self,
@@ -149,11 +165,11 @@ class WatchedFolder(FrameSource):
                 self._done.add(path.name)
                 self._seen.pop(path.name, None)
                 appeared = self._first.pop(path.name, time.perf_counter())
-                got = _read_still(self, path)
+                got = _read_still(self, path, 0.0)
                 if got is None:
                     continue
-                rgb, last_new, decode_s = got
-                yield Frame(index, rgb, appeared, decode_s, None, path.name)
+                rgb, last_new, decode_s, photo = got
+                yield Frame(index, rgb, appeared, decode_s, None, path.name, photo)
                 index += 1
             if self.idle_exit_s is not None and time.perf_counter() - last_new > self.idle_exit_s:
                 return

@@ -115,7 +115,7 @@ def test_cli_writes_footprints_gpkg(bundle, flight, tmp_path, capsys):
     assert info["features"] == 23 and info["crs"] == "EPSG:32649"  # frame 5 looked sideways: not placed
     assert {"frame", "time_s", "alt_agl", "mean_confidence", "frac_c0"} <= set(info["fields"])
     s = json.loads((out / "summary.json").read_text())
-    assert s["footprints"] == {"placed": 23, "epsg": 32649}
+    assert s["footprints"] == {"placed": 23, "epsg": 32649, "unplaced": {"off_nadir": 1}}
 
 
 @pytest.mark.parametrize(
