@@ -127,13 +127,47 @@ def clean_onnx(model: onnx.ModelProto) -> onnx.ModelProto:
 
     model = onnxslim.slim(model)
     del model.graph.value_info[:]
+    if model.ByteSize() >= _PROTOBUF_LIMIT:
+        return model  # large models: inferred from the file by check_onnx
     return infer_shapes(model)
 
 
-def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
-    if model.ByteSize() < _PROTOBUF_LIMIT:
-        return onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
-    return model  # large models: inferred from the file by check_onnx
+def infer_shapes(
+    model: onnx.ModelProto, *, strict_mode: bool = True, data_prop: bool = True, weights: bool = True
+) -> onnx.ModelProto:
+    """onnx shape inference: a new model, `model` with its value_info inferred (`model` itself is left as it was).
+
+    It runs on the graph alone: onnx serialises the whole model into C++ and back, three extra copies of the
+    weights at once (2-3 GB at the paper preset) for nothing, since types and shapes come from the initializers'
+    dims and values only from small integer tensors (shapes, axes). So the weights are lifted out meanwhile and
+    put back. `weights=False` leaves them out of the result, for a caller that only wants the types.
+    """
+    lifted = _lift_weights(model)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=strict_mode, data_prop=data_prop)
+    finally:
+        for t in model.graph.initializer:
+            if t.name in lifted:
+                t.raw_data = lifted.pop(t.name)
+    if weights:
+        source = {t.name: t for t in model.graph.initializer if t.HasField("raw_data")}
+        for t in inferred.graph.initializer:
+            if not t.HasField("raw_data") and t.name in source:
+                t.raw_data = source[t.name].raw_data
+    return inferred
+
+
+_LIFT_MIN_BYTES = 1024  # onnx's own threshold for external data; shape-like tensors are far smaller
+_SHAPE_DTYPES = frozenset({onnx.TensorProto.INT64, onnx.TensorProto.INT32})  # what data propagation reads
+
+
+def _lift_weights(model: onnx.ModelProto) -> dict[str, bytes]:
+    lifted = {}
+    for t in model.graph.initializer:
+        if t.data_type not in _SHAPE_DTYPES and t.HasField("raw_data") and t.ByteSize() >= _LIFT_MIN_BYTES:
+            lifted[t.name] = t.raw_data
+            t.ClearField("raw_data")
+    return lifted
 
 
 def _strip_debug(model: onnx.ModelProto) -> None:
