@@ -98,7 +98,9 @@ def _status(result) -> int:
     help="folder of images for INT8 calibration and parity (default: the synthetic scene set)",
 )
 @click.option(
-    "--calib-count", type=click.IntRange(min=1), default=32, show_default=True, help="calibration/parity tiles"
+    "--calib-count",
+    type=click.IntRange(min=1),
+    help="calibration/parity tiles (default 32 up to 256² tiles, the same pixels in fewer larger tiles: 8 at 512²)",
 )
 @click.option(
     "--int8-method",

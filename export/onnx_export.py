@@ -6,7 +6,10 @@ and re-inferred; per-node debug metadata (stack traces) is stripped so files sta
 
 from __future__ import annotations
 
+import gc
+import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,15 +31,43 @@ class OnnxExportStats:
 
 
 def export_deploy_onnx(
-    module, path: Path, *, tile: int, batch: tuple[int, int, int], example_batch: int | None = None
+    module,
+    path: Path,
+    *,
+    tile: int,
+    batch: tuple[int, int, int],
+    example_batch: int | None = None,
+    after_trace: Callable[[], object] | None = None,
 ) -> OnnxExportStats:
     """Trace `module` (uint8 [B,tile,tile,3] in) with the dynamo exporter and write a cleaned model to `path`.
 
-    `batch` is (min, opt, max); min == max gives a static batch dimension.
+    `batch` is (min, opt, max); min == max gives a static batch dimension. Memory: the traced program goes to a
+    scratch file beside `path` with its weights as external data and is dropped before the clean-up, so the
+    clean-up (onnxslim: several copies of the weights at once) holds only the one model it works on;
+    `after_trace` runs then, e.g. to free the PyTorch weights, which nothing after the trace needs.
     """
+    t0 = time.perf_counter()
+    path = Path(path)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".export-") as scratch:
+        raw = Path(scratch) / "exported.onnx"
+        _trace_to_file(module, raw, tile=tile, batch=batch, example_batch=example_batch)
+        if after_trace is not None:
+            after_trace()
+        onnx.checker.check_model(str(raw))  # from the file: the weights stay on disk
+        nodes_exported = len(onnx.load(str(raw), load_external_data=False).graph.node)
+        model = clean_onnx(_load_stripped(raw))  # no other reference: onnxslim may free it as it goes
+    if batch[0] != batch[2]:
+        _name_batch_dim(model, "batch")
+    save_onnx(model, path)
+    nodes_clean = len(model.graph.node)
+    del model
+    check_onnx(path)
+    return OnnxExportStats(time.perf_counter() - t0, nodes_exported, nodes_clean, OPSET)
+
+
+def _trace_to_file(module, raw: Path, *, tile: int, batch: tuple[int, int, int], example_batch: int | None) -> None:
     import torch
 
-    t0 = time.perf_counter()
     lo, opt, hi = batch
     dynamic = lo != hi
     b = example_batch or (min(max(2, lo), hi) if dynamic else lo)
@@ -44,52 +75,102 @@ def export_deploy_onnx(
     kwargs = {}
     if dynamic:
         kwargs["dynamic_shapes"] = {"images": {0: torch.export.Dim("batch", min=lo, max=hi)}}
-    input_names = ["images"]
-    output_names = list(module.config.output_names)
     with torch.no_grad():
         program = torch.onnx.export(
             module,
             (example,),
             dynamo=True,
             opset_version=OPSET,
-            input_names=input_names,
-            output_names=output_names,
+            input_names=["images"],
+            output_names=list(module.config.output_names),
             optimize=True,
             verbose=False,
             report=False,
             **kwargs,
         )
-    model = program.model_proto
-    nodes_exported = len(model.graph.node)
-    model = clean_onnx(model)
-    if dynamic:
-        _name_batch_dim(model, "batch")
-    save_onnx(model, path)
-    check_onnx(path)
-    return OnnxExportStats(time.perf_counter() - t0, nodes_exported, len(model.graph.node), OPSET)
+    # straight from the exporter's IR to disk: no ModelProto copy of the weights beside the IR's own
+    program.save(str(raw), external_data=True)
+    del program
+    _forget_matched_graph()
+    gc.collect()
+
+
+def _forget_matched_graph() -> None:
+    """onnxscript's pattern matchers live in module-level rule sets (the exporter's optimize=True) and keep the
+    last graph each one matched (`_graph`, `_match`): the whole exported IR, with its folded weights (0.6 GB at
+    the paper preset) and references to every PyTorch parameter, would stay alive for the rest of the process."""
+    from onnxscript.rewriter._matcher import SimplePatternMatcher
+
+    for obj in gc.get_objects():
+        if isinstance(obj, SimplePatternMatcher):
+            obj._graph = obj._tracer = None
+            obj._init_match(0)
+
+
+def _load_stripped(raw: Path) -> onnx.ModelProto:
+    """The exported model with its weights, without per-node debug metadata and the exporter's value_info."""
+    model = onnx.load(str(raw))
+    for t in model.graph.initializer:  # loading external data marks them DEFAULT; unmarked they save as before
+        t.ClearField("data_location")
+    _strip_debug(model)
+    del model.graph.value_info[:]
+    return model
 
 
 def clean_onnx(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Checker, fresh shape inference, onnxslim (constant folding, dead code, fusion of trivial ops)."""
+    """Fresh shape inference after onnxslim (constant folding, dead code, fusion of trivial ops).
+
+    `model` comes without value_info; the caller keeps no reference to it, so its weights are freed as onnxslim
+    replaces the model with its own copies.
+    """
     import onnxslim
 
-    _strip_debug(model)
-    del model.graph.value_info[:]
-    if model.ByteSize() < _PROTOBUF_LIMIT:  # larger ones are checked from the file after saving
-        onnx.checker.check_model(model)
     # MatMul + Add stay unfused: onnxruntime's dynamic INT8 quantises MatMul but not Gemm (int8-cpu would keep
     # the 120 linear layers of the paper pair in FP32), while TensorRT and ORT's own CPU optimiser fuse the
     # bias either way (export/README.md "Precisions")
     model = onnxslim.slim(model, skip_fusion_patterns=["FusionGemm"])
     del model.graph.value_info[:]
-    model = infer_shapes(model)
-    return model
+    if model.ByteSize() >= _PROTOBUF_LIMIT:
+        return model  # large models: inferred from the file by check_onnx
+    return infer_shapes(model)
 
 
-def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
-    if model.ByteSize() < _PROTOBUF_LIMIT:
-        return onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
-    return model  # large models: inferred from the file by check_onnx
+def infer_shapes(
+    model: onnx.ModelProto, *, strict_mode: bool = True, data_prop: bool = True, weights: bool = True
+) -> onnx.ModelProto:
+    """onnx shape inference: a new model, `model` with its value_info inferred (`model` itself is left as it was).
+
+    It runs on the graph alone: onnx serialises the whole model into C++ and back, three extra copies of the
+    weights at once (2-3 GB at the paper preset) for nothing, since types and shapes come from the initializers'
+    dims and values only from small integer tensors (shapes, axes). So the weights are lifted out meanwhile and
+    put back. `weights=False` leaves them out of the result, for a caller that only wants the types.
+    """
+    lifted = _lift_weights(model)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=strict_mode, data_prop=data_prop)
+    finally:
+        for t in model.graph.initializer:
+            if t.name in lifted:
+                t.raw_data = lifted.pop(t.name)
+    if weights:
+        source = {t.name: t for t in model.graph.initializer if t.HasField("raw_data")}
+        for t in inferred.graph.initializer:
+            if not t.HasField("raw_data") and t.name in source:
+                t.raw_data = source[t.name].raw_data
+    return inferred
+
+
+_LIFT_MIN_BYTES = 1024  # onnx's own threshold for external data; shape-like tensors are far smaller
+_SHAPE_DTYPES = frozenset({onnx.TensorProto.INT64, onnx.TensorProto.INT32})  # what data propagation reads
+
+
+def _lift_weights(model: onnx.ModelProto) -> dict[str, bytes]:
+    lifted = {}
+    for t in model.graph.initializer:
+        if t.data_type not in _SHAPE_DTYPES and t.HasField("raw_data") and t.ByteSize() >= _LIFT_MIN_BYTES:
+            lifted[t.name] = t.raw_data
+            t.ClearField("raw_data")
+    return lifted
 
 
 def _strip_debug(model: onnx.ModelProto) -> None:

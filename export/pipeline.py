@@ -23,8 +23,10 @@ from co2s.cli import step_progress
 from co2s.errors import Co2SInputError
 
 from .engines import add_engines
-from .options import BOTH, ExportCheckError, ExportOptions, ExportResult
+from .options import BOTH, ExportCheckError, ExportOptions, ExportResult, default_calib_count
 from .writer import AtomicBundle, check_output_dir, check_output_writable, clean_leftovers
+
+_debug = logging.getLogger("co2s.export").debug
 
 
 def parse_batch(batch: int | None, dynamic: str | None) -> tuple[int, int, int]:
@@ -154,7 +156,7 @@ def export_bundle(opts: ExportOptions) -> ExportResult:
     check_output_writable(opts.out)
     if opts.students not in (BOTH, "clip", "dinov3"):
         raise Co2SInputError(f"--students must be clip, dinov3 or both, got {opts.students!r}")
-    if opts.calib_count < max(1, opts.batch[0]):
+    if opts.calib_count is not None and opts.calib_count < max(1, opts.batch[0]):
         raise Co2SInputError(
             f"--calib-count must be at least {max(1, opts.batch[0])} (one batch), got {opts.calib_count}"
         )
@@ -170,8 +172,42 @@ def export_bundle(opts: ExportOptions) -> ExportResult:
     precisions = tuple(p for p in formats.PRECISIONS if p in set(opts.precisions) | set(opts.engines) | {"fp32"})
 
     # steps: model, reference, fp32 export, fp32 parity, then a conversion and a parity run per other precision
-    with _quiet_exporters(), step_progress(4 + 2 * (len(precisions) - 1), "co2s-export") as steps:
+    with _quiet_exporters(), _measured_steps(4 + 2 * (len(precisions) - 1)) as steps:
         return _export(opts, log, t_start, precisions, steps)
+
+
+class _MeasuredSteps:
+    """The step bar, plus a debug line (-v) as each step ends: its wall time and the process RSS then (current,
+    and the peak so far), so a memory regression shows which step it came from."""
+
+    def __init__(self, bar):
+        self._bar, self._name, self._t0 = bar, None, 0.0
+
+    def next(self, name: str) -> None:
+        self.end()
+        self._name, self._t0 = name, time.perf_counter()
+        self._bar.next(name)
+
+    def end(self) -> None:
+        from co2s.runtime.profiler import current_host_memory_mb, peak_host_memory_mb
+
+        if self._name is not None:
+            now, peak = current_host_memory_mb(), peak_host_memory_mb()
+            _debug(
+                f"step {self._name!r}: {time.perf_counter() - self._t0:.1f} s, "
+                f"RSS {(now or 0) / 1024:.2f} GB, peak so far {(peak or 0) / 1024:.2f} GB"
+            )
+        self._name = None
+
+
+@contextlib.contextmanager
+def _measured_steps(total: int):
+    with step_progress(total, "co2s-export") as bar:
+        steps = _MeasuredSteps(bar)
+        try:
+            yield steps
+        finally:
+            steps.end()
 
 
 @contextlib.contextmanager
@@ -200,7 +236,8 @@ def _export(opts: ExportOptions, log, t_start: float, precisions: tuple[str, ...
     formats.check_model_input(tile, "--tile")
     students = _student_names(model, opts.students)
     config = DeployConfig(students, opts.fusion, tile, opts.probs)
-    calib = load_calibration(opts.calib_data, opts.calib_count, tile, train_config)
+    count = opts.calib_count if opts.calib_count is not None else max(default_calib_count(tile), opts.batch[0])
+    calib = load_calibration(opts.calib_data, count, tile, train_config)
     images = calib.images
     log(
         f"{len(students)} student(s) {', '.join(students)}; tile {tile}; {len(images)} calibration/parity tiles "
@@ -231,7 +268,8 @@ def _export(opts: ExportOptions, log, t_start: float, precisions: tuple[str, ...
         fp32_path = tmp / fmt.filename
         log(f"exporting {fmt.filename} (torch dynamo exporter, opset 19)...")
         steps.next("exporting the fp32 ONNX")
-        stats = export_deploy_onnx(deploy, fp32_path, tile=tile, batch=opts.batch)
+        # the PyTorch weights are done once traced (the reference ran above): freed before the ONNX clean-up
+        stats = export_deploy_onnx(deploy, fp32_path, tile=tile, batch=opts.batch, after_trace=lambda: model.to("meta"))
         _audit_or_fail(audit_file(fp32_path), fmt.filename)
         log(f"  {stats.nodes_exported} nodes exported, {stats.nodes_clean} after clean-up, {stats.seconds:.0f} s")
         steps.next("fp32 parity")

@@ -33,6 +33,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from co2s.bundle.formats import INT8_METHODS
 
+from .onnx_export import check_onnx, infer_shapes, save_onnx
+
 FLOAT, HALF = TensorProto.FLOAT, TensorProto.FLOAT16
 FP32_ISLAND_OPS = frozenset(
     {
@@ -170,7 +172,7 @@ def _allowed(schema, formal_index: int, is_input: bool) -> tuple[str, set[str]]:
 
 def convert_to_fp16(model: onnx.ModelProto, *, keep_io_types: bool = True) -> tuple[onnx.ModelProto, PrecisionReport]:
     """FP16 with FP32 islands. Graph inputs/outputs keep their declared types."""
-    model = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    model = infer_shapes(model, strict_mode=False, data_prop=True)
     _constants_to_initializers(model)
     g = model.graph
     opset = _opset(model)
@@ -259,7 +261,7 @@ def convert_to_fp16(model: onnx.ModelProto, *, keep_io_types: bool = True) -> tu
     _drop_unused_initializers(model)
     _fold_cast_chains(model)
     del g.value_info[:]
-    model = onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
+    model = infer_shapes(model, strict_mode=True, data_prop=True)
     return model, report
 
 
@@ -273,7 +275,7 @@ def _drop_unused_initializers(model: onnx.ModelProto) -> None:
 def _fold_cast_chains(model: onnx.ModelProto) -> None:
     """Cast(Cast(x: uint8|int8|bool|fp16 -> fp32) -> fp16) == Cast(x -> fp16): exact, one node fewer."""
     g = model.graph
-    types = _elem_types(onnx.shape_inference.infer_shapes(model))
+    types = _elem_types(infer_shapes(model, strict_mode=False, data_prop=False, weights=False))
     producer = {o: n for n in g.node for o in n.output}
     exact = {TensorProto.UINT8, TensorProto.INT8, TensorProto.BOOL, HALF}
     for n in g.node:
@@ -429,7 +431,6 @@ def quantize_int8_modelopt(
 
 def _finish_int8(q: onnx.ModelProto, out_path: Path, method: str, n_quantized: int, skipped: list[str]) -> dict:
     q, report = convert_to_fp16(q)
-    from .onnx_export import check_onnx, save_onnx
 
     save_onnx(q, out_path)
     check_onnx(out_path)
@@ -485,7 +486,6 @@ def quantize_int8(
 def save_fp16(fp32_path: Path, out_path: Path) -> dict:
     model = onnx.load(str(fp32_path))
     model, report = convert_to_fp16(model)
-    from .onnx_export import check_onnx, save_onnx
 
     save_onnx(model, out_path)
     check_onnx(out_path)

@@ -148,3 +148,9 @@ def test_int8_methods_write_different_graphs(tiny_bundle, tmp_path):
         assert quantize_int8_ort(fp32, out, calib, method=method)["method"] == method
         digests[method] = hashlib.sha256(out.read_bytes()).hexdigest()
     assert len(set(digests.values())) == 3, digests
+
+
+def test_default_calibration_keeps_the_pixel_count_not_the_tile_count():
+    from co2s.export.options import default_calib_count
+
+    assert [default_calib_count(t) for t in (64, 128, 256, 384, 512, 1024)] == [32, 32, 32, 14, 8, 8]
