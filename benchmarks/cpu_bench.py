@@ -148,7 +148,7 @@ def torch_runners(bundle, threads: int) -> tuple[dict, float | None, dict]:
     if run is None:
         return {}, None, {"pytorch": why}
     torch.set_num_threads(threads)
-    deploy = run.__closure__[0].cell_contents  # the DeployModel eager_model wraps
+    deploy = run.module
     runners = {"pytorch eager": run}
     gflop = model_gflop(deploy, bundle.tile)
     try:
