@@ -59,7 +59,7 @@ log = logging.getLogger("co2s")
 # Import names of each extra's packages (pyproject.toml [project.optional-dependencies]); `export` includes `train`.
 EXTRA_MODULES = {
     "train": ("torch", "torchvision", "timm", "open_clip", "yaml", "tensorboard", "safetensors"),
-    "export": ("onnx", "onnxscript", "onnxslim"),
+    "export": ("onnx", "onnxscript"),
     "geo": ("rasterio", "pyproj", "pyogrio", "shapely"),
     "cpu": ("onnxruntime",),
     "gpu": ("tensorrt", "pycuda"),

@@ -2,7 +2,7 @@
 
 Modules, one job each:
   deploy        the deploy module: constants folded (normalisation, class vectors, RoPE), fused outputs
-  onnx_export   dynamo export + checker + shape inference + onnxslim clean-up
+  onnx_export   dynamo export + constant folding of the weights + checker + shape inference
   audit         TensorRT 10 operator / control-flow audit (vendored table tensorrt10_onnx_ops.tsv)
   precision     FP16 with FP32 islands; INT8 Q/DQ (onnxruntime or nvidia-modelopt)
   calibration   calibration / parity tiles (folder or synthetic)

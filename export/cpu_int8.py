@@ -32,7 +32,7 @@ import onnx
 
 from co2s.bundle.formats import CPU_INT8_FORMS
 
-from .calibration import calibration_reader
+from .calibration import calibrated_ranges, calibration_reader
 from .precision import _no_root_warnings, quantizable_nodes
 
 # Chosen by benchmarks/cpu_int8.py on the paper preset (this project's 2-core AVX2 machine): see its results
@@ -76,19 +76,21 @@ def quantize_int8_cpu(
                 extra_options={"MatMulConstBOnly": True},
             )
         else:
+            ops_static = ["MatMul", "Gemm", "Conv"]
+            ranges = calibrated_ranges(fp32_path, reader, CalibrationMethod.MinMax, ops_static, Path(tmp) / "r.json")
             quantize_static(
                 str(fp32_path),
                 str(q),
-                reader,
+                None,  # the ranges come from the cache
                 quant_format=QuantFormat.QOperator if form == "qoperator" else QuantFormat.QDQ,
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 reduce_range=True,
                 calibrate_method=CalibrationMethod.MinMax,
                 nodes_to_quantize=take,
-                op_types_to_quantize=["MatMul", "Gemm", "Conv"],
+                op_types_to_quantize=ops_static,
                 use_external_data_format=external,
-                extra_options={"CalibStridedMinMax": reader.stride},
+                calibration_cache_path=str(ranges),
             )
         model = onnx.load(str(q))
     from .onnx_export import check_onnx, save_onnx

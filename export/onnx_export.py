@@ -1,4 +1,4 @@
-"""Deploy module -> clean, checked ONNX: dynamo export, checker, shape inference, onnxslim, checker again.
+"""Deploy module -> clean, checked ONNX: dynamo export with constant folding, checker, shape inference, checker again.
 
 Hygiene follows what bit others (deploy-anchors section 5): stale `value_info` from the exporter is dropped
 and re-inferred; per-node debug metadata (stack traces) is stripped so files stay small and diff-able.
@@ -20,6 +20,10 @@ from co2s.bundle.formats import external_data_name
 # 19: the lowest opset with float16 Q/DQ scales (INT8 on an FP16 graph); TensorRT 10 parses 9-20.
 OPSET = 19
 _PROTOBUF_LIMIT = 2**31 - 2**20  # a little under 2 GiB: above it weights go to an external-data file
+# Folding limit (elements) for onnxscript's constant folding: above the largest weight of the paper pair (768 x 3072),
+# so a transposed or scaled weight becomes one initializer; below the size where folding would materialise
+# activation-sized constants.
+_FOLD_LIMIT = 2**23
 
 
 @dataclass
@@ -41,10 +45,10 @@ def export_deploy_onnx(
 ) -> OnnxExportStats:
     """Trace `module` (uint8 [B,tile,tile,3] in) with the dynamo exporter and write a cleaned model to `path`.
 
-    `batch` is (min, opt, max); min == max gives a static batch dimension. Memory: the traced program goes to a
-    scratch file beside `path` with its weights as external data and is dropped before the clean-up, so the
-    clean-up (onnxslim: several copies of the weights at once) holds only the one model it works on;
-    `after_trace` runs then, e.g. to free the PyTorch weights, which nothing after the trace needs.
+    `batch` is (min, opt, max); min == max gives a static batch dimension. Memory: the graph is folded in place
+    in the exporter's IR and goes to a scratch file beside `path` with its weights as external data, then is
+    dropped, so the clean-up holds only the one model it works on; `after_trace` runs then, e.g. to free the
+    PyTorch weights, which nothing after the trace needs.
     """
     t0 = time.perf_counter()
     path = Path(path)
@@ -55,7 +59,7 @@ def export_deploy_onnx(
             after_trace()
         onnx.checker.check_model(str(raw))  # from the file: the weights stay on disk
         nodes_exported = len(onnx.load(str(raw), load_external_data=False).graph.node)
-        model = clean_onnx(_load_stripped(raw))  # no other reference: onnxslim may free it as it goes
+        model = clean_onnx(_load_stripped(raw))
     if batch[0] != batch[2]:
         _name_batch_dim(model, "batch")
     save_onnx(model, path)
@@ -88,11 +92,23 @@ def _trace_to_file(module, raw: Path, *, tile: int, batch: tuple[int, int, int],
             report=False,
             **kwargs,
         )
+    _fold_weights(program.model)
     # straight from the exporter's IR to disk: no ModelProto copy of the weights beside the IR's own
     program.save(str(raw), external_data=True)
     del program
     _forget_matched_graph()
     gc.collect()
+
+
+def _fold_weights(model) -> None:
+    """The exporter's own optimiser (onnxscript, optimize=True above) again, with folding limits that reach the
+    weights: weight transposes, scales and casts become initializers, in place in the IR, without a copy of the
+    model. It replaced onnxslim, which did the same folds with several copies of the weights at once (8 GB peak
+    for the 0.7 GB paper pair) and whose fusions onnxruntime and TensorRT make themselves when they load the graph
+    (export/README.md "Clean-up"; benchmarks/results/export_memory.md)."""
+    import onnxscript.optimizer
+
+    onnxscript.optimizer.optimize_ir(model, input_size_limit=_FOLD_LIMIT, output_size_limit=_FOLD_LIMIT)
 
 
 def _forget_matched_graph() -> None:
@@ -118,18 +134,11 @@ def _load_stripped(raw: Path) -> onnx.ModelProto:
 
 
 def clean_onnx(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Fresh shape inference after onnxslim (constant folding, dead code, fusion of trivial ops).
+    """Fresh shape inference on the folded export (`model` comes without the exporter's value_info).
 
-    `model` comes without value_info; the caller keeps no reference to it, so its weights are freed as onnxslim
-    replaces the model with its own copies.
-    """
-    import onnxslim
-
-    # MatMul + Add stay unfused: onnxruntime's dynamic INT8 quantises MatMul but not Gemm (int8-cpu would keep
-    # the 120 linear layers of the paper pair in FP32), while TensorRT and ORT's own CPU optimiser fuse the
-    # bias either way (export/README.md "Precisions")
-    model = onnxslim.slim(model, skip_fusion_patterns=["FusionGemm"])
-    del model.graph.value_info[:]
+    MatMul + Add stay unfused: onnxruntime's dynamic INT8 quantises MatMul but not Gemm (int8-cpu would keep the
+    120 linear layers of the paper pair in FP32), while TensorRT and ORT's own CPU optimiser fuse the bias either
+    way (export/README.md "Precisions")."""
     if model.ByteSize() >= _PROTOBUF_LIMIT:
         return model  # large models: inferred from the file by check_onnx
     return infer_shapes(model)

@@ -49,7 +49,7 @@ def parse_batch(batch: int | None, dynamic: str | None) -> tuple[int, int, int]:
 def _versions() -> dict:
     import onnx
     import onnxruntime
-    import onnxslim
+    import onnxscript
     import torch
 
     import co2s
@@ -59,7 +59,7 @@ def _versions() -> dict:
         "torch": torch.__version__,
         "onnx": onnx.__version__,
         "onnxruntime": onnxruntime.__version__,
-        "onnxslim": onnxslim.__version__,
+        "onnxscript": onnxscript.__version__,
         "python": platform.python_version(),
     }
 

@@ -334,22 +334,28 @@ def quantize_int8_ort(
         "ort-entropy": CalibrationMethod.Entropy,
     }[method]
 
-    from .calibration import calibration_reader
+    from .calibration import calibrated_ranges, calibration_reader
 
     reader = calibration_reader(calib, input_name, batch)
     extra = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False}
-    extra["CalibStridedMinMax"] = reader.stride  # ranges folded every few batches (calibration_reader: memory)
-    if method == "ort-percentile":
-        extra["CalibPercentile"] = 99.999
+    # the calibrator options quantize_static would pass (none for min/max), plus TensorRT's entropy histogram:
+    # 2048 bins searched for the best 128-level threshold (onnxruntime's default, 128 bins for 128 levels, has
+    # one candidate threshold, i.e. min/max: the file was byte-identical to ort-minmax)
+    calib_options = {
+        "ort-minmax": {},
+        "ort-percentile": {"percentile": 99.999},
+        "ort-entropy": {"symmetric": True, "num_bins": 2048, "num_quantized_bins": 128},
+    }[method]
     external = fp32_path.stat().st_size > 2**31 - 2**24
     with tempfile.TemporaryDirectory() as tmp, _no_root_warnings():
-        qdq, cache = Path(tmp) / "qdq.onnx", None
-        if method == "ort-entropy":
-            cache = _entropy_ranges(fp32_path, Path(tmp), reader, external)
+        ranges = calibrated_ranges(
+            fp32_path, reader, cm, QUANTIZED_OPS, Path(tmp) / "ranges.json", options=calib_options
+        )
+        qdq = Path(tmp) / "qdq.onnx"
         quantize_static(
             str(fp32_path),
             str(qdq),
-            None if cache else reader,
+            None,  # the ranges come from the cache; a cache miss must fail, not calibrate again
             quant_format=QuantFormat.QDQ,
             activation_type=QuantType.QInt8,
             weight_type=QuantType.QInt8,
@@ -359,34 +365,10 @@ def quantize_int8_ort(
             op_types_to_quantize=list(QUANTIZED_OPS),
             extra_options=extra,
             use_external_data_format=external,
-            calibration_cache_path=cache,
+            calibration_cache_path=str(ranges),
         )
         q = onnx.load(str(qdq))
     return _finish_int8(q, out_path, method, len(take), skip)
-
-
-def _entropy_ranges(fp32_path: Path, tmp: Path, reader, external: bool) -> Path:
-    """Entropy (KL) calibration with TensorRT's histogram: 2048 bins searched for the best 128-level threshold.
-    quantize_static passes only five calibration options on, not the bin counts, and onnxruntime's entropy
-    calibrator defaults to 128 bins for 128 levels: one candidate threshold, i.e. min/max (the file was
-    byte-identical to ort-minmax). So the ranges come from onnxruntime's own calibrator, run here, and reach
-    quantize_static through its calibration cache."""
-    from onnxruntime.quantization import CalibrationMethod, create_calibrator, save_tensors_data
-
-    calibrator = create_calibrator(
-        fp32_path,
-        list(QUANTIZED_OPS),
-        augmented_model_path=str(tmp / "augmented.onnx"),
-        calibrate_method=CalibrationMethod.Entropy,
-        use_external_data_format=external,
-        extra_options={"symmetric": True, "num_bins": 2048, "num_quantized_bins": 128},
-    )
-    for start in range(0, len(reader), reader.stride):  # histograms grow call by call; outputs are freed each time
-        reader.set_range(start, start + reader.stride)
-        calibrator.collect_data(reader)
-    cache = tmp / "entropy_ranges.json"
-    save_tensors_data(calibrator.compute_data(), cache)
-    return cache
 
 
 @contextlib.contextmanager

@@ -58,3 +58,35 @@ def test_each_step_logs_its_wall_time_and_rss(caplog):
     assert len(lines) == 2
     assert lines[0].startswith("step 'first': ") and lines[1].startswith("step 'second': ")
     assert all(" s, RSS " in line and "GB, peak so far " in line for line in lines)
+
+
+def test_shape_inference_without_the_weights_gives_what_onnx_gives_with_them():
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from co2s.export.onnx_export import infer_shapes
+
+    rng = np.random.default_rng(0)
+    weight = numpy_helper.from_array(rng.standard_normal((64, 32)).astype(np.float32), "w")  # 8 KB: lifted
+    shape = numpy_helper.from_array(np.array([0, -1, 4], dtype=np.int64), "shape")  # read by data propagation
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "w"], ["y"]),
+            helper.make_node("Shape", ["y"], ["s"]),
+            helper.make_node("Reshape", ["y", "shape"], ["z"]),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 64])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, None)],
+        [weight, shape],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    before = model.SerializeToString()
+    expected = onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True).SerializeToString()
+    got = infer_shapes(model)
+    assert got.SerializeToString() == expected
+    assert model.SerializeToString() == before  # the input is left as it was
+    assert got.graph.output[0].type.tensor_type.shape.dim[2].dim_value == 4
+    types_only = infer_shapes(model, strict_mode=False, data_prop=False, weights=False)
+    assert not next(t for t in types_only.graph.initializer if t.name == "w").HasField("raw_data")
