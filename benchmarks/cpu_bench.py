@@ -6,7 +6,7 @@
 
 1. Export: each bundle is exported here (unless --bundle) in a subprocess, `co2s-export --untrained --preset P
    --tile T --dynamic-batch 1:4:4` with every default precision; wall time and the child's peak RSS
-   (getrusage RUSAGE_CHILDREN, one export per child).
+   (os.wait4), and per step the exporter's own -v lines (wall, peak RSS so far).
 2. Cold start: a fresh process per precision runs `co2s-infer`'s path (load the bundle, open the ort-cpu backend,
    run one tile): seconds to the first result, with an empty cache and again with the cache that first run left
    (onnxruntime's optimised graph, when the runtime keeps one).
@@ -26,7 +26,7 @@ import argparse
 import json
 import os
 import platform
-import resource
+import re
 import subprocess
 import sys
 import tempfile
@@ -43,20 +43,24 @@ TARGETS = {"int8_cpu_vs_fp32": 1.8, "ort_fp32_vs_eager": 1.3, "ort_fp32_vs_best_
 
 # ----------------------------------------------------------------------------------------------- 1. export
 def export_bundle(out: Path, preset: str, tile: int, classes: int) -> dict:
-    cmd = [sys.executable, "-m", "co2s.export.cli", "-q", "--untrained", "--preset", preset, "--tile", str(tile)]
+    cmd = [sys.executable, "-m", "co2s.export.cli", "-v", "--untrained", "--preset", preset, "--tile", str(tile)]
     cmd += ["--num-classes", str(classes), "--dynamic-batch", "1:4:4", "--out", str(out), "--force"]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True)
+    child = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    log_text = child.stderr.read()
+    _, status, usage = os.wait4(child.pid, 0)  # this child's own peak RSS (RUSAGE_CHILDREN keeps the largest)
     wall = time.perf_counter() - t0
-    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    if peak_kb <= before:  # ru_maxrss is the largest child so far: an earlier, bigger export hides this one
-        peak_kb = None
-    return {
-        "tile": tile,
-        "seconds": round(wall, 1),
-        "peak_rss_gb": None if peak_kb is None else round(peak_kb / 2**20, 2),
-    }
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.stderr.write(log_text)
+        raise SystemExit(f"export failed: {' '.join(cmd)}")
+    # the exporter's own -v lines: "step 'NAME': S s, RSS A GB, peak so far B GB"
+    steps = [
+        {"step": m[1] or m[2], "seconds": float(m[3]), "peak_so_far_gb": float(m[5])}
+        for m in re.finditer(
+            r"step (?:'([^']+)'|\"([^\"]+)\"): ([\d.]+) s, RSS ([\d.]+) GB, peak so far ([\d.]+) GB", log_text
+        )
+    ]
+    return {"tile": tile, "seconds": round(wall, 1), "peak_rss_gb": round(usage.ru_maxrss / 2**20, 2), "steps": steps}
 
 
 # ------------------------------------------------------------------------------------------- 2. cold start
@@ -361,6 +365,17 @@ def _markdown(r: dict) -> str:
         L += ["", "**Export** (`co2s-export --untrained --dynamic-batch 1:4:4`, every default precision):", ""]
         L += ["| tile | wall | peak RSS |", "|---|---|---|"]
         L += [f"| {e['tile']} | {e['seconds'] / 60:.1f} min | {e['peak_rss_gb']} GB |" for e in r["exports"]]
+        L += ["", "Per step (the exporter's `-v` lines: wall s / peak RSS so far GB):", ""]
+        L += ["| step | " + " | ".join(f"{e['tile']}²" for e in r["exports"]) + " |"]
+        L += ["|---|" + "---|" * len(r["exports"])]
+        names = list(dict.fromkeys(s["step"] for e in r["exports"] for s in e.get("steps", [])))
+        for n in names:
+            cells = []
+            for e in r["exports"]:
+                st = next((s for s in e.get("steps", []) if s["step"] == n), None)
+                cells.append("–" if st is None else f"{st['seconds']:.0f} / {st['peak_so_far_gb']:.2f}")
+            L.append(f"| {n} | " + " | ".join(cells) + " |")
+    L += ["", "**Targets** (batch 1):", ""] + [f"- {t}" for t in _targets(r)]
     L += ["", "**Cold start** (fresh process: load + verify the bundle, open ort-cpu, first tile):", ""]
     L += [
         "| tile, precision | cache | load+verify s | session s | first call s | total s |",
@@ -377,6 +392,41 @@ def _markdown(r: dict) -> str:
             L += ["", f"**Where the int8-cpu time goes** ({t}², batch 1, onnxruntime profiler, top op types):", ""]
             L += [", ".join(f"{p['op']} {p['ms_per_run']:.0f} ms ({100 * p['share']:.0f} %)" for p in prof)]
     return "\n".join(L) + "\n"
+
+
+def _targets(r: dict) -> list[str]:
+    """Issue 13's targets, met or not, from this run's rows."""
+    out = []
+    p50 = {(x["tile"], x["batch"], x["config"]): x["p50_ms"] for x in r["rows"] if x.get("p50_ms")}
+    peers = ("pytorch eager", "torch.compile inductor", "openvino fp32")
+    for tile in sorted({t for t, _, _ in p50}):
+        fp32 = p50.get((tile, 1, "ort fp32"))
+        if fp32 is None:
+            continue
+        q = p50.get((tile, 1, "ort int8-cpu"))
+        if q:
+            x = fp32 / q
+            goal = TARGETS["int8_cpu_vs_fp32"]
+            out.append(
+                f"{tile}²: ORT INT8 (CPU) {x:.2f}× ORT FP32 (target ≥ {goal}×: {'met' if x >= goal else 'not met'})"
+            )
+        eager = p50.get((tile, 1, "pytorch eager"))
+        if eager:
+            x = eager / fp32
+            goal = TARGETS["ort_fp32_vs_eager"]
+            out.append(
+                f"{tile}²: ORT FP32 {x:.2f}× PyTorch eager (target ≥ {goal}×: {'met' if x >= goal else 'not met'})"
+            )
+        timed = {c: p50[(tile, 1, c)] for c in peers if (tile, 1, c) in p50}
+        if timed:
+            best = min(timed, key=timed.get)
+            x = timed[best] / fp32
+            goal = TARGETS["ort_fp32_vs_best_peer"]
+            out.append(
+                f"{tile}²: ORT FP32 at {x:.2f}× the speed of the fastest peer ({best}; target ≥ {goal}: "
+                f"{'met' if x >= goal else 'not met'})"
+            )
+    return out
 
 
 def _chart(r: dict, path: Path) -> None:
