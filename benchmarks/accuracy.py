@@ -9,7 +9,8 @@ from the checkpoint (`co2s.export.pipeline.export_bundle`; one bundle per deploy
 single student) and every precision of it (fp32 / fp16 / int8 ONNX) is run on ORT-CPU through `co2s.runtime`'s
 `predict_array` (the runtime's tiler: overlapping tiles, centre-keep stitching) on the same val images, scored the
 same way (`co2s.metrics`). INT8 is calibrated on labelled-split images (written to a temp folder), never on val.
-Writes accuracy.csv / .md / .png into --out-dir (default benchmarks/results/).
+Writes accuracy.csv / .md / .png (accuracy_NAME.* for a dataset other than synthetic) into --out-dir (default
+benchmarks/results/).
 """
 
 from __future__ import annotations
@@ -321,10 +322,11 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     command = "python benchmarks/accuracy.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    write_csv(rows, out / "accuracy.csv")
-    write_markdown(rows, notes, out / "accuracy.md", command.strip())
-    write_chart(rows, out / "accuracy.png")
-    log(f"wrote {out}/accuracy.csv/.md/.png")
+    stem = "accuracy" if args.dataset == "synthetic" else f"accuracy_{Path(args.dataset).stem}"  # one set per dataset
+    write_csv(rows, out / f"{stem}.csv")
+    write_markdown(rows, notes, out / f"{stem}.md", command.strip())
+    write_chart(rows, out / f"{stem}.png")
+    log(f"wrote {out}/{stem}.csv/.md/.png")
     return 0
 
 

@@ -1,11 +1,13 @@
 """Issue 13's CPU numbers in one run on this machine: export cost, cold start, and latency of every CPU path.
 
     python benchmarks/cpu_bench.py                       # paper preset, untrained, 256^2 and 512^2, batch 1 and 4
-    python benchmarks/cpu_bench.py --bundle B256 --bundle B512   # bundles exported before (dynamic batch 1:4:4)
+    python benchmarks/cpu_bench.py --batches 1                   # static batch-1 bundles: what a default export is
+    python benchmarks/cpu_bench.py --bundle B256 --bundle B512   # bundles exported before
     python benchmarks/cpu_bench.py --quick               # tiny preset, 64^2 (smoke test)
 
 1. Export: each bundle is exported here (unless --bundle) in a subprocess, `co2s-export --untrained --preset P
-   --tile T --dynamic-batch 1:4:4` with every default precision; wall time and the child's peak RSS
+   --tile T` with every default precision, `--batch B` for one batch size (static: what a default export
+   deploys), `--dynamic-batch MIN:MAX:MAX` for several; wall time and the child's peak RSS
    (os.wait4), and per step the exporter's own -v lines (wall, peak RSS so far).
 2. Cold start: a fresh process per precision runs `co2s-infer`'s path (load the bundle, open the ort-cpu backend,
    run one tile): seconds to the first result, with an empty cache and again with the cache that first run left
@@ -42,9 +44,14 @@ TARGETS = {"int8_cpu_vs_fp32": 1.8, "ort_fp32_vs_eager": 1.3, "ort_fp32_vs_best_
 
 
 # ----------------------------------------------------------------------------------------------- 1. export
-def export_bundle(out: Path, preset: str, tile: int, classes: int) -> dict:
+def export_args(batches: list[int]) -> list[str]:
+    lo, hi = min(batches), max(batches)
+    return ["--batch", str(lo)] if lo == hi else ["--dynamic-batch", f"{lo}:{hi}:{hi}"]
+
+
+def export_bundle(out: Path, preset: str, tile: int, classes: int, batches: list[int]) -> dict:
     cmd = [sys.executable, "-m", "co2s.export.cli", "-v", "--untrained", "--preset", preset, "--tile", str(tile)]
-    cmd += ["--num-classes", str(classes), "--dynamic-batch", "1:4:4", "--out", str(out), "--force"]
+    cmd += ["--num-classes", str(classes), *export_args(batches), "--out", str(out), "--force"]
     t0 = time.perf_counter()
     child = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     log_text = child.stderr.read()
@@ -297,7 +304,7 @@ def main(argv=None) -> int:
     if not paths:
         for t in a.tiles:
             log(f"exporting the {a.preset} pair at {t}^2 ...")
-            exports.append(export_bundle(work / f"{a.preset}{t}", a.preset, t, 6))
+            exports.append(export_bundle(work / f"{a.preset}{t}", a.preset, t, 6, a.batches))
             log(f"  {exports[-1]['seconds']:.0f} s, peak RSS {exports[-1]['peak_rss_gb']} GB")
             paths.append(work / f"{a.preset}{t}")
     peaks = gemm_peaks(a.threads)
@@ -321,6 +328,7 @@ def main(argv=None) -> int:
     result = {
         "rows": rows,
         "exports": exports,
+        "export_args": export_args(a.batches),
         "cold_start": cold,
         "gemm_peaks": peaks,
         "gflop_per_tile": gflops,
@@ -362,7 +370,8 @@ def _markdown(r: dict) -> str:
             f"{x['vs_ort_fp32']:.2f}× | {g} | {pk} | {x['note']} |"
         )
     if r["exports"]:
-        L += ["", "**Export** (`co2s-export --untrained --dynamic-batch 1:4:4`, every default precision):", ""]
+        args = " ".join(r.get("export_args", []))
+        L += ["", f"**Export** (`co2s-export --untrained {args}`, every default precision):", ""]
         L += ["| tile | wall | peak RSS |", "|---|---|---|"]
         L += [f"| {e['tile']} | {e['seconds'] / 60:.1f} min | {e['peak_rss_gb']} GB |" for e in r["exports"]]
         L += ["", "Per step (the exporter's `-v` lines: wall s / peak RSS so far GB):", ""]

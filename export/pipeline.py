@@ -171,6 +171,11 @@ def export_bundle(opts: ExportOptions) -> ExportResult:
             raise Co2SInputError(f"--checkpoint {opts.checkpoint}: file not found")
     precisions = tuple(p for p in formats.PRECISIONS if p in set(opts.precisions) | set(opts.engines) | {"fp32"})
 
+    from co2s.runtime.heap import limit_heap_retention
+
+    # weights, graphs and sessions of hundreds of MB are allocated and freed step after step: with glibc's
+    # moving mmap threshold their freed blocks stay in the heap and the next step's peak lands on top of them
+    limit_heap_retention()
     # steps: model, reference, fp32 export, fp32 parity, then a conversion and a parity run per other precision
     with _quiet_exporters(), _measured_steps(4 + 2 * (len(precisions) - 1)) as steps:
         return _export(opts, log, t_start, precisions, steps)

@@ -86,3 +86,42 @@ def test_fp16_graph_is_typed_and_close(toy_onnx):
     ref = ort.InferenceSession(toy_onnx.SerializeToString()).run(None, {"x": x})[0]
     got = ort.InferenceSession(fp16.SerializeToString()).run(None, {"x": x})[0]
     assert np.abs(ref - got).max() < 2e-2
+
+
+@pytest.mark.parametrize("method", ["MinMax", "Entropy"])
+def test_calibrated_ranges_are_onnxruntimes_own(toy_onnx, tmp_path, method):
+    """calibrated_ranges (priority-based order, no arena, folded every few batches) gives exactly the ranges of
+    onnxruntime's calibrator run its own way over the same batches."""
+    from onnxruntime.quantization import CalibrationMethod, create_calibrator, load_tensors_data
+
+    from co2s.export.calibration import calibrated_ranges, calibration_reader
+    from co2s.export.precision import QUANTIZED_OPS
+
+    path = tmp_path / "toy.onnx"
+    onnx.save(toy_onnx, str(path))
+    calib = np.random.default_rng(0).standard_normal((8, 8, 16)).astype(np.float32)
+    cm = getattr(CalibrationMethod, method)
+    options = {"num_bins": 256, "num_quantized_bins": 128} if method == "Entropy" else {}
+    got = load_tensors_data(
+        calibrated_ranges(
+            path, calibration_reader(calib, "x", 2), cm, QUANTIZED_OPS, tmp_path / "r.json", options=options
+        )
+    )
+    own = create_calibrator(
+        path,
+        list(QUANTIZED_OPS),
+        augmented_model_path=str(tmp_path / "own.onnx"),
+        calibrate_method=cm,
+        extra_options=options,
+    )
+    reader = calibration_reader(calib, "x", 2)
+    if method == "Entropy":  # histograms: collected in the same chunks, as quantize_static's strided loop does
+        for start in range(0, len(reader), reader.stride):
+            reader.set_range(start, start + reader.stride)
+            own.collect_data(reader)
+    else:
+        own.collect_data(reader)
+    expected = own.compute_data()
+    assert len(expected.data) > 4 and set(got.data) == set(expected.data)
+    for name, r in expected.data.items():
+        np.testing.assert_array_equal(np.asarray(got.data[name].range_value), np.asarray(r.range_value), err_msg=name)
