@@ -5,7 +5,8 @@
 
 Each form of CPU_INT8_FORMS (and, for comparison, the TensorRT-shaped int8 of the bundle when --trt-int8 names
 it) is written from the same FP32 graph and calibration tiles, then timed with onnxruntime's CPU EP in one run on
-this machine: p50 latency of --runs batches after a warm-up, speed-up against FP32, and pixel agreement with the
+this machine: p50 latency of --runs batches after a warm-up, timed graph after graph within each round
+(interleaved: background load hits every graph alike), speed-up against FP32, and pixel agreement with the
 FP32 labels on the calibration tiles. Writes cpu_int8.{json,csv,md,png} to --out-dir.
 """
 
@@ -27,7 +28,8 @@ sys.path.insert(0, str(HERE))
 COLUMNS = ("graph", "form", "p50_ms", "p90_ms", "speedup_vs_fp32", "pixel_agreement", "quantize_s", "mb")
 
 
-def _time(path: Path, x: np.ndarray, runs: int, threads: int) -> tuple[list[float], dict]:
+def _session(path: Path, x: np.ndarray, threads: int):
+    """(run one batch, labels over all of `x`) for one graph on the CPU EP."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -37,14 +39,21 @@ def _time(path: Path, x: np.ndarray, runs: int, threads: int) -> tuple[list[floa
     name = sess.get_inputs()[0].name
     b = sess.get_inputs()[0].shape[0]
     b = b if isinstance(b, int) else 1
-    outs = [sess.run(["labels"], {name: x[i : i + b]})[0] for i in range(0, len(x) - b + 1, b)]
-    sess.run(None, {name: x[:b]})  # warm-up
-    times = []
+    labels = np.concatenate([sess.run(["labels"], {name: x[i : i + b]})[0] for i in range(0, len(x) - b + 1, b)])
+    return (lambda: sess.run(["labels"], {name: x[:b]})), labels
+
+
+def _interleaved(runners: dict, runs: int) -> dict[str, list[float]]:
+    """ms per call, graph after graph within each round, so background load hits every graph alike."""
+    for run in runners.values():
+        run()  # warm-up
+    times: dict[str, list[float]] = {k: [] for k in runners}
     for _ in range(runs):
-        t0 = time.perf_counter()
-        sess.run(["labels"], {name: x[:b]})
-        times.append(1000 * (time.perf_counter() - t0))
-    return times, {"labels": np.concatenate(outs)}
+        for k, run in runners.items():
+            t0 = time.perf_counter()
+            run()
+            times[k].append(1000 * (time.perf_counter() - t0))
+    return times
 
 
 def main(argv=None) -> int:
@@ -89,25 +98,27 @@ def main(argv=None) -> int:
     del sess
     calib = synthetic(a.calib_count, tile).images
     runs = 3 if a.quick else a.runs
-    rows = []
-    base_times, base = _time(fp32, calib, runs, a.threads)
-    p50_fp32 = float(np.median(base_times))
-    rows.append(_row("fp32", "-", base_times, p50_fp32, 1.0, None, fp32))
-    graphs = [(f, None) for f in (a.forms or CPU_INT8_FORMS)]
+    graphs = {"fp32": (fp32, None)}
+    for form in a.forms or CPU_INT8_FORMS:
+        path = work / f"model.int8-cpu.{form}.onnx"
+        t0 = time.perf_counter()
+        quantize_int8_cpu(fp32, path, calib, form=form, batch=1)
+        graphs[form] = (path, time.perf_counter() - t0)
     if a.trt_int8:
-        graphs.append(("int8 (TensorRT-shaped)", a.trt_int8))
-    for form, given in graphs:
-        path, q_s = given, None
-        if path is None:
-            path = work / f"model.int8-cpu.{form}.onnx"
-            t0 = time.perf_counter()
-            quantize_int8_cpu(fp32, path, calib, form=form, batch=1)
-            q_s = time.perf_counter() - t0
-        times, out = _time(path, calib, runs, a.threads)
-        agree = float((out["labels"] == base["labels"]).mean())
-        rows.append(_row("int8-cpu" if given is None else form, form, times, p50_fp32, agree, q_s, path))
+        graphs["int8 (TensorRT-shaped)"] = (a.trt_int8, None)
+    runners, labels = {}, {}
+    for k, (path, _) in graphs.items():
+        runners[k], labels[k] = _session(path, calib, a.threads)
+    times = _interleaved(runners, runs)
+    p50_fp32 = float(np.median(times["fp32"]))
+    rows = []
+    for k, (path, q_s) in graphs.items():
+        graph = "fp32" if k == "fp32" else ("int8-cpu" if k in CPU_INT8_FORMS else k)
+        form = "-" if k == "fp32" else k
+        agree = float((labels[k] == labels["fp32"]).mean())
+        rows.append(_row(graph, form, times[k], p50_fp32, agree, q_s, path))
         print(
-            f"{rows[-1]['graph']:>24} {form:>10}: p50 {rows[-1]['p50_ms']:.0f} ms, "
+            f"{graph:>24} {form:>10}: p50 {rows[-1]['p50_ms']:.0f} ms, "
             f"{rows[-1]['speedup_vs_fp32']:.2f}x fp32, agreement {100 * agree:.2f} %",
             flush=True,
         )
@@ -146,7 +157,7 @@ def _markdown(r: dict) -> str:
         "# INT8 forms on the onnxruntime CPU EP",
         "",
         f"{r['machine']}; onnxruntime {r['onnxruntime']}, {r['threads']} threads; tile {r['tile']}, batch 1, "
-        f"p50 of {r['runs']} runs after a warm-up; model `{r['model']}`. Agreement: labels vs FP32 on the "
+        f"p50 of {r['runs']} interleaved runs after a warm-up; model `{r['model']}`. Agreement: labels vs FP32 on the "
         "calibration tiles (untrained weights make this a weak check; see accuracy.md for a trained model).",
         "",
         "| graph | form | p50 ms | p90 ms | vs FP32 | agreement | quantise s | MB |",

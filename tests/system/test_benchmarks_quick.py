@@ -186,3 +186,24 @@ def test_train_compare_seeds_and_reuse(tmp_path):
     with open(tmp_path / "res/train_compare.csv") as f:
         drop_time = lambda rs: [{k: v for k, v in x.items() if k != "seconds"} for x in rs]  # noqa: E731
         assert drop_time(csv.DictReader(f)) == drop_time(rows)
+
+
+def test_cpu_int8_quick(tmp_path):
+    """benchmarks/cpu_int8.py --quick: every CPU INT8 form written from one FP32 graph and timed interleaved."""
+    from co2s.bundle.formats import CPU_INT8_FORMS
+
+    r = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "benchmarks/cpu_int8.py"), "--quick", "--out-dir", str(tmp_path / "res")],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    with open(tmp_path / "res/cpu_int8.csv") as f:
+        rows = {x["form"]: x for x in csv.DictReader(f)}
+    assert set(rows) == {"-", *CPU_INT8_FORMS}
+    assert float(rows["-"]["speedup_vs_fp32"]) == 1.0 and float(rows["-"]["pixel_agreement"]) == 1.0
+    for form in CPU_INT8_FORMS:
+        assert float(rows[form]["p50_ms"]) > 0 and 0 <= float(rows[form]["pixel_agreement"]) <= 1
+    assert "interleaved" in (tmp_path / "res/cpu_int8.md").read_text()
