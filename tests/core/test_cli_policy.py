@@ -196,7 +196,14 @@ def _until(proc: subprocess.Popen, ready, what: str, timeout: float = 240) -> No
 def _sigint(cmd: list, ready, what: str, log: Path) -> tuple[int, str]:
     """Start `cmd` (stderr to a file, as a CI log), wait until `ready()`, let it work a second, send SIGINT."""
     with open(log, "w") as f:
-        proc = subprocess.Popen([str(c) for c in cmd], stdout=subprocess.DEVNULL, stderr=f)
+        # SIGINT back to its default in the child: a suite started in the background by a shell (`pytest &`)
+        # inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler in the child
+        proc = subprocess.Popen(
+            [str(c) for c in cmd],
+            stdout=subprocess.DEVNULL,
+            stderr=f,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
         try:
             _until(proc, ready, what)
             time.sleep(1.0)  # well inside the work
