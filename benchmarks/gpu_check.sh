@@ -9,5 +9,5 @@ cd "$(dirname "$0")/.."
 python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA device visible to PyTorch')"
 # the machine's own torch stays: install co2s and its other dependencies around it
 python3 -m pip install -q --no-deps -e .
-python3 -m pip install -q timm open_clip_torch pyyaml tensorboard safetensors onnx onnxscript onnxslim onnxruntime click tqdm
+python3 -m pip install -q timm open_clip_torch pyyaml tensorboard safetensors onnx onnxscript onnxruntime click tqdm
 timeout 480 python3 benchmarks/gpu_check.py "$out" "$@"
