@@ -194,7 +194,7 @@ def calibration_reader(calib: np.ndarray, input_name: str, batch: int, stride: i
     from onnxruntime.quantization import CalibrationDataReader
 
     batches = [calib[i : i + batch] for i in range(0, len(calib) - batch + 1, batch)]
-    stride = max(d for d in range(1, min(stride, len(batches)) + 1) if len(batches) % d == 0)
+    stride = max(1, min(stride, len(batches)))
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -229,13 +229,15 @@ def calibrated_ranges(fp32_path: Path, reader, method, op_types, out: Path, *, o
     import onnxruntime as ort
     from onnxruntime.quantization import create_calibrator, save_tensors_data
 
+    from .onnx_export import needs_external_data
+
     fp32_path, out = Path(fp32_path), Path(out)
     calibrator = create_calibrator(
         fp32_path,
         list(op_types),
         augmented_model_path=str(out.with_name(out.stem + ".augmented.onnx")),
         calibrate_method=method,
-        use_external_data_format=fp32_path.stat().st_size > 2**31 - 2**24,
+        use_external_data_format=needs_external_data(fp32_path),
         extra_options=dict(options or {}),
     )
     opts = ort.SessionOptions()

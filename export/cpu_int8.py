@@ -33,6 +33,7 @@ import onnx
 from co2s.bundle.formats import CPU_INT8_FORMS
 
 from .calibration import calibrated_ranges, calibration_reader
+from .onnx_export import check_onnx, needs_external_data, save_onnx
 from .precision import _no_root_warnings, quantizable_nodes
 
 # Chosen by benchmarks/cpu_int8.py on the paper preset (this project's 2-core AVX2 machine): see its results
@@ -61,7 +62,7 @@ def quantize_int8_cpu(
     if form == "dynamic":  # onnxruntime's dynamic quantiser has integer kernels for MatMul only (no Gemm, Conv)
         skip = skip + [n for n in take if ops[n] != "MatMul"]
         take = [n for n in take if ops[n] == "MatMul"]
-    external = fp32_path.stat().st_size > 2**31 - 2**24
+    external = needs_external_data(fp32_path)
     with tempfile.TemporaryDirectory() as tmp, _no_root_warnings():
         q = Path(tmp) / "q.onnx"
         if form == "dynamic":
@@ -93,7 +94,6 @@ def quantize_int8_cpu(
                 calibration_cache_path=str(ranges),
             )
         model = onnx.load(str(q))
-    from .onnx_export import check_onnx, save_onnx
 
     save_onnx(model, out_path)
     check_onnx(out_path)

@@ -210,6 +210,12 @@ def save_onnx(model: onnx.ModelProto, path: Path) -> None:
         onnx.save_model(model, str(path))
 
 
+def needs_external_data(path: Path) -> bool:
+    """Whether onnxruntime's quantisers must write `path`'s derived graphs with external data: its file is within
+    16 MiB of protobuf's 2 GiB limit (the quantised or augmented copy adds nodes and initializers)."""
+    return Path(path).stat().st_size > 2**31 - 2**24
+
+
 def check_onnx(path: Path) -> None:
     """Full checker (with strict shape inference) from the file, so it works above the protobuf limit too."""
     onnx.checker.check_model(str(path), full_check=True)

@@ -33,7 +33,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from co2s.bundle.formats import INT8_METHODS
 
-from .onnx_export import check_onnx, infer_shapes, save_onnx
+from .onnx_export import check_onnx, infer_shapes, needs_external_data, save_onnx
 
 FLOAT, HALF = TensorProto.FLOAT, TensorProto.FLOAT16
 FP32_ISLAND_OPS = frozenset(
@@ -346,7 +346,7 @@ def quantize_int8_ort(
         "ort-percentile": {"percentile": 99.999},
         "ort-entropy": {"symmetric": True, "num_bins": 2048, "num_quantized_bins": 128},
     }[method]
-    external = fp32_path.stat().st_size > 2**31 - 2**24
+    external = needs_external_data(fp32_path)
     with tempfile.TemporaryDirectory() as tmp, _no_root_warnings():
         ranges = calibrated_ranges(
             fp32_path, reader, cm, QUANTIZED_OPS, Path(tmp) / "ranges.json", options=calib_options
